@@ -1,0 +1,1 @@
+"""NaP-RL: agents."""
