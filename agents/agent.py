@@ -1,0 +1,205 @@
+"""The value-based agent: pure `init`, `act` and `update` over an `AgentState`.
+
+One code path serves DQN, Rainbow, full Rainbow and DER; `AgentConfig` switches the pieces.
+`Agent` holds the static parts (config, network module, optimizer) and is passed to the
+jitted functions as a static argument, so each configuration compiles once and the state
+stays a plain pytree that can be vmapped over seeds, checkpointed and donated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from agents import losses
+from agents.config import AgentConfig
+from agents.network import build_network
+
+
+@flax.struct.dataclass
+class AgentState:
+  """Everything that changes during training. Leaves are arrays (vmappable over seeds)."""
+
+  params: Any
+  target_params: Any
+  opt_state: Any
+  rng: jax.Array
+  updates: jax.Array  # int32 [], learner updates done so far
+
+
+class Batch(NamedTuple):
+  """A replay sample. obs/next_obs [B, *obs_shape]; the rest [B]."""
+
+  obs: chex.Array
+  action: chex.Array
+  reward: chex.Array
+  discount: chex.Array
+  next_obs: chex.Array
+  weight: chex.Array
+
+
+class UpdateInfo(NamedTuple):
+  loss: jax.Array          # [] mean weighted loss
+  priorities: jax.Array    # [B] new replay priorities
+  grad_norm: jax.Array     # [] global gradient norm before clipping
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Agent:
+  """Static parts of an agent. Hashed by identity: one compilation per instance."""
+
+  config: AgentConfig
+  num_actions: int
+  network: Any                      # flax.linen.Module
+  optimizer: optax.GradientTransformation
+  learning_rate: optax.Schedule     # frames -> lr; the loop evaluates it, `update` takes it
+
+  @property
+  def atoms(self) -> jax.Array | None:
+    net = self.config.network
+    if not net.distributional:
+      return None
+    return jnp.linspace(net.v_min, net.v_max, net.num_atoms)
+
+  def apply(self, params: Any, obs: chex.Array, rng: jax.Array) -> chex.Array:
+    """Network output: [B, A] Q-values or [B, A, N] logits for obs [B, *obs_shape]."""
+    return self.network.apply({"params": params}, obs, rngs={"noise": rng})
+
+  def q_values(self, params: Any, obs: chex.Array, rng: jax.Array) -> chex.Array:
+    out = self.apply(params, obs, rng)
+    atoms = self.atoms
+    return out if atoms is None else losses.expected_q(out, atoms)
+
+
+def make_agent(config: AgentConfig, num_actions: int,
+               gradient_transforms: tuple[optax.GradientTransformation, ...] = (),
+               update_transforms: tuple[optax.GradientTransformation, ...] = ()) -> Agent:
+  """Builds the network and the optimizer for `config`.
+
+  The optimizer is `clip -> gradient_transforms -> adam -> (-lr) -> update_transforms ->
+  NaP projection`. The learning rate is an argument of `update`, computed by the training
+  loop from the schedule at the current frame count: schedule boundaries (task switches) are
+  then known in advance and a changing rate never recompiles. The projection comes last so
+  parameters land exactly on their recorded norms whatever the steps before it did.
+  """
+  from plasticity import nap, schedules  # plasticity never imports agents; one way only.
+
+  config.validate()
+  if num_actions < 1:
+    raise ValueError(f"num_actions must be >= 1, got {num_actions}")
+  learning_rate = (schedules.make_schedule(config.lr_schedule) if config.lr_schedule
+                   else optax.constant_schedule(config.lr))
+  chain = []
+  if config.max_grad_norm > 0:
+    chain.append(optax.clip_by_global_norm(config.max_grad_norm))
+  chain.extend(gradient_transforms)
+  chain.append(optax.scale_by_adam(eps=config.adam_eps))
+  chain.append(scale_by_learning_rate_arg())
+  chain.extend(update_transforms)
+  if config.nap:
+    chain.append(nap.weight_projection(every_k_steps=config.nap_every_k))
+  return Agent(config=config, num_actions=num_actions,
+               network=build_network(config.network, num_actions),
+               optimizer=optax.chain(*chain), learning_rate=learning_rate)
+
+
+def init(agent: Agent, rng: jax.Array, obs_example: chex.Array) -> AgentState:
+  """Fresh state. obs_example [B, *obs_shape] fixes the input shape and dtype."""
+  param_rng, noise_rng, rng = jax.random.split(rng, 3)
+  params = agent.network.init({"params": param_rng, "noise": noise_rng}, obs_example)["params"]
+  return AgentState(params=params, target_params=params,
+                    opt_state=agent.optimizer.init(params), rng=rng,
+                    updates=jnp.zeros((), jnp.int32))
+
+
+def act_step(agent: Agent, params: Any, rng: jax.Array, obs: chex.Array,
+             epsilon: chex.Array) -> jax.Array:
+  """Epsilon-greedy (and, with noisy heads, noisy) actions [B] int32 for obs [B, ...].
+
+  Unjitted; `act` is its jitted form.
+  """
+  noise_rng, explore_rng, random_rng = jax.random.split(rng, 3)
+  greedy = jnp.argmax(agent.q_values(params, obs, noise_rng), axis=-1)
+  batch = obs.shape[0]
+  explore = jax.random.uniform(explore_rng, (batch,)) < epsilon
+  random_actions = jax.random.randint(random_rng, (batch,), 0, agent.num_actions)
+  return jnp.where(explore, random_actions, greedy).astype(jnp.int32)
+
+
+act = jax.jit(act_step, static_argnums=0)
+
+
+def _loss(agent: Agent, params: Any, target_params: Any, batch: Batch,
+          rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+  online_rng, target_rng, next_rng = jax.random.split(rng, 3)
+  online_tm1 = agent.apply(params, batch.obs, online_rng)
+  target_t = agent.apply(target_params, batch.next_obs, target_rng)
+  if agent.config.double_q:
+    online_t = jax.lax.stop_gradient(agent.apply(params, batch.next_obs, next_rng))
+  else:
+    online_t = target_t
+  per_example, priorities = losses.batch_losses(
+      online_tm1, target_t, online_t, batch.action, batch.reward, batch.discount,
+      agent.atoms, agent.config.double_q)
+  return jnp.mean(batch.weight * per_example), priorities
+
+
+def scale_by_learning_rate_arg() -> optax.GradientTransformationExtraArgs:
+  """Scales updates by -learning_rate, read from `update(..., learning_rate=lr)`."""
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None, *, learning_rate, **extra_args):
+    del params, extra_args
+    return jax.tree.map(lambda u: -learning_rate * u, updates), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def update_step(agent: Agent, state: AgentState, batch: Batch,
+                learning_rate: chex.Numeric) -> tuple[AgentState, UpdateInfo]:
+  """One learner update (unjitted; `update` is its jitted form).
+
+  Loss and gradients, the optimizer chain (NaP projection included when configured) and the
+  hard target sync every `target_update_period_updates` updates.
+  """
+  rng, loss_rng = jax.random.split(state.rng)
+  (loss, priorities), grads = jax.value_and_grad(
+      functools.partial(_loss, agent), has_aux=True)(
+          state.params, state.target_params, batch, loss_rng)
+  updates, opt_state = agent.optimizer.update(grads, state.opt_state, state.params,
+                                              learning_rate=learning_rate)
+  params = optax.apply_updates(state.params, updates)
+  count = state.updates + 1
+  target_params = optax.periodic_update(
+      params, state.target_params, count, agent.config.target_update_period_updates)
+  new_state = AgentState(params=params, target_params=target_params, opt_state=opt_state,
+                         rng=rng, updates=count)
+  return new_state, UpdateInfo(loss=loss, priorities=priorities,
+                               grad_norm=optax.global_norm(grads))
+
+
+update = jax.jit(update_step, static_argnums=0)
+
+
+def epsilon_at(config: AgentConfig, agent_steps: int) -> float:
+  """Linearly decayed exploration rate after `agent_steps` agent steps."""
+  fraction = min(1.0, agent_steps / max(1, config.epsilon_decay_steps))
+  return float(config.epsilon_start + fraction * (config.epsilon_end - config.epsilon_start))
+
+
+def importance_beta_at(config: AgentConfig, progress: float) -> float:
+  """Importance-sampling exponent annealed linearly over training (progress in [0, 1])."""
+  progress = float(np.clip(progress, 0.0, 1.0))
+  return config.importance_beta_start + progress * (
+      config.importance_beta_end - config.importance_beta_start)

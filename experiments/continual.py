@@ -1,0 +1,658 @@
+r"""Continual supervised plasticity benchmarks: interventions with and without NaP.
+
+Runs every (network, method, NaP) configuration of the grid on one task stream
+(`envs.continual`), all seeds of a configuration at once (`vmap` over seeds inside one jitted
+`lax.scan` over the steps of a task), and writes to `--out`:
+
+- `config.json`: every flag and the package versions;
+- `steps.csv`: per-step training loss and accuracy (means over windows of `--log_every`
+  steps) per seed: `net,method,nap,seed,task,step,loss,accuracy`;
+- `tasks.jsonl`: one object per (configuration, seed, task) with the average online accuracy
+  and loss over the task (each batch scored before the update on it), the final loss and
+  accuracy on the task's examples, and the diagnostics at the end of the task (parameter norm
+  and per-layer norms, per-layer ELR, Jacobian norm, dormant fractions at tau and exactly
+  zero, srank and effective rank of the penultimate features);
+- `summary.json`: per configuration, mean/std over seeds of the average online accuracy
+  (all tasks and the last 5), final-task loss, parameter and Jacobian norms, runtime;
+- `fig1_norm_growth.png` (the paper's Figure 1 analogue: no normalization vs LayerNorm vs
+  LayerNorm + projection over label resets: final loss per task, Jacobian norm, parameter
+  norm) and `fig5_interventions.png` (Figure 5 analogue: average online accuracy of each
+  intervention, MLP and CNN, without and with NaP), plus `online_accuracy.png` (per-task
+  online accuracy curves).
+
+Example (the default grid: 10 methods x NaP off/on on the MLP, 3 seeds, 30 label resets)::
+
+  python -m experiments.continual --out=runs/continual
+  python -m experiments.continual --net=mlp,cnn --out=runs/continual_full
+
+With NaP on, the network gets LayerNorm before every hidden nonlinearity and the optimizer
+ends with `nap.weight_projection()`; `none` + NaP is therefore the paper's "LayerNorm +
+projection" and `layernorm` + NaP is the same configuration (run once, reported under both).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from envs import continual as streams
+from networks import MLP
+from networks.small_cnn import SmallCNN
+from plasticity import interventions
+from plasticity import metrics
+from plasticity import nap as nap_lib
+
+NETS = ("mlp", "cnn")
+NAP_MODES = ("off", "on", "both")
+OPTIMIZERS = interventions.BASES
+
+_FLAGS = flags.FlagValues()
+flags.DEFINE_string("benchmark", "random_labels",
+                    f"Task stream: one of {', '.join(streams.BENCHMARKS)}.", flag_values=_FLAGS)
+flags.DEFINE_string("dataset", "digits", f"Images: one of {', '.join(streams.DATASETS)} "
+                    "(digits is embedded; mnist/cifar10 need --data_dir).", flag_values=_FLAGS)
+flags.DEFINE_string("data_dir", None, "Directory with the MNIST IDX files or the CIFAR-10 "
+                    "python batches.", flag_values=_FLAGS)
+flags.DEFINE_integer("num_examples", 1000, "Fixed subset of images in the stream (0 = all).",
+                     flag_values=_FLAGS)
+flags.DEFINE_list("net", ["mlp"], "Networks, comma-separated: mlp, cnn.", flag_values=_FLAGS)
+flags.DEFINE_list("methods", list(interventions.METHODS),
+                  f"Interventions, comma-separated: {', '.join(interventions.METHODS)}.",
+                  flag_values=_FLAGS)
+flags.DEFINE_string("nap", "both", "NaP (LayerNorm + weight projection): off, on or both.",
+                    flag_values=_FLAGS)
+flags.DEFINE_integer("steps_per_task", 500, "Optimizer steps per task.", flag_values=_FLAGS)
+flags.DEFINE_integer("num_tasks", 30, "Number of tasks (label resets).", flag_values=_FLAGS)
+flags.DEFINE_integer("seeds", 3, "Seeds per configuration (vmapped).", flag_values=_FLAGS)
+flags.DEFINE_integer("seed", 0, "First seed.", flag_values=_FLAGS)
+flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=_FLAGS)
+flags.DEFINE_float("lr", 1e-3, "Learning rate.", flag_values=_FLAGS)
+flags.DEFINE_string("optimizer", "adam", f"Base optimizer: {', '.join(OPTIMIZERS)}.",
+                    flag_values=_FLAGS)
+flags.DEFINE_list("hidden_sizes", ["128", "128"], "MLP hidden layer sizes.", flag_values=_FLAGS)
+flags.DEFINE_list("cnn_channels", ["8", "16"], "SmallCNN conv channels.", flag_values=_FLAGS)
+flags.DEFINE_list("cnn_strides", ["1", "2"], "SmallCNN conv strides.", flag_values=_FLAGS)
+flags.DEFINE_list("cnn_hidden", ["64"], "SmallCNN dense hidden sizes.", flag_values=_FLAGS)
+flags.DEFINE_list("overrides", [], "Intervention hyperparameters, e.g. "
+                  "redo.tau=0.1,continual_backprop.replacement_rate=1e-3.", flag_values=_FLAGS)
+flags.DEFINE_integer("log_every", 10, "Window (steps) of the per-step means in steps.csv.",
+                     flag_values=_FLAGS)
+flags.DEFINE_integer("probe_size", 256, "Probe batch size for the diagnostics.",
+                     flag_values=_FLAGS)
+flags.DEFINE_integer("eval_size", 1024, "Examples scored for the final loss of a task.",
+                     flag_values=_FLAGS)
+flags.DEFINE_integer("jacobian_projections", 8, "Random projections for the Jacobian norm.",
+                     flag_values=_FLAGS)
+flags.DEFINE_string("out", None, "Output directory (created).", flag_values=_FLAGS)
+flags.DEFINE_bool("plots", True, "Write the figures.", flag_values=_FLAGS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Validated settings of one grid run (see the flags for their meaning)."""
+
+  out: str
+  benchmark: str = "random_labels"
+  dataset: str = "digits"
+  data_dir: str | None = None
+  num_examples: int = 1000
+  nets: tuple[str, ...] = ("mlp",)
+  methods: tuple[str, ...] = interventions.METHODS
+  nap: str = "both"
+  steps_per_task: int = 500
+  num_tasks: int = 30
+  seeds: int = 3
+  seed: int = 0
+  batch_size: int = 64
+  lr: float = 1e-3
+  optimizer: str = "adam"
+  hidden_sizes: tuple[int, ...] = (128, 128)
+  cnn_channels: tuple[int, ...] = (8, 16)
+  cnn_strides: tuple[int, ...] = (1, 2)
+  cnn_hidden: tuple[int, ...] = (64,)
+  overrides: tuple[str, ...] = ()
+  log_every: int = 10
+  probe_size: int = 256
+  eval_size: int = 1024
+  jacobian_projections: int = 8
+  plots: bool = True
+
+  @property
+  def nap_modes(self) -> tuple[bool, ...]:
+    return {"off": (False,), "on": (True,), "both": (False, True)}[self.nap]
+
+  def intervention_overrides(self) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for item in self.overrides:
+      key, _, value = item.partition("=")
+      method, _, name = key.partition(".")
+      out.setdefault(method, {})[name] = _parse_value(value)
+    return out
+
+
+def _parse_value(text: str):
+  for cast in (int, float):
+    try:
+      return cast(text)
+    except ValueError:
+      pass
+  return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _choice(flag: str, value, allowed: Sequence[str]) -> None:
+  if value not in allowed:
+    raise ValueError(f"--{flag}={value!r} is not supported; allowed values: "
+                     + ", ".join(allowed))
+
+
+def _positive(flag: str, value, allow_zero: bool = False) -> None:
+  ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and (
+      value >= 0 if allow_zero else value > 0)
+  if not ok:
+    raise ValueError(f"--{flag}={value!r} must be a {'non-negative' if allow_zero else 'positive'}"
+                     " integer")
+
+
+def _int_list(flag: str, values) -> tuple[int, ...]:
+  try:
+    out = tuple(int(v) for v in values)
+  except (TypeError, ValueError):
+    raise ValueError(f"--{flag}={','.join(map(str, values))!r} must be comma-separated "
+                     "positive integers") from None
+  if not out or min(out) < 1:
+    raise ValueError(f"--{flag}={','.join(map(str, values))!r} must be comma-separated "
+                     "positive integers")
+  return out
+
+
+def validate(cfg: Config) -> Config:
+  """Checks every setting; raises ValueError naming the flag and the allowed values."""
+  if not cfg.out:
+    raise ValueError("--out is required: the directory for logs and figures")
+  _choice("benchmark", cfg.benchmark, streams.BENCHMARKS)
+  _choice("dataset", cfg.dataset, streams.DATASETS)
+  if cfg.dataset != "digits":
+    if not cfg.data_dir:
+      raise ValueError(f"--data_dir is required for --dataset={cfg.dataset} (or use "
+                       "--dataset=digits, embedded)")
+    if not os.path.isdir(cfg.data_dir):
+      raise ValueError(f"--data_dir={cfg.data_dir!r} is not a directory")
+  _positive("num_examples", cfg.num_examples, allow_zero=True)
+  if not cfg.nets:
+    raise ValueError("--net must name at least one of: " + ", ".join(NETS))
+  for n in cfg.nets:
+    _choice("net", n, NETS)
+  if len(set(cfg.nets)) != len(cfg.nets):
+    raise ValueError(f"--net={','.join(cfg.nets)!r} lists a network twice")
+  if not cfg.methods:
+    raise ValueError("--methods must name at least one of: " + ", ".join(interventions.METHODS))
+  for m in cfg.methods:
+    _choice("methods", m, interventions.METHODS)
+  if len(set(cfg.methods)) != len(cfg.methods):
+    raise ValueError(f"--methods={','.join(cfg.methods)!r} lists a method twice")
+  _choice("nap", cfg.nap, NAP_MODES)
+  for name in ("steps_per_task", "num_tasks", "seeds", "batch_size", "log_every", "probe_size",
+               "eval_size", "jacobian_projections"):
+    _positive(name, getattr(cfg, name))
+  _positive("seed", cfg.seed, allow_zero=True)
+  if cfg.steps_per_task % cfg.log_every:
+    raise ValueError(f"--log_every={cfg.log_every} must divide --steps_per_task="
+                     f"{cfg.steps_per_task}")
+  if not (isinstance(cfg.lr, (int, float)) and np.isfinite(cfg.lr) and cfg.lr > 0):
+    raise ValueError(f"--lr={cfg.lr!r} must be a positive number")
+  _choice("optimizer", cfg.optimizer, OPTIMIZERS)
+  if cfg.optimizer == "momentum" and "upgd" in cfg.methods:
+    raise ValueError("--methods includes upgd, which supports --optimizer=adam or sgd only")
+  for flag in ("hidden_sizes", "cnn_channels", "cnn_strides", "cnn_hidden"):
+    _int_list(flag, getattr(cfg, flag))
+  if len(cfg.cnn_strides) != len(cfg.cnn_channels):
+    raise ValueError(f"--cnn_strides ({len(cfg.cnn_strides)} values) must have one stride per "
+                     f"--cnn_channels entry ({len(cfg.cnn_channels)})")
+  for item in cfg.overrides:
+    key, eq, value = item.partition("=")
+    method, dot, name = key.partition(".")
+    if not eq or not dot or not name or not value:
+      raise ValueError(f"--overrides entry {item!r} must look like method.name=value, e.g. "
+                       "redo.tau=0.1")
+    _choice("overrides (method)", method, interventions.METHODS)
+    if method not in cfg.methods:
+      raise ValueError(f"--overrides entry {item!r} names a method not in --methods")
+  for method, hp in cfg.intervention_overrides().items():
+    try:
+      interventions.make_intervention(method, **hp)
+    except ValueError as e:
+      raise ValueError(f"--overrides: {e}") from None
+  return cfg
+
+
+def config_from_flags(fv: flags.FlagValues = _FLAGS) -> Config:
+  def ints(name):
+    return _int_list(name, fv[name].value)
+
+  return validate(Config(
+      out=fv.out, benchmark=fv.benchmark, dataset=fv.dataset, data_dir=fv.data_dir,
+      num_examples=fv.num_examples, nets=tuple(fv.net), methods=tuple(fv.methods),
+      nap=fv.nap, steps_per_task=fv.steps_per_task, num_tasks=fv.num_tasks, seeds=fv.seeds,
+      seed=fv.seed, batch_size=fv.batch_size, lr=fv.lr, optimizer=fv.optimizer,
+      hidden_sizes=ints("hidden_sizes"), cnn_channels=ints("cnn_channels"),
+      cnn_strides=ints("cnn_strides"), cnn_hidden=ints("cnn_hidden"),
+      overrides=tuple(fv.overrides), log_every=fv.log_every, probe_size=fv.probe_size,
+      eval_size=fv.eval_size, jacobian_projections=fv.jacobian_projections, plots=fv.plots))
+
+
+# ---------------------------------------------------------------------------------------------
+# One configuration.
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  net: str
+  method: str
+  nap: bool
+
+  @property
+  def label(self) -> str:
+    return f"{self.net}/{self.method}{'+nap' if self.nap else ''}"
+
+
+def effective_setup(run: RunSpec) -> tuple[str, str, str]:
+  """(norm, activation, optimizer method) actually used by a run (its identity)."""
+  iv = interventions.make_intervention(run.method)
+  norm = "layer" if run.nap else iv.network.get("norm", "none")
+  activation = iv.network.get("activation", "relu")
+  opt_method = run.method if run.method not in interventions.NETWORK_OPTIONS else "none"
+  return norm, activation, opt_method
+
+
+def build_model(cfg: Config, net: str, norm: str, activation: str, num_classes: int):
+  if net == "mlp":
+    return MLP(hidden_sizes=tuple(cfg.hidden_sizes), num_outputs=num_classes, norm=norm,
+               activation=activation)
+  return SmallCNN(channels=tuple(cfg.cnn_channels), strides=tuple(cfg.cnn_strides),
+                  hidden_sizes=tuple(cfg.cnn_hidden), num_outputs=num_classes, norm=norm,
+                  activation=activation)
+
+
+def _prep(net: str, x):
+  return x.reshape(x.shape[0], -1) if net == "mlp" else x
+
+
+def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
+               log_steps, log_task) -> dict[str, Any]:
+  """Trains all seeds of one configuration over the stream; returns its summary."""
+  t0 = time.time()
+  norm, activation, opt_method = effective_setup(run)
+  model = build_model(cfg, run.net, norm, activation, stream.num_classes)
+  iv = interventions.make_intervention(
+      opt_method, **cfg.intervention_overrides().get(opt_method, {}))
+  sample = _prep(run.net, stream.images[:2])
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), sample)
+  spec = interventions.sequential_layer_spec(model, shapes, sample) \
+      if iv.needs_activations else None
+
+  def init_fn(key):
+    return model.init(key, sample)["params"]
+
+  tx = iv.optimizer(cfg.lr, base=cfg.optimizer, layer_spec=spec, init_fn=init_fn,
+                    projection=nap_lib.weight_projection() if run.nap else None,
+                    seed=cfg.seed)
+  seeds = np.arange(cfg.seed, cfg.seed + cfg.seeds)
+  root = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+  init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(root)
+  task_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(root)   # shared by all configs
+  data_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(root)
+  params = jax.jit(jax.vmap(init_fn))(init_keys)
+  opt_state = jax.jit(jax.vmap(tx.init))(params)
+  num_eval = min(cfg.eval_size, stream.num_examples)
+  probe_n = min(cfg.probe_size, stream.num_examples)
+  window = cfg.log_every
+
+  def loss_fn(p, x, y):
+    logits, acts = metrics.capture_intermediates(model.apply, {"params": p}, _prep(run.net, x))
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, (logits, acts)
+
+  def train_task(p, s, task, key):
+    def step(carry, k):
+      p, s = carry
+      x, y = stream.batch(task, k, cfg.batch_size)
+      (loss, (logits, acts)), g = jax.value_and_grad(loss_fn, has_aux=True)(p, x, y)
+      u, s = tx.update(g, s, p, activations=acts)
+      acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
+      return (optax.apply_updates(p, u), s), (loss, acc)
+
+    (p, s), (losses, accs) = jax.lax.scan(step, (p, s),
+                                          jax.random.split(key, cfg.steps_per_task))
+    return p, s, losses.reshape(-1, window).mean(1), accs.reshape(-1, window).mean(1), \
+        losses.mean(), accs.mean()
+
+  def diagnose(p, task, key):
+    xe, ye = stream.examples(task, jnp.arange(num_eval))
+    logits = model.apply({"params": p}, _prep(run.net, xe))
+    final_loss = optax.softmax_cross_entropy_with_integer_labels(logits, ye).mean()
+    final_acc = jnp.mean((jnp.argmax(logits, -1) == ye).astype(jnp.float32))
+    kp, kj = jax.random.split(key)
+    xp, _ = stream.examples(task, jax.random.choice(kp, stream.num_examples, (probe_n,),
+                                                    replace=False))
+    xp = _prep(run.net, xp)
+    _, acts = metrics.capture_intermediates(model.apply, {"params": p}, xp)
+    feats = acts["features"].reshape(probe_n, -1)
+    hidden = {k: v for k, v in acts.items() if k != "features"}
+    jac = metrics.jacobian_norm(lambda inp: model.apply({"params": p}, inp), xp, kj,
+                                num_projections=cfg.jacobian_projections)
+    return {
+        "final_loss": final_loss, "final_accuracy": final_acc,
+        "param_norm": metrics.global_param_norm(p),
+        "param_norms": metrics.param_norms(p),
+        "elr": metrics.effective_learning_rates(p, cfg.lr),
+        "jacobian_norm": jac,
+        "dormant": metrics.dormant_fractions(hidden),
+        "dormant_zero": metrics.dormant_fractions(hidden, 0.0),
+        "dormant_total": metrics.dormant_fraction_total(hidden),
+        "srank": metrics.srank(feats), "effective_rank": metrics.effective_rank(feats),
+    }
+
+  train = jax.jit(jax.vmap(train_task))
+  diag = jax.jit(jax.vmap(diagnose))
+  make_tasks = jax.jit(jax.vmap(stream.task, in_axes=(0, None)))
+  online_acc = np.zeros((cfg.seeds, cfg.num_tasks))
+  final_loss = np.zeros((cfg.seeds, cfg.num_tasks))
+  param_norm = np.zeros((cfg.seeds, cfg.num_tasks))
+  jac_norm = np.zeros((cfg.seeds, cfg.num_tasks))
+  compile_s = None
+  train_s = diag_s = 0.0
+  step_keys = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+  probe_keys = jax.jit(jax.vmap(lambda k, t: jax.random.fold_in(k, 10_000 + t),
+                                in_axes=(0, None)))
+  for t in range(cfg.num_tasks):
+    tasks = make_tasks(task_keys, t)
+    keys = step_keys(data_keys, t)
+    t_task = time.time()
+    params, opt_state, loss_w, acc_w, loss_m, acc_m = train(params, opt_state, tasks, keys)
+    loss_w, acc_w, loss_m, acc_m = map(np.asarray, (loss_w, acc_w, loss_m, acc_m))
+    t_diag = time.time()
+    d = jax.device_get(diag(params, tasks, probe_keys(data_keys, t)))
+    if compile_s is None:
+      compile_s = time.time() - t_task
+    else:
+      train_s += t_diag - t_task
+      diag_s += time.time() - t_diag
+    for i, seed in enumerate(seeds):
+      base_step = t * cfg.steps_per_task
+      log_steps([(run.net, run.method, int(run.nap), int(seed), t,
+                  base_step + (j + 1) * window, float(loss_w[i, j]), float(acc_w[i, j]))
+                 for j in range(loss_w.shape[1])])
+      rec = {"net": run.net, "method": run.method, "nap": run.nap, "seed": int(seed),
+             "task": t, "online_accuracy": float(acc_m[i]), "online_loss": float(loss_m[i])}
+      rec.update(jax.tree.map(lambda v: float(v[i]), d))
+      log_task(rec)
+    online_acc[:, t] = acc_m
+    final_loss[:, t] = np.asarray(d["final_loss"])
+    param_norm[:, t] = np.asarray(d["param_norm"])
+    jac_norm[:, t] = np.asarray(d["jacobian_norm"])
+    if not np.all(np.isfinite(loss_m)):
+      print(f"  {run.label}: non-finite loss in task {t}", flush=True)
+  elapsed = time.time() - t0
+  last = max(1, min(5, cfg.num_tasks))
+  per_seed = online_acc.mean(1)
+  return {
+      "net": run.net, "method": run.method, "nap": run.nap, "norm": norm,
+      "activation": activation, "hparams": dict(iv.hparams),
+      "online_accuracy": float(per_seed.mean()), "online_accuracy_std": float(per_seed.std()),
+      "online_accuracy_first5": float(online_acc[:, :last].mean()),
+      "online_accuracy_last5": float(online_acc[:, -last:].mean()),
+      "online_accuracy_per_task": online_acc.mean(0).tolist(),
+      "final_loss_first": float(final_loss[:, 0].mean()),
+      "final_loss_last": float(final_loss[:, -1].mean()),
+      "param_norm_first": float(param_norm[:, 0].mean()),
+      "param_norm_last": float(param_norm[:, -1].mean()),
+      "jacobian_norm_first": float(jac_norm[:, 0].mean()),
+      "jacobian_norm_last": float(jac_norm[:, -1].mean()),
+      "seconds": elapsed, "first_task_seconds_incl_compile": compile_s,
+      "train_seconds_after_first_task": train_s, "diag_seconds_after_first_task": diag_s,
+  }
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid.
+
+
+def grid(cfg: Config) -> list[RunSpec]:
+  return [RunSpec(net, method, use_nap) for net in cfg.nets for use_nap in cfg.nap_modes
+          for method in cfg.methods]
+
+
+def _versions() -> dict[str, str]:
+  out = {}
+  for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
+    try:
+      out[pkg] = importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return out
+
+
+def run(cfg: Config, verbose: bool = True) -> dict[str, Any]:
+  """Runs the whole grid; writes logs (and figures) under `cfg.out`; returns the summary."""
+  cfg = validate(cfg)
+  stream = streams.make_stream(cfg.benchmark, cfg.dataset, cfg.data_dir,
+                               num_examples=cfg.num_examples or None)
+  os.makedirs(cfg.out, exist_ok=True)
+  with open(os.path.join(cfg.out, "config.json"), "w") as f:
+    json.dump({"flags": dataclasses.asdict(cfg), "versions": _versions(),
+               "devices": [str(d) for d in jax.devices()],
+               "created": datetime.datetime.now().isoformat(timespec="seconds")}, f, indent=1)
+  steps_f = open(os.path.join(cfg.out, "steps.csv"), "w", newline="")
+  tasks_f = open(os.path.join(cfg.out, "tasks.jsonl"), "w")
+  writer = csv.writer(steps_f)
+  writer.writerow(["net", "method", "nap", "seed", "task", "step", "loss", "accuracy"])
+  summary: dict[str, Any] = {"configs": {}, "grid_seconds": 0.0}
+  done: dict[tuple, dict[str, Any]] = {}
+  t0 = time.time()
+  try:
+    for spec in grid(cfg):
+      key = (spec.net, spec.nap) + effective_setup(spec)
+      if key in done:   # e.g. layernorm + NaP == none + NaP: same network and optimizer
+        res = dict(done[key], method=spec.method, alias_of=done[key]["method"])
+        _copy_logs(cfg.out, done[key]["method"], spec, writer, tasks_f, steps_f)
+      else:
+        if verbose:
+          print(f"[continual] {spec.label} ...", flush=True)
+        res = run_config(cfg, stream, spec, writer.writerows,
+                         lambda r: tasks_f.write(json.dumps(r) + "\n"))
+        done[key] = res
+        steps_f.flush()
+        tasks_f.flush()
+        if verbose:
+          print(f"[continual] {spec.label}: online acc {res['online_accuracy']:.3f} "
+                f"(last 5 tasks {res['online_accuracy_last5']:.3f}), final loss "
+                f"{res['final_loss_last']:.3f}, param norm {res['param_norm_last']:.1f}, "
+                f"{res['seconds']:.0f}s", flush=True)
+      summary["configs"][spec.label] = res
+  finally:
+    steps_f.close()
+    tasks_f.close()
+  summary["grid_seconds"] = time.time() - t0
+  summary["num_configs"] = len(summary["configs"])
+  summary["num_trained"] = len(done)
+  with open(os.path.join(cfg.out, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  if cfg.plots:
+    plot_all(cfg.out)
+  return summary
+
+
+def _copy_logs(out, source_method, spec, writer, tasks_f, steps_f):
+  """Duplicates an aliased configuration's rows under its own method name."""
+  steps_f.flush()
+  tasks_f.flush()
+  with open(os.path.join(out, "steps.csv")) as f:
+    rows = [r for r in csv.reader(f)
+            if r and r[0] == spec.net and r[1] == source_method and r[2] == str(int(spec.nap))]
+  writer.writerows([[r[0], spec.method, *r[2:]] for r in rows])
+  with open(os.path.join(out, "tasks.jsonl")) as f:
+    recs = [json.loads(line) for line in f if line.strip()]
+  for r in recs:
+    if r["net"] == spec.net and r["method"] == source_method and r["nap"] == spec.nap:
+      tasks_f.write(json.dumps(dict(r, method=spec.method)) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures.
+
+
+def _load_tasks(out: str) -> list[dict[str, Any]]:
+  with open(os.path.join(out, "tasks.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _series(recs, net, method, nap, key):
+  sel = [r for r in recs if r["net"] == net and r["method"] == method and r["nap"] == nap]
+  if not sel:
+    return None
+  seeds = sorted({r["seed"] for r in sel})
+  tasks = sorted({r["task"] for r in sel})
+  arr = np.full((len(seeds), len(tasks)), np.nan)
+  for r in sel:
+    arr[seeds.index(r["seed"]), tasks.index(r["task"])] = r[key]
+  return np.asarray(tasks), arr
+
+
+def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
+  """Writes the figures from `out/tasks.jsonl`; returns their paths."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  recs = _load_tasks(out)
+  dest = figures_dir or out
+  os.makedirs(dest, exist_ok=True)
+  paths = []
+  nets = [n for n in NETS if any(r["net"] == n for r in recs)]
+
+  # Figure 1 analogue.
+  trio = [("none", False, "no normalization"), ("layernorm", False, "LayerNorm"),
+          ("none", True, "LayerNorm + projection (NaP)")]
+  rows = [n for n in nets if all(_series(recs, n, m, p, "final_loss") is not None
+                                 for m, p, _ in trio)]
+  if rows:
+    fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.1 * len(rows)), squeeze=False,
+                             dpi=80)
+    for r, net in enumerate(rows):
+      for c, (key, title) in enumerate((("final_loss", "final loss on the task"),
+                                        ("jacobian_norm", "Jacobian norm"),
+                                        ("param_norm", "parameter norm"))):
+        ax = axes[r, c]
+        for (m, p, lab), color in zip(trio, ("tab:red", "tab:blue", "tab:green")):
+          tasks, arr = _series(recs, net, m, p, key)
+          mean = np.nanmean(arr, 0)
+          ax.plot(tasks + 1, mean, color=color, label=lab)
+          ax.fill_between(tasks + 1, np.nanmin(arr, 0), np.nanmax(arr, 0), color=color,
+                          alpha=0.2, lw=0)
+        ax.set_title(f"{net.upper()}: {title}", fontsize=10)
+        ax.set_xlabel("label resets (tasks)")
+        if key != "final_loss":
+          ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(dest, "fig1_norm_growth.png")
+    fig.savefig(path)
+    plt.close(fig)
+    paths.append(path)
+
+  # Figure 5 analogue.
+  methods = [m for m in interventions.METHODS if any(r["method"] == m for r in recs)]
+  if methods and nets:
+    fig, axes = plt.subplots(1, len(nets), figsize=(6.2 * len(nets), 3.6), squeeze=False,
+                             dpi=80)
+    for c, net in enumerate(nets):
+      ax = axes[0, c]
+      xs = np.arange(len(methods))
+      for off, use_nap, color, lab in ((-0.2, False, "tab:gray", "without NaP"),
+                                       (0.2, True, "tab:green", "with NaP")):
+        means, stds = [], []
+        for m in methods:
+          s = _series(recs, net, m, use_nap, "online_accuracy")
+          if s is None:
+            means.append(np.nan)
+            stds.append(0.0)
+          else:
+            per_seed = np.nanmean(s[1], 1)
+            means.append(per_seed.mean())
+            stds.append(per_seed.std())
+        ax.bar(xs + off, means, 0.4, yerr=stds, color=color, label=lab, capsize=2)
+      ax.set_xticks(xs)
+      ax.set_xticklabels(methods, rotation=35, ha="right", fontsize=8)
+      ax.set_ylabel("average online accuracy")
+      ax.set_title(f"{net.upper()}: all tasks, mean over seeds (bars: std)", fontsize=10)
+      ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(dest, "fig5_interventions.png")
+    fig.savefig(path)
+    plt.close(fig)
+    paths.append(path)
+
+    # Per-task online accuracy curves.
+    fig, axes = plt.subplots(len(nets), 2, figsize=(11, 3.2 * len(nets)), squeeze=False,
+                             dpi=80)
+    cmap = plt.get_cmap("tab10")
+    for r, net in enumerate(nets):
+      for c, use_nap in enumerate((False, True)):
+        ax = axes[r, c]
+        for i, m in enumerate(methods):
+          s = _series(recs, net, m, use_nap, "online_accuracy")
+          if s is not None:
+            ax.plot(s[0] + 1, np.nanmean(s[1], 0), color=cmap(i % 10), label=m, lw=1.2)
+        ax.set_title(f"{net.upper()} {'with' if use_nap else 'without'} NaP", fontsize=10)
+        ax.set_xlabel("task")
+        ax.set_ylabel("online accuracy")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = os.path.join(dest, "online_accuracy.png")
+    fig.savefig(path)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Command-line entry: parses and validates every flag before any work starts."""
+  argv = list(sys.argv if argv is None else argv)
+  if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+    print(__doc__)
+    print(_FLAGS.get_help())
+    return 0
+  try:
+    rest = _FLAGS(argv)
+    if len(rest) > 1:
+      raise ValueError(f"unexpected arguments: {rest[1:]}")
+    cfg = config_from_flags(_FLAGS)
+  except (flags.Error, ValueError) as e:
+    print(f"experiments.continual: error: {e}", file=sys.stderr)
+    return 2
+  summary = run(cfg)
+  print(json.dumps({k: {kk: v[kk] for kk in ("online_accuracy", "online_accuracy_last5",
+                                             "final_loss_last", "param_norm_last", "seconds")}
+                    for k, v in summary["configs"].items()}, indent=1))
+  print(f"[continual] grid: {summary['grid_seconds']:.0f}s, logs in {cfg.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

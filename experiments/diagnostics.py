@@ -1,0 +1,38 @@
+"""Plasticity diagnostics during training, on a fixed probe batch of observations.
+
+The probe is the first sampled batch after learning starts and is kept (and checkpointed),
+so successive diagnostics measure the same inputs and their changes reflect the network,
+not the data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from plasticity import metrics
+
+JACOBIAN_PROJECTIONS = 4
+
+
+def make_diagnostics_fn(agent):
+  """Jitted (params, probe [B, *obs_shape], key, lr) -> nested dict of scalars."""
+
+  @jax.jit
+  def diagnostics(params, probe, key, lr):
+    noise_key, jacobian_key = jax.random.split(key)
+    return metrics.diagnostics(
+        agent.network.apply, {"params": params}, probe, jacobian_key, learning_rate=lr,
+        num_projections=JACOBIAN_PROJECTIONS, apply_kwargs={"rngs": {"noise": noise_key}})
+
+  return diagnostics
+
+
+def to_json(values: dict[str, Any]) -> dict[str, Any]:
+  """Device scalars (possibly nested in dicts) -> Python floats."""
+  values = jax.device_get(values)
+  return {k: to_json(v) if isinstance(v, dict) else float(np.asarray(v))
+          for k, v in values.items()}

@@ -1,0 +1,214 @@
+"""Run directories: config, JSONL logs and atomic checkpoints.
+
+Layout (the contract `scripts/compare.py` reads, see docs/design.md):
+  config.json, metrics.jsonl, eval.jsonl, checkpoints/ckpt_<frames>/, tensorboard/
+
+A checkpoint is a directory written under a temporary name and renamed into place (the
+newest complete `ckpt_*` directory is the latest); a crash at any moment leaves the previous
+checkpoint intact. Each checkpoint records the byte length of every log file at that moment, and
+resuming truncates the logs back to it, so lines written after the checkpoint by a run that
+later crashed are not duplicated when the resumed run writes them again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from typing import Any, Callable
+
+LOG_FILES = ("metrics.jsonl", "eval.jsonl")
+# Flags that may differ between a run and its resumption without changing the experiment.
+RESUME_FREE_FLAGS = frozenset({
+    "num_frames", "overwrite", "progress", "log_every", "eval_every", "eval_episodes",
+    "checkpoint_every", "tensorboard", "run_dir"})
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "rlax", "numpy", "ale-py",
+             "gymnasium", "nap-rl")
+KEEP_CHECKPOINTS = 2
+
+
+class CheckpointError(RuntimeError):
+  """No usable checkpoint could be loaded."""
+
+
+def package_versions() -> dict[str, str]:
+  versions = {"python": sys.version.split()[0]}
+  for name in _PACKAGES:
+    try:
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      versions[name] = "not installed"
+  return versions
+
+
+def git_commit() -> str:
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                         text=True, timeout=5, check=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=here, capture_output=True, text=True, timeout=5).stdout
+    return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+class RunDir:
+  """A run directory. Create with `open_run_dir`."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.checkpoint_root = os.path.join(path, "checkpoints")
+    self._files: dict[str, Any] = {}
+
+  # --- configuration -------------------------------------------------------------------
+  @property
+  def config_path(self) -> str:
+    return os.path.join(self.path, "config.json")
+
+  def read_config(self) -> dict[str, Any] | None:
+    if not os.path.exists(self.config_path):
+      return None
+    with open(self.config_path) as f:
+      return json.load(f)
+
+  # --- logs ------------------------------------------------------------------------------
+  def log(self, file: str, record: dict[str, Any]) -> None:
+    """Appends one JSON line to `file` (one of LOG_FILES)."""
+    handle = self._files.get(file)
+    if handle is None:
+      handle = self._files[file] = open(os.path.join(self.path, file), "a")
+    handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+  def flush(self) -> None:
+    for handle in self._files.values():
+      handle.flush()
+
+  def close(self) -> None:
+    for handle in self._files.values():
+      handle.close()
+    self._files.clear()
+
+  def log_sizes(self) -> dict[str, int]:
+    self.flush()
+    sizes = {}
+    for name in LOG_FILES:
+      p = os.path.join(self.path, name)
+      sizes[name] = os.path.getsize(p) if os.path.exists(p) else 0
+    return sizes
+
+  def truncate_logs(self, sizes: dict[str, int]) -> None:
+    self.close()
+    for name in LOG_FILES:
+      p = os.path.join(self.path, name)
+      if os.path.exists(p) and os.path.getsize(p) > sizes.get(name, 0):
+        with open(p, "r+") as f:
+          f.truncate(sizes.get(name, 0))
+
+  # --- checkpoints ---------------------------------------------------------------------
+  def save_checkpoint(self, frames: int, writers: dict[str, Callable[[str], None]],
+                      meta: dict[str, Any]) -> str:
+    """Writes a checkpoint atomically and returns its directory.
+
+    Args:
+      frames: the frame count it is taken at (names the directory).
+      writers: file name -> function writing that file at the given path.
+      meta: JSON-able loop state, stored as `loop.json` with the log sizes.
+    """
+    os.makedirs(self.checkpoint_root, exist_ok=True)
+    name = f"ckpt_{frames:013d}"
+    final = os.path.join(self.checkpoint_root, name)
+    tmp = os.path.join(self.checkpoint_root, f".tmp_{name}_{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for file, write in writers.items():
+      write(os.path.join(tmp, file))
+    write_json_atomic(os.path.join(tmp, "loop.json"),
+                      {"meta": meta, "log_sizes": self.log_sizes(), "frames": frames})
+    _fsync_dir(tmp)
+    if os.path.exists(final):
+      shutil.rmtree(final)
+    os.replace(tmp, final)
+    self._prune(keep=name)
+    return final
+
+  def checkpoints(self) -> dict[int, str]:
+    """Complete checkpoint directories by the frame count they were taken at."""
+    if not os.path.isdir(self.checkpoint_root):
+      return {}
+    return {int(n[len("ckpt_"):]): os.path.join(self.checkpoint_root, n)
+            for n in os.listdir(self.checkpoint_root)
+            if n.startswith("ckpt_") and n[len("ckpt_"):].isdigit()}
+
+  @staticmethod
+  def read_checkpoint_meta(ckpt: str) -> dict[str, Any]:
+    """`loop.json` of a checkpoint: {"meta": ..., "log_sizes": ..., "frames": ...}."""
+    with open(os.path.join(ckpt, "loop.json")) as f:
+      return json.load(f)
+
+  def _prune(self, keep: str) -> None:
+    ckpts = self.checkpoints()
+    for frames in sorted(ckpts, reverse=True)[KEEP_CHECKPOINTS:]:
+      if not ckpts[frames].endswith(keep):
+        shutil.rmtree(ckpts[frames], ignore_errors=True)
+
+
+def open_run_dir(path: str, config: dict[str, Any], overwrite: bool) -> tuple[RunDir, bool]:
+  """Creates or reopens a run directory; returns (run_dir, resuming).
+
+  An existing run is resumed only when its recorded flags match `config["flags"]` except for
+  RESUME_FREE_FLAGS (a larger --num_frames extends it). Anything else is refused unless
+  `overwrite`, which deletes the old run first.
+  """
+  run = RunDir(path)
+  old = run.read_config()
+  if old is not None and overwrite:
+    shutil.rmtree(path)
+    old = None
+  elif old is None and os.path.isdir(path) and os.listdir(path) and not overwrite:
+    raise ValueError(f"--run_dir={path} exists and is not a NaP-RL run (no config.json); "
+                     "choose another directory or pass --overwrite")
+  if old is not None:
+    diff = _config_diff(old.get("flags", {}), config["flags"])
+    if diff:
+      raise ValueError(
+          f"--run_dir={path} holds a run with a different configuration ({'; '.join(diff)}). "
+          "Use another --run_dir, or --overwrite to replace it (only --num_frames and "
+          f"logging flags may change on resume: {', '.join(sorted(RESUME_FREE_FLAGS))})")
+    config = dict(config, created=old.get("created"), resumed=_now())
+  else:
+    config = dict(config, created=_now())
+  os.makedirs(path, exist_ok=True)
+  write_json_atomic(run.config_path, config)
+  return run, old is not None
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  keys = (set(old) | set(new)) - RESUME_FREE_FLAGS
+  return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(keys)
+          if old.get(k) != new.get(k)]
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _fsync_dir(path: str) -> None:
+  for name in os.listdir(path):
+    p = os.path.join(path, name)
+    if os.path.isfile(p):
+      with open(p, "rb") as f:
+        os.fsync(f.fileno())

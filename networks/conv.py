@@ -1,0 +1,211 @@
+"""A drop-in for ``flax.linen.Conv`` whose convolutions are plain matrix products.
+
+Why: on XLA:CPU (jax 0.10) ``lax.conv_general_dilated`` is lowered to YNNPACK/Eigen
+convolution kernels that run the Nature-CNN layers at 10-40 GFLOP/s, a fraction of the
+machine's matmul rate, and the backward convolutions (weight gradient with the batch as the
+contraction, input gradient with a dilated input) are slower still. Writing the
+convolution as an explicit im2col + one GEMM lets both passes hit the fast GEMM path:
+
+- stride-s convolutions whose kernel is a multiple of s are first rewritten by
+  space-to-depth (a reshape + transpose of the input) into a stride-1 convolution with a
+  ``k/s`` kernel on ``s*s*C`` channels: exactly the same sums, no wasted FLOPs, and the
+  patch extraction becomes ``(k/s)**2`` contiguous slices instead of ``k**2`` strided ones
+  (the Nature CNN's 8x8/4 conv on 84x84x4 becomes a 2x2/1 conv on 21x21x64);
+- the patches ``[B*Ho*Wo, kh*kw*C]`` times the reshaped kernel ``[kh*kw*C, F]`` is one
+  dot; its gradients are two dots plus pads/adds, all of which XLA:CPU does well.
+
+``Conv`` keeps the ``nn.Conv`` fields, parameter names (``kernel`` ``[kh, kw, cin, cout]``,
+``bias`` ``[cout]``), shapes and initializers, so parameter trees and checkpoints are
+interchangeable. Configurations outside the fast path (input/kernel dilation, feature
+groups, masks, non-2D, circular/reflect/causal padding) fall back to ``nn.Conv`` itself.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import flax.linen as nn
+
+
+def _pair(v, n: int = 2) -> tuple[int, ...]:
+  if v is None:
+    return (1,) * n
+  if isinstance(v, int):
+    return (v,) * n
+  return tuple(int(e) for e in v)
+
+
+def _space_to_depth(x, sh: int, sw: int):
+  """[B, H, W, C] -> [B, H/sh, W/sw, sh*sw*C], channel order (p, q, c)."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // sh, sh, w // sw, sw, c)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // sh, w // sw, sh * sw * c)
+
+
+def _kernel_space_to_depth(k, sh: int, sw: int):
+  """[kh, kw, C, F] -> [kh/sh, kw/sw, sh*sw*C, F] matching ``_space_to_depth``."""
+  kh, kw, c, f = k.shape
+  k = k.reshape(kh // sh, sh, kw // sw, sw, c, f)
+  k = k.transpose(0, 2, 1, 3, 4, 5)
+  return k.reshape(kh // sh, kw // sw, sh * sw * c, f)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _patch_matmul(patches, kernel2d, precision=None):
+  """``patches [M, K] @ kernel2d [K, F]`` with a backward pass laid out for XLA:CPU.
+
+  Autodiff would compute the weight gradient as ``patches^T @ g``, a GEMM whose
+  large left operand is contracted over its major axis; XLA:CPU's GEMMs (Eigen and
+  YNNPACK) run that 2-3x slower than ``g^T @ patches`` followed by a transpose of the small
+  ``[F, K]`` result, which is what the backward pass below computes.
+  """
+  return lax.dot_general(patches, kernel2d, (((1,), (0,)), ((), ())), precision=precision)
+
+
+def _patch_matmul_fwd(patches, kernel2d, precision):
+  return _patch_matmul(patches, kernel2d, precision), (patches, kernel2d)
+
+
+def _patch_matmul_bwd(precision, res, g):
+  patches, kernel2d = res
+  d_patches = lax.dot_general(g, kernel2d, (((1,), (1,)), ((), ())), precision=precision)
+  d_kernel_t = lax.dot_general(g, patches, (((0,), (0,)), ((), ())), precision=precision)
+  # The barrier stops XLA from folding the transpose back into the dot operands.
+  d_kernel = lax.optimization_barrier(d_kernel_t).T
+  return d_patches.astype(patches.dtype), d_kernel.astype(kernel2d.dtype)
+
+
+_patch_matmul.defvjp(_patch_matmul_fwd, _patch_matmul_bwd)
+
+
+def _shift_conv(x, kernel, precision=None):
+  """Stride-1 VALID conv as one GEMM over all input pixels then a shifted sum.
+
+  ``Z = x @ [W_00 | W_01 | ...]`` gives every input pixel's contribution to every kernel
+  tap; ``y[i, j] = sum_ab Z[i + a, j + b, ab]``. Costs ``H*W / (Ho*Wo)`` times the FLOPs
+  of the convolution but materializes no patch matrix.
+  """
+  b, h, w, c = x.shape
+  kh, kw, _, f = kernel.shape
+  ho, wo = h - kh + 1, w - kw + 1
+  wall = kernel.transpose(2, 0, 1, 3).reshape(c, kh * kw * f)
+  z = _patch_matmul(x.reshape(b * h * w, c), wall, precision)
+  z = z.reshape(b, h, w, kh, kw, f)
+  y = None
+  for i in range(kh):
+    for j in range(kw):
+      t = z[:, i:i + ho, j:j + wo, i, j, :]
+      y = t if y is None else y + t
+  return y
+
+
+def conv2d_valid(x, kernel, strides: Sequence[int] = (1, 1), precision=None,
+                 method: str = 'auto'):
+  """VALID 2-D convolution, NHWC x HWIO -> NHWC, as im2col + one dot.
+
+  Args:
+    x: ``[B, H, W, C]``.
+    kernel: ``[kh, kw, C, F]``.
+    strides: ``(sh, sw)``.
+  Returns:
+    ``[B, Ho, Wo, F]`` with ``Ho = (H - kh) // sh + 1`` (same as
+    ``lax.conv_general_dilated(..., 'VALID', ('NHWC', 'HWIO', 'NHWC'))``).
+  """
+  sh, sw = strides
+  b, h, w, c = x.shape
+  kh, kw, kc, f = kernel.shape
+  if kc != c:
+    raise ValueError(f'kernel in-features {kc} != input features {c}')
+  ho = (h - kh) // sh + 1
+  wo = (w - kw) // sw + 1
+  if ho < 1 or wo < 1:
+    raise ValueError(f'kernel {kh}x{kw} larger than input {h}x{w}')
+  if (sh > 1 or sw > 1) and kh % sh == 0 and kw % sw == 0:
+    # Space-to-depth: crop to the rows/cols the windows touch, fold the stride into
+    # channels; the convolution becomes stride 1.
+    x = x[:, : (ho - 1) * sh + kh, : (wo - 1) * sw + kw, :]
+    x = _space_to_depth(x, sh, sw)
+    kernel = _kernel_space_to_depth(kernel, sh, sw)
+    kh, kw = kh // sh, kw // sw
+    sh = sw = 1
+  if method == 'auto':
+    method = 'shift' if sh == sw == 1 and x.shape[1] * x.shape[2] <= 1.3 * ho * wo else 'im2col'
+  if method == 'shift' and sh == sw == 1:
+    return _shift_conv(x, kernel, precision)
+  if method == 'stack':
+    cols = [x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)]
+    patches = jnp.stack(cols, axis=3).reshape(b, ho, wo, -1)
+  elif kh == 1 and kw == 1 and sh == 1 and sw == 1:
+    patches = x[:, :ho, :wo, :]
+  else:
+    cols = [
+        lax.slice(
+            x,
+            (0, i, j, 0),
+            (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, x.shape[-1]),
+            (1, sh, sw, 1),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+  kdim = patches.shape[-1]
+  y = _patch_matmul(patches.reshape(b * ho * wo, kdim), kernel.reshape(kdim, f), precision)
+  return y.reshape(b, ho, wo, f)
+
+
+class Conv(nn.Conv):
+  """``nn.Conv`` with the 2-D, ungrouped, undilated case computed by ``conv2d_valid``.
+
+  Same fields, parameters and initializers as ``flax.linen.Conv``; outputs equal to
+  float32 rounding. Anything else is delegated to ``nn.Conv``.
+  """
+
+  method: str = 'auto'
+
+  @nn.compact
+  def __call__(self, inputs):
+    ksize = (self.kernel_size,) if isinstance(self.kernel_size, int) else tuple(self.kernel_size)
+    if isinstance(self.kernel_size, int):
+      ksize = (self.kernel_size,) * 1
+    fast = (
+        len(ksize) == 2
+        and inputs.ndim >= 3
+        and self.feature_group_count == 1
+        and self.mask is None
+        and _pair(self.input_dilation) == (1, 1)
+        and _pair(self.kernel_dilation) == (1, 1)
+        and self.conv_general_dilated is None
+        and self.conv_general_dilated_cls is None
+        and not (isinstance(self.padding, str) and self.padding.upper() not in ('VALID', 'SAME'))
+    )
+    if not fast:
+      return nn.Conv.__call__(self, inputs)
+
+    strides = _pair(self.strides)
+    batch_shape = inputs.shape[:-3]
+    x = inputs.reshape((-1,) + inputs.shape[-3:])
+    in_features = x.shape[-1]
+    pads = nn.linear.canonicalize_padding(self.padding, 2)
+    if isinstance(pads, str):
+      pads = lax.padtype_to_pads(x.shape[1:3], ksize, strides, pads)
+    pads = [tuple(p) for p in pads]
+    if any(p != (0, 0) for p in pads):
+      x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+
+    kernel = self.param('kernel', self.kernel_init, ksize + (in_features, self.features),
+                        self.param_dtype)
+    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = self.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv2d_valid(x, kernel, strides, precision=self.precision, method=self.method)
+    if bias is not None:
+      y = y + bias
+    if inputs.ndim == 3:
+      return y[0]
+    return y.reshape(batch_shape + y.shape[1:])

@@ -1,0 +1,334 @@
+"""Normalize-and-Project (NaP, Lyle et al. 2024): the weight-projection Optax transform.
+
+Framework-agnostic: works on any parameter pytree (Flax, Haiku, plain dicts). Paths are the
+tree's keys joined with ``/`` (e.g. ``"torso/Conv_0/kernel"``, ``"mlp/~/linear_0/w"``).
+
+Usage::
+
+    tx = optax.chain(optax.adam(1e-3), nap.weight_projection())
+    opt_state = tx.init(params)                 # records the target norms
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)   # selected weights back on their norms
+
+Default selection (``mask=None``):
+
+* every weight matrix / convolution kernel: a leaf named ``kernel`` (Flax) or ``w`` (Haiku)
+  with ``ndim >= 2`` -- except the output layer(s). Output layers are the kernels with a
+  path component containing ``"output"`` (case-insensitive); if no path says so, the last
+  kernel in natural sort order (``Dense_10`` after ``Dense_2``) is taken as the output layer.
+  The output layer is not followed by a normalization layer, so it is not scale-invariant:
+  fixing its norm would constrain the function (the scale of the outputs), not just the
+  parameterization. ``include_output=True`` projects it too (as some public ports do).
+* normalization layers' ``scale`` and ``bias``/``offset`` (a parent whose leaves are
+  ``scale`` plus optionally ``bias``/``offset``): held *jointly* at their initial joint
+  norm, ``sqrt(||scale||^2 + ||offset||^2)`` (``sqrt(d)`` for scale=1, offset=0).
+  ``project_norm_params=False`` leaves them free.
+
+A ``mask`` (pytree of bools with the params' structure, or a callable ``params -> mask``)
+overrides the default selection; selected norm ``scale``/``bias``/``offset`` leaves are still
+grouped jointly per norm layer, every other selected leaf is projected on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+KERNEL_NAMES = ("kernel", "w")
+NORM_PARAM_NAMES = ("scale", "bias", "offset")
+SCOPES = ("layer", "unit")
+
+
+class WeightProjectionState(NamedTuple):
+  """``count``: updates seen (int32 scalar); ``target_norms``: group key -> target norm
+  (a scalar for 'layer' scope and joint norm groups, ``[units]`` for 'unit' scope)."""
+  count: jax.Array
+  target_norms: dict[str, jax.Array]
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def _key_name(key) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def flatten_with_paths(tree) -> tuple[list[str], list[Any], Any]:
+  """``(paths, leaves, treedef)`` with ``/``-joined string paths."""
+  flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  paths = ["/".join(_key_name(k) for k in path) for path, _ in flat]
+  return paths, [leaf for _, leaf in flat], treedef
+
+
+def _natural_key(path: str):
+  return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path))
+
+
+def _split(path: str) -> tuple[str, str]:
+  parent, _, name = path.rpartition("/")
+  return parent, name
+
+
+def _is_output(path: str) -> bool:
+  return any("output" in part.lower() for part in path.split("/"))
+
+
+def _kernel_indices(paths, leaves) -> list[int]:
+  return [i for i, (p, x) in enumerate(zip(paths, leaves))
+          if _split(p)[1] in KERNEL_NAMES and np.ndim(x) >= 2]
+
+
+def _output_indices(paths, kernels: list[int]) -> list[int]:
+  named = [i for i in kernels if _is_output(paths[i])]
+  if named or not kernels:
+    return named
+  return [max(kernels, key=lambda i: _natural_key(paths[i]))]
+
+
+def _norm_parents(paths) -> set[str]:
+  """Parents whose leaves are a normalization layer's ``scale`` [+ ``bias``/``offset``]."""
+  children: dict[str, set[str]] = {}
+  for p in paths:
+    parent, name = _split(p)
+    children.setdefault(parent, set()).add(name)
+  return {parent for parent, names in children.items()
+          if "scale" in names and names <= set(NORM_PARAM_NAMES)}
+
+
+def default_mask(params, include_output: bool = False,
+                 project_norm_params: bool = True):
+  """The default selection as a pytree of bools with ``params``' structure."""
+  paths, leaves, treedef = flatten_with_paths(params)
+  selected = set(_kernel_indices(paths, leaves))
+  if not include_output:
+    selected -= set(_output_indices(paths, sorted(selected)))
+  if project_norm_params:
+    parents = _norm_parents(paths)
+    selected |= {i for i, p in enumerate(paths) if _split(p)[0] in parents}
+  return jax.tree_util.tree_unflatten(treedef, [i in selected for i in range(len(paths))])
+
+
+def _resolve_mask(params, mask, include_output, project_norm_params) -> list[bool]:
+  paths, _, _ = flatten_with_paths(params)
+  if mask is None:
+    mask = default_mask(params, include_output, project_norm_params)
+  elif callable(mask):
+    mask = mask(params)
+  mpaths, mleaves, _ = flatten_with_paths(mask)
+  if mpaths != paths:
+    missing = sorted(set(paths) - set(mpaths))[:5]
+    extra = sorted(set(mpaths) - set(paths))[:5]
+    raise ValueError(
+        "mask: structure does not match params (it must be a pytree of bools with the "
+        f"same keys as params, or a callable returning one); params paths missing from "
+        f"mask: {missing}, mask paths not in params: {extra}")
+  out = []
+  for p, m in zip(mpaths, mleaves):
+    try:
+      if np.ndim(m) != 0:
+        raise TypeError
+      out.append(bool(m))
+    except (TypeError, jax.errors.ConcretizationTypeError,
+            jax.errors.TracerBoolConversionError):
+      raise ValueError(
+          f"mask: leaf {p!r} must be a static Python/NumPy bool, got {m!r}") from None
+  return out
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+class _Group(NamedTuple):
+  key: str
+  indices: tuple[int, ...]
+  per_unit: bool
+
+
+def _plan(params, mask, scope, include_output, project_norm_params):
+  paths, leaves, treedef = flatten_with_paths(params)
+  selected = _resolve_mask(params, mask, include_output, project_norm_params)
+  parents = _norm_parents(paths)
+  joint: dict[str, list[int]] = {}
+  groups = []
+  for i, (path, leaf, sel) in enumerate(zip(paths, leaves, selected)):
+    if not sel:
+      continue
+    if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+      raise ValueError(f"mask: selected leaf {path!r} is not a floating-point array")
+    parent, name = _split(path)
+    if parent in parents and name in NORM_PARAM_NAMES:
+      joint.setdefault(parent, []).append(i)
+    else:
+      groups.append(_Group(path, (i,), scope == "unit" and np.ndim(leaf) >= 2))
+  groups += [_Group(parent, tuple(idx), False) for parent, idx in joint.items()]
+  return paths, leaves, treedef, groups
+
+
+def _sq_norm(per_unit: bool, arrays) -> jax.Array:
+  if per_unit:
+    (w,) = arrays
+    w = w.astype(jnp.float32)
+    return jnp.sum(w * w, axis=tuple(range(w.ndim - 1)))
+  return sum(jnp.sum(jnp.square(w.astype(jnp.float32))) for w in arrays)
+
+
+def _layout(groups) -> tuple:
+  return tuple((g.indices, g.per_unit) for g in groups)
+
+
+# The math runs in small jitted functions keyed by the (static) group layout: inlined when
+# called under an outer jit/vmap, and one compilation instead of many eager ops otherwise.
+@functools.partial(jax.jit, static_argnames="layout")
+def _group_norms(leaves, layout):
+  return [jnp.sqrt(_sq_norm(per_unit, [leaves[i] for i in idx])) for idx, per_unit in layout]
+
+
+@functools.partial(jax.jit, static_argnames="layout")
+def _project(p_leaves, u_leaves, targets, project, layout):
+  """New updates: ``target * (p + u) / ||p + u|| - p`` on each group (where ``project``)."""
+  new_u = list(u_leaves)
+  for (idx, per_unit), target in zip(layout, targets):
+    new = [p_leaves[i] + u_leaves[i] for i in idx]
+    norm = jnp.sqrt(_sq_norm(per_unit, new))
+    factor = target / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
+    for i, w in zip(idx, new):
+      p = p_leaves[i]
+      u = (w * factor.astype(w.dtype)).astype(p.dtype) - p
+      new_u[i] = u if project is None else jnp.where(project, u, u_leaves[i])
+  return new_u
+
+
+def _check_positive(target, key: str) -> None:
+  try:
+    value = np.asarray(target)
+  except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+    return  # traced (init under jit/vmap): cannot check here
+  if np.any(value <= 0):
+    raise ValueError(
+        f"params: {key!r} selected for weight projection has zero norm at init "
+        "(it would be projected to zero forever); initialize it non-zero or exclude it "
+        "with `mask`")
+
+
+# ----------------------------------------------------------------------------- transform
+
+
+def weight_projection(
+    scope: str = "layer",
+    include_output: bool = False,
+    project_norm_params: bool = True,
+    mask: Any = None,
+    every_k_steps: int = 1,
+) -> optax.GradientTransformation:
+  """NaP weight projection, to be chained last: ``optax.chain(opt, weight_projection())``.
+
+  ``init(params)`` records each selected group's norm; ``update(updates, state, params)``
+  returns updates ``u'`` such that ``optax.apply_updates(params, u')`` equals
+  ``target * (params + updates) / ||params + updates||`` on selected groups (so each selected
+  weight lands exactly back on its recorded norm) and ``params + updates`` elsewhere.
+
+  Args:
+    scope: ``'layer'`` (Frobenius norm of the whole kernel) or ``'unit'`` (each output
+      unit's incoming weights, i.e. all axes but the last, separately).
+    include_output: also project the output layer's kernel (see the module docstring).
+    project_norm_params: hold normalization scale and offset jointly at their initial joint
+      norm; False leaves them free.
+    mask: pytree of bools (params' structure) or callable ``params -> mask``; overrides the
+      default selection. With ``optax.inject_hyperparams`` pass ``static_args='mask'`` for a
+      callable mask.
+    every_k_steps: project after every k-th update (updates k, 2k, ...); otherwise pass the
+      updates through. ``1`` (default) projects every step.
+
+  Raises:
+    ValueError: unknown ``scope``, ``every_k_steps < 1``, a ``mask`` whose structure does not
+      match the params, zero-norm selected weights at ``init`` (checked when ``init`` runs
+      outside ``jit``), or ``update`` called without ``params``.
+  """
+  if scope not in SCOPES:
+    raise ValueError(f"scope={scope!r} is not supported; allowed values: 'layer', 'unit'")
+  if isinstance(every_k_steps, (bool, float)) or (
+      isinstance(every_k_steps, int) and every_k_steps < 1):
+    raise ValueError(f"every_k_steps={every_k_steps!r} must be an int >= 1")
+  static_every_step = isinstance(every_k_steps, int) and every_k_steps == 1
+
+  def init_fn(params):
+    _, leaves, _, groups = _plan(params, mask, scope, include_output, project_norm_params)
+    norms = _group_norms(leaves, layout=_layout(groups))
+    targets = {}
+    for g, target in zip(groups, norms):
+      _check_positive(target, g.key)
+      targets[g.key] = target
+    return WeightProjectionState(jnp.zeros([], jnp.int32), targets)
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(
+          "params: weight_projection.update needs the current parameters; call "
+          "tx.update(updates, state, params)")
+    _, p_leaves, treedef, groups = _plan(params, mask, scope, include_output,
+                                         project_norm_params)
+    if {g.key for g in groups} != set(state.target_norms):
+      raise ValueError(
+          "params: the selected parameters differ from those seen at init "
+          f"({sorted(state.target_norms)[:5]}...); re-run init for the new parameters")
+    u_leaves = treedef.flatten_up_to(updates)
+    count = optax.safe_int32_increment(state.count)
+    project = None if static_every_step else (count % every_k_steps) == 0
+    new_u = _project(p_leaves, u_leaves, [state.target_norms[g.key] for g in groups],
+                     project, layout=_layout(groups))
+    return jax.tree_util.tree_unflatten(treedef, new_u), WeightProjectionState(
+        count, state.target_norms)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+
+def param_norms(params, mask: Any = None) -> dict[str, jax.Array]:
+  """Frobenius norm per weight: ``{path: ||W||}`` (0-d arrays; ``float()`` them to log).
+
+  By default every kernel/``w`` leaf with ``ndim >= 2`` (output layer included); ``mask``
+  (pytree of bools or callable) picks other leaves. Jit- and vmap-friendly.
+  """
+  paths, leaves, _ = flatten_with_paths(params)
+  if mask is None:
+    chosen = _kernel_indices(paths, leaves)
+  else:
+    sel = _resolve_mask(params, mask, False, False)
+    chosen = [i for i, s in enumerate(sel) if s]
+  norms = _group_norms(leaves, layout=tuple(((i,), False) for i in chosen))
+  return dict(zip((paths[i] for i in chosen), norms))
+
+
+def effective_learning_rates(params, lr, include_output: bool = False,
+                             mask: Any = None) -> dict[str, jax.Array]:
+  """Per-layer effective learning rate ``{path: lr / ||W||_F^2}``.
+
+  Definition: for a scale-invariant weight ``W`` (``f(cW) = f(W)`` for ``c > 0``, as for a
+  kernel followed by a normalization layer), ``grad f(cW) = grad f(W) / c``, so a gradient
+  step of size ``lr`` at ``cW`` moves the *direction* ``W / ||W||`` as much as a step of
+  ``lr / c^2`` at ``W``. The ELR is therefore ``lr / ||W||^2`` (Lyle et al. 2024; van Laarhoven
+  2017): norm growth is an implicit learning-rate decay, which NaP removes by holding
+  ``||W||`` fixed. Computed for the default projection selection of kernels (hidden layers;
+  ``include_output`` adds the output layer, whose "ELR" is only nominal) or for ``mask``.
+  ``lr`` may be a float or a traced scalar.
+  """
+  paths, leaves, _ = flatten_with_paths(params)
+  if mask is None:
+    chosen = _kernel_indices(paths, leaves)
+    if not include_output:
+      out = set(_output_indices(paths, chosen))
+      chosen = [i for i in chosen if i not in out]
+    mask = jax.tree_util.tree_unflatten(
+        jax.tree_util.tree_structure(params), [i in chosen for i in range(len(paths))])
+  return {k: lr / jnp.square(v) for k, v in param_norms(params, mask).items()}

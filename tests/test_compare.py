@@ -1,0 +1,440 @@
+"""scripts/compare.py and scripts/runlog.py on synthetic run directories with known values."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from envs import scores
+from scripts import compare as cmp
+from scripts import runlog, stats
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = dict(bootstrap_reps=200, final_bootstrap_reps=2000, num_points=20)
+LAYERS = ("Conv_0/kernel", "Dense_0/kernel", "output/kernel")
+TOTAL = 200_000
+
+# Human-normalized final score of each (variant, game, seed).
+HNS = {
+    "rainbow": {"Pong": [0.1, 0.2, 0.3], "Breakout": [0.5, 0.7, 0.9],
+                "Seaquest": [0.0, 0.2, 1.0]},
+    "rainbow+nap": {"Pong": [0.4, 0.4], "Breakout": [0.6, 0.6, 0.6],
+                    "Seaquest": [0.8, 0.8, 0.8]},
+}
+NON_ATARI = "gym:CartPole-v1"
+
+
+def raw_score(game, h):
+    """The raw score whose human-normalized value is h: random + h * (human - random)."""
+    lo, hi = scores.random_score(game), scores.human_score(game)
+    return lo + h * (hi - lo)
+
+
+def by_hand_hns(game, raw):
+    lo, hi = scores.random_score(game), scores.human_score(game)
+    return (raw - lo) / (hi - lo)
+
+
+def constant(value):
+    return lambda g, frames, s: np.full(frames.shape, float(value))
+
+
+def assert_png_ok(path):
+    size = os.path.getsize(path)
+    assert 3_000 < size < 150_000, (path, size)
+    rgb = matplotlib.image.imread(path)[..., :3]
+    assert rgb.std() > 0.02, f"{path} looks blank"
+    assert (rgb.min(axis=-1) < 0.9).mean() > 0.01, f"{path} is almost all white"
+
+
+def colour_pixels(path, hex_colour):
+    rgb = matplotlib.image.imread(path)[..., :3]
+    c = np.array([int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    # Lines are antialiased (about 2 px wide), so allow some blending with the background.
+    return int((np.abs(rgb - c).max(axis=-1) < 0.15).sum())
+
+
+def write_main_runs(root):
+    """2 variants x (3 Atari games + CartPole); eval.jsonl on Atari; constant scores."""
+    paths = []
+    for variant, per_game in HNS.items():
+        nap = variant.endswith("nap")
+        for game, hs in per_game.items():
+            for seed, h in enumerate(hs):
+                value = round(raw_score(game, h), 6)
+                path = os.path.join(root, f"{variant}_{game}_{seed}")
+                runlog.write_synthetic_run(
+                    path, variant=variant, nap=nap, norm="layer" if nap else "none",
+                    game=game, seed=seed, total_frames=TOTAL, episode_frames=10_000,
+                    return_fn=constant(value), eval_every=50_000, log_every=20_000,
+                    diagnostics_every=50_000, layers=LAYERS,
+                    corrupt_lines=2 if (variant, game, seed) == ("rainbow", "Breakout", 1) else 0)
+                paths.append(path)
+        for seed in range(2):
+            path = os.path.join(root, f"{variant}_cartpole_{seed}")
+            runlog.write_synthetic_run(path, variant=variant, nap=nap,
+                                       norm="layer" if nap else "none", game=NON_ATARI,
+                                       seed=seed, total_frames=TOTAL, episode_frames=5_000,
+                                       return_fn=constant(100 + 50 * nap), log_every=20_000)
+            paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def main_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp")
+    write_main_runs(str(root / "runs"))
+    info = cmp.compare([str(root / "runs")], str(root / "out"), **FAST)
+    return info
+
+
+# ---- aggregates --------------------------------------------------------------------------
+
+def test_aggregates_equal_hand_computed(main_report):
+    info = main_report
+    assert info.aggregate_games == ["Breakout", "Pong", "Seaquest"]
+    # rainbow: game means Pong 0.2, Breakout 0.7, Seaquest 0.4 -> median 0.4, mean 1.3/3;
+    # pooled sorted [0, .1, .2, .2, .3, .5, .7, .9, 1] minus 2 each side -> IQM 1.9/5.
+    agg = info.aggregates["rainbow"]
+    assert agg["median"].point == pytest.approx(0.4, abs=1e-6)
+    assert agg["mean"].point == pytest.approx(1.3 / 3, abs=1e-6)
+    assert agg["iqm"].point == pytest.approx(0.38, abs=1e-6)
+    # rainbow+nap: means 0.4, 0.6, 0.8 -> median 0.6; pooled [.4,.4,.6,.6,.6,.8,.8,.8]
+    # minus 2 each side -> mean(.6,.6,.6,.8) = 0.65. Runs equal within each game, so the
+    # stratified CI is the point itself.
+    nap = info.aggregates["rainbow+nap"]
+    for name, expected in (("median", 0.6), ("iqm", 0.65), ("mean", 0.6)):
+        assert nap[name].as_tuple() == pytest.approx((expected,) * 3, abs=1e-6)
+
+
+def test_aggregate_cis_equal_fixed_seed_bootstrap(main_report):
+    info = main_report
+    games = info.aggregate_games
+    # The final scores as written (rounded to 6 digits), normalized by hand.
+    per_game = [np.array([by_hand_hns(g, round(raw_score(g, h), 6))
+                          for h in HNS["rainbow"][g]]) for g in games]
+    for name in ("median", "iqm", "mean"):
+        expected = stats.stratified_bootstrap(per_game, stats.AGGREGATES[name],
+                                              reps=FAST["final_bootstrap_reps"], seed=0)
+        got = info.aggregates["rainbow"][name]
+        assert got.as_tuple() == pytest.approx(expected.as_tuple(), abs=1e-9)
+        assert got.low < got.point < got.high
+    # Bounds by hand: resampled Pong means lie in [.1, .3], Breakout [.5, .9], Seaquest
+    # [0, 1], so the median CI lies inside [0.1, 0.9].
+    med = info.aggregates["rainbow"]["median"]
+    assert 0.1 <= med.low and med.high <= 0.9
+
+
+def test_final_scores_seed_counts_and_left_out_games(main_report):
+    info = main_report
+    rows = {(r["game"], r["variant"]): r for r in info.final_scores}
+    assert rows[("Pong", "rainbow")]["seeds"] == 3
+    assert rows[("Pong", "rainbow+nap")]["seeds"] == 2
+    assert rows[("Breakout", "rainbow+nap")]["score"] == pytest.approx(
+        raw_score("Breakout", 0.6), abs=1e-5)
+    assert rows[("Breakout", "rainbow+nap")]["hns"] == pytest.approx(0.6, abs=1e-6)
+    assert rows[("Pong", "rainbow")]["hns"] == pytest.approx(0.2, abs=1e-6)
+    # CartPole: no eval.jsonl -> training returns; not in the score table -> left out.
+    assert info.game_metrics[NON_ATARI] == "train"
+    assert info.game_metrics["Pong"] == "eval"
+    assert info.metric == "mixed"
+    assert rows[(NON_ATARI, "rainbow+nap")]["score"] == pytest.approx(150.0)
+    assert np.isnan(rows[(NON_ATARI, "rainbow")]["hns"])
+    assert "score table" in info.left_out_games[NON_ATARI]
+    text = open(info.report_path).read()
+    assert "Unequal seed counts" in text and "Pong: rainbow 3, rainbow+nap 2" in text
+    assert "Left out of the aggregates" in text and NON_ATARI in text
+    assert "| Pong | rainbow+nap | 2 |" in text
+
+
+def test_summary_csv(main_report):
+    with open(main_report.summary_path) as f:
+        rows = list(csv.DictReader(f))
+    kinds = {r["kind"] for r in rows}
+    assert {"final", "aggregate_median", "aggregate_iqm", "aggregate_mean"} <= kinds
+    iqm = [r for r in rows if r["kind"] == "aggregate_iqm" and r["variant"] == "rainbow+nap"]
+    assert float(iqm[0]["score"]) == pytest.approx(0.65, abs=1e-5)
+    finals = [r for r in rows if r["kind"] == "final"]
+    assert len(finals) == 8  # 4 games x 2 variants
+
+
+def test_corrupt_lines_reported_and_skipped(main_report):
+    info = main_report
+    bad = [p for p in info.problems if "rainbow_Breakout_1" in p]
+    assert len(bad) == 2 and all("metrics.jsonl:" in p for p in bad)
+    # The run still counts, with its correct final score.
+    rows = {(r["game"], r["variant"]): r for r in info.final_scores}
+    assert rows[("Breakout", "rainbow")]["seeds"] == 3
+    text = open(info.report_path).read()
+    assert "corrupt line" in text
+
+
+# ---- figures -------------------------------------------------------------------------------
+
+def test_report_lists_every_figure_and_pngs_are_nontrivial(main_report):
+    info = main_report
+    names = {os.path.basename(f) for f in info.figures}
+    expected = {"aggregate.png", "diagnostics.png", "diagnostics_elr.png",
+                "curves_Pong.png", "curves_Breakout.png", "curves_Seaquest.png",
+                "curves_gym_CartPole-v1.png"}
+    assert expected <= names
+    text = open(info.report_path).read()
+    on_disk = {n for n in os.listdir(os.path.join(info.out_dir, "figures"))}
+    assert on_disk == names  # nothing written that the report does not list
+    for f in info.figures:
+        assert f"](figures/{os.path.basename(f)})" in text
+        assert_png_ok(f)
+
+
+def test_one_colour_per_variant_in_every_curve_figure(main_report):
+    info = main_report
+    assert info.colors["rainbow"] != info.colors["rainbow+nap"]
+    assert info.colors == cmp.variant_colors(["rainbow+nap", "rainbow"])
+    for f in info.figures:
+        if os.path.basename(f).startswith(("curves_", "aggregate", "diagnostics")):
+            for v in ("rainbow", "rainbow+nap"):
+                assert colour_pixels(f, info.colors[v]) > 20, (f, v)
+
+
+# ---- sequential and mixed runs ---------------------------------------------------------------
+
+def seq_returns(g, frames, seed):
+    # First cycle (first visits) return 1, second cycle 2; Breakout adds 10.
+    return np.where(frames <= 200_000, 1.0, 2.0) + (10.0 if g == "Breakout" else 0.0)
+
+
+def test_sequential_and_mixed_runs(tmp_path):
+    runs = tmp_path / "runs"
+    for variant, nap, at_start in (("rainbow", False, False), ("rainbow+nap", True, True)):
+        runlog.write_synthetic_run(
+            str(runs / f"{variant}_seq"), variant=variant, nap=nap, schedule="sequential",
+            games=["Pong", "Breakout"], frames_per_game=100_000, cycles=2, seed=0,
+            total_frames=400_000, episode_frames=10_000, return_fn=seq_returns,
+            log_every=20_000, diagnostics_every=50_000, switch_at_start=at_start,
+            layers=LAYERS)
+    runlog.write_synthetic_run(str(runs / "rainbow_pong_single"), variant="rainbow",
+                               game="Pong", total_frames=TOTAL, eval_every=50_000,
+                               return_fn=constant(0.0))
+    info = cmp.compare([str(runs)], str(tmp_path / "out"), **FAST)
+    names = {os.path.basename(f) for f in info.figures}
+    assert {"sequential_1.png", "sequential_1_visits.png", "sequential_1_diagnostics.png",
+            "curves_Pong.png"} <= names
+    got = {(r["game"], r["variant"], r["visit"]): r["score"] for r in info.sequential}
+    for v in ("rainbow", "rainbow+nap"):
+        assert got[("Pong", v, 1)] == pytest.approx(1.0)
+        assert got[("Pong", v, 2)] == pytest.approx(2.0)
+        assert got[("Breakout", v, 1)] == pytest.approx(11.0)
+        assert got[("Breakout", v, 2)] == pytest.approx(12.0)
+    text = open(info.report_path).read()
+    for f in info.figures:
+        assert f"](figures/{os.path.basename(f)})" in text
+        assert_png_ok(f)
+    # The single-task run is the only one in the per-game table.
+    assert [(r["game"], r["seeds"]) for r in info.final_scores] == [("Pong", 1)]
+
+
+def test_segments_with_and_without_a_switch_line_at_zero(tmp_path):
+    segs = []
+    for at_start in (False, True):
+        path = runlog.write_synthetic_run(
+            str(tmp_path / f"s{at_start}"), schedule="sequential", games=["Pong", "Breakout"],
+            frames_per_game=100_000, cycles=2, total_frames=350_000, switch_at_start=at_start)
+        segs.append(cmp.segments(runlog.read_run(path)))
+    assert segs[0] == segs[1] == [(0, 100_000, "Pong", 1), (100_000, 200_000, "Breakout", 1),
+                                  (200_000, 300_000, "Pong", 2),
+                                  (300_000, 350_000, "Breakout", 2)]
+
+
+# ---- grouping ----------------------------------------------------------------------------------
+
+def test_variant_labels_default_and_group_by():
+    configs = {
+        "a": {"variant": "rainbow", "agent": "rainbow", "nap": False, "norm": "none",
+              "lr_schedule": "constant", "flags": {"lr": 6.25e-5}},
+        "b": {"variant": "rainbow+nap", "agent": "rainbow", "nap": True, "norm": "layer",
+              "lr_schedule": "constant", "flags": {"lr": 6.25e-5}},
+        "c": {"variant": "rainbow+nap", "agent": "rainbow", "nap": True, "norm": "layer",
+              "lr_schedule": "cosine", "flags": {"lr": 1e-4}},
+        "d": {"agent": "dqn", "nap": True, "norm": "rms", "flags": {}},
+    }
+    labels = cmp.variant_labels(configs, None)
+    assert labels["a"] == "rainbow"
+    # Same variant name, different LR schedule: kept apart and said why.
+    assert labels["b"] == "rainbow+nap [lr_schedule=constant]"
+    assert labels["c"] == "rainbow+nap [lr_schedule=cosine]"
+    assert labels["d"] == "dqn+nap"  # no 'variant' field: composed
+    labels = cmp.variant_labels(configs, ["nap", "flags.lr"])
+    assert labels["a"] == "nap=False, flags.lr=6.25e-05"
+    assert labels["c"] == "nap=True, flags.lr=0.0001"
+    assert labels["d"] == "nap=True, flags.lr=?"
+    assert cmp.variant_labels(configs, ["lr"])["b"] == "lr=6.25e-05"  # falls back to flags
+    with pytest.raises(ValueError, match="--group_by.*'seedz'.*available fields"):
+        cmp.variant_labels(configs, ["seedz"])
+
+
+def test_compare_group_by_merges_and_splits(tmp_path):
+    runs = tmp_path / "runs"
+    for i, (variant, norm) in enumerate((("a", "none"), ("b", "none"), ("c", "layer"))):
+        runlog.write_synthetic_run(str(runs / variant), variant=variant, norm=norm,
+                                   game="Pong", seed=i, total_frames=100_000,
+                                   eval_every=25_000, return_fn=constant(float(i)))
+    info = cmp.compare([str(runs)], str(tmp_path / "out"), group_by="norm", **FAST)
+    assert info.variants == ["norm=layer", "norm=none"]
+    rows = {r["variant"]: r for r in info.final_scores}
+    assert rows["norm=none"]["seeds"] == 2 and rows["norm=none"]["score"] == pytest.approx(0.5)
+    assert rows["norm=layer"]["score"] == pytest.approx(2.0)
+
+
+# ---- partial runs ---------------------------------------------------------------------------
+
+def test_runs_in_progress(tmp_path):
+    runs = tmp_path / "runs"
+    runlog.write_synthetic_run(str(runs / "done"), game="Pong", seed=0, total_frames=TOTAL,
+                               return_fn=lambda g, f, s: f / 1e4)
+    runlog.write_synthetic_run(str(runs / "running"), game="Pong", seed=1,
+                               total_frames=TOTAL // 2, num_frames=TOTAL,
+                               return_fn=lambda g, f, s: f / 1e4, partial_last_line=True)
+    run = runlog.read_run(str(runs / "running"))
+    assert run.partial_lines == 1 and run.problems == []
+    assert run.max_frames == TOTAL // 2
+    info = cmp.compare([str(runs)], str(tmp_path / "out"), metric="train", **FAST)
+    assert info.metric == "train" and info.problems == []
+    row = info.final_scores[0]
+    assert row["seeds"] == 2
+    assert (row["frames_min"], row["frames_max"]) == (TOTAL // 2, TOTAL)
+    text = open(info.report_path).read()
+    assert "short of their --num_frames" in text and "`running`" in text
+    assert "reached different frame counts" in text
+    # Its curve stops where it stopped: binned training returns are NaN after 100k frames.
+    edges = np.linspace(0, TOTAL, 11)
+    curve = cmp.bin_episodes(run.episodes_frames, run.episodes_return, edges)
+    assert np.isfinite(curve[:5]).all() and np.isnan(curve[5:]).all()
+
+
+def test_eval_metric_falls_back_to_training_returns(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        runlog.write_synthetic_run(str(runs / f"r{seed}"), game="Pong", seed=seed,
+                                   total_frames=100_000, return_fn=constant(-5.0))
+    info = cmp.compare([str(runs)], str(tmp_path / "out"), **FAST)
+    assert info.metric == "train"
+    assert any("No run has eval.jsonl records" in n for n in info.notes)
+    assert info.final_scores[0]["score"] == pytest.approx(-5.0)
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+def test_read_run_reports_corrupt_lines_with_line_numbers(tmp_path):
+    path = str(tmp_path / "run")
+    runlog.write_synthetic_run(path, total_frames=100_000, return_fn=constant(3.0),
+                               log_every=10_000, eval_every=50_000)
+    with open(os.path.join(path, "metrics.jsonl"), "a") as f:
+        f.write('{"kind":"episode","frames":"soon","return":1}\n')   # bad frames
+        f.write('{"kind":"episode","frames":5,"return":null}\n')     # bad return
+        f.write('[1, 2, 3]\n')                                      # no kind
+        f.write('{"kind":"train","frames":7,"loss":\n')             # cut off, parsed kind
+    with open(os.path.join(path, "eval.jsonl"), "a") as f:
+        f.write("not json\n")
+    run = runlog.read_run(path)
+    assert len(run.problems) == 5
+    n = sum(1 for _ in open(os.path.join(path, "metrics.jsonl")))
+    for lineno in range(n - 3, n + 1):
+        assert any(f"metrics.jsonl:{lineno}:" in p for p in run.problems), lineno
+    assert any("eval.jsonl:3:" in p for p in run.problems)
+    assert len(run.episodes_frames) == 10 and (run.episodes_return == 3.0).all()
+    assert len(run.train) == 10 and len(run.eval_frames) == 2
+    # Kinds not asked for are not parsed, but a cut-off line is still caught.
+    run = runlog.read_run(path, kinds=["episode"])
+    assert len(run.train) == 0
+    assert sum("metrics.jsonl" in p for p in run.problems) == 4
+
+
+def test_discovers_nested_seed_directories(tmp_path):
+    # The trainer writes run_dir/seed_<s> for several seeds; a parent of those works too.
+    for exp in ("pong_rainbow", "pong_nap"):
+        for seed in range(2):
+            runlog.write_synthetic_run(str(tmp_path / "runs" / exp / f"seed_{seed}"),
+                                       seed=seed, total_frames=50_000)
+    (tmp_path / "runs" / "README.txt").write_text("not a run")
+    found, _ = cmp.discover_runs([str(tmp_path / "runs"), str(tmp_path / "runs" / "pong_nap")])
+    assert [os.path.relpath(p, tmp_path / "runs") for p in found] == [
+        "pong_nap/seed_0", "pong_nap/seed_1", "pong_rainbow/seed_0", "pong_rainbow/seed_1"]
+
+
+def test_compare_skips_run_with_corrupt_config(tmp_path):
+    runs = tmp_path / "runs"
+    runlog.write_synthetic_run(str(runs / "good"), total_frames=100_000)
+    os.makedirs(runs / "bad")
+    (runs / "bad" / "config.json").write_text("{not json")
+    info = cmp.compare([str(runs)], str(tmp_path / "out"), metric="train", **FAST)
+    assert [os.path.basename(p) for p, _ in info.skipped] == ["bad"]
+    assert "config.json" in info.skipped[0][1]
+    assert "run `" in open(info.report_path).read()
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+def test_empty_and_foreign_directories_give_clear_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="is empty"):
+        cmp.compare([str(empty)], str(tmp_path / "out"))
+    foreign = tmp_path / "foreign"
+    (foreign / "sub").mkdir(parents=True)
+    (foreign / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="not a run directory.*sub, notes.txt|notes.txt, sub"):
+        cmp.compare([str(foreign)], str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="does not exist"):
+        cmp.compare([str(tmp_path / "missing")], str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="not a directory"):
+        cmp.compare([str(foreign / "notes.txt")], str(tmp_path / "out"))
+    # A run with no episodes or eval yet: nothing to plot.
+    runlog.write_synthetic_run(str(tmp_path / "new"), total_frames=0)
+    with pytest.raises(ValueError, match="no run has any episode or eval record yet"):
+        cmp.compare([str(tmp_path / "new")], str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(metric="eval_returns"), "--metric='eval_returns'.*eval, train"),
+    (dict(group_by=",nap"), "--group_by.*empty field"),
+    (dict(group_by="nap;norm"), "--group_by.*not a field name"),
+    (dict(bootstrap_reps=0), "--bootstrap_reps"),
+    (dict(num_points=1), "--num_points"),
+    (dict(seed=-1), "--seed"),
+])
+def test_bad_arguments_are_rejected_before_work(tmp_path, kwargs, message):
+    runlog.write_synthetic_run(str(tmp_path / "run"), total_frames=50_000)
+    with pytest.raises(ValueError, match=message):
+        cmp.compare([str(tmp_path / "run")], str(tmp_path / "out"), **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_must_be_a_directory_and_runs_given(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="--out"):
+        cmp.compare([str(tmp_path)], str(tmp_path / "file"))
+    with pytest.raises(ValueError, match="at least one run directory"):
+        cmp.compare([], str(tmp_path / "out"))
+
+
+def test_command_line(tmp_path):
+    runlog.write_synthetic_run(str(tmp_path / "runs" / "r0"), total_frames=100_000,
+                               eval_every=25_000)
+    script = os.path.join(REPO, "scripts", "compare.py")
+    ok = subprocess.run([sys.executable, script, str(tmp_path / "runs" / "r0"),
+                         f"--out={tmp_path / 'out'}", "--bootstrap_reps=100",
+                         "--final_bootstrap_reps=100"],
+                        capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert ok.returncode == 0, ok.stderr
+    assert "report.md" in ok.stdout and (tmp_path / "out" / "report.md").exists()
+    bad = subprocess.run([sys.executable, script, str(tmp_path / "runs"),
+                          f"--out={tmp_path / 'out2'}", "--metric=best"],
+                         capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert bad.returncode != 0
+    assert "--metric='best'" in bad.stderr and "eval, train" in bad.stderr
+    assert not (tmp_path / "out2").exists()

@@ -1,0 +1,234 @@
+"""Tests for networks/: torsos, heads, NoisyDense, QNetwork and their norm/bias/sow contracts.
+
+Structure checks use ``jax.eval_shape`` (no compilation); numeric checks jit one init and
+one apply per model to keep the suite fast on a small CPU machine.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import networks
+from networks import cnn
+from plasticity import nap
+
+KEY = jax.random.key(0)
+RNG = np.random.default_rng(0)
+VEC = jnp.asarray(RNG.normal(size=(5, 12)).astype(np.float32))
+FRAMES = jnp.asarray(RNG.integers(0, 256, size=(2, 4, 84, 84), dtype=np.uint8))
+
+
+def _shapes(model, *args, rngs=None, **kwargs):
+  variables = jax.eval_shape(lambda: model.init(rngs or KEY, *args, **kwargs))
+  return jax.tree.map(lambda x: x.shape, variables["params"])
+
+
+def _np_variables(model, *args):
+  """Variables with ``model.init``'s structure filled from numpy (norm scales 1, biases 0,
+  weights N(0, 1/fan_in)): skips compiling the random-number kernels of ``init``."""
+  rng = np.random.default_rng(1)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name in ("scale", "bias"):
+      return jnp.asarray(np.full(leaf.shape, name == "scale", np.float32))
+    fan_in = int(np.prod(leaf.shape[:-1]))
+    return jnp.asarray((rng.normal(size=leaf.shape) / np.sqrt(fan_in)).astype(np.float32))
+
+  init = lambda: model.init({"params": KEY, "noise": KEY}, *args)
+  return jax.tree_util.tree_map_with_path(fill, jax.eval_shape(init))
+
+
+def _sown(model, variables, *args, **kwargs):
+  out, state = jax.jit(lambda v: model.apply(v, *args, mutable=["intermediates"], **kwargs))(
+      variables)
+  return out, state["intermediates"]
+
+
+def test_mlp_exact_signature_structure_and_sow():
+  model = networks.MLP(hidden_sizes=(64, 64), num_outputs=10, norm="layer")
+  shapes = _shapes(model, VEC)
+  assert shapes == {
+      "Dense_0": {"kernel": (12, 64)}, "Dense_0_norm": {"scale": (64,), "bias": (64,)},
+      "Dense_1": {"kernel": (64, 64)}, "Dense_1_norm": {"scale": (64,), "bias": (64,)},
+      "output": {"kernel": (64, 10), "bias": (10,)}}
+  variables = _np_variables(model, VEC)
+  out, sown = _sown(model, variables, VEC)
+  assert out.shape == (5, 10)
+  assert set(sown) == {"Dense_0_act", "Dense_1_act", "features"}
+  np.testing.assert_array_equal(sown["features"][0], sown["Dense_1_act"][0])
+  assert sown["Dense_0_act"][0].shape == (5, 64) and float(jnp.min(sown["Dense_0_act"][0])) >= 0
+  # LayerNorm right before the nonlinearity: pre-activations are standardized, so about
+  # half the units are active for every example.
+  frac = jnp.mean(sown["Dense_0_act"][0] > 0, axis=1)
+  assert float(jnp.min(frac)) > 0.25 and float(jnp.max(frac)) < 0.75
+
+
+def test_mlp_without_norm_keeps_biases_and_rms_has_scale_only():
+  plain = _shapes(networks.MLP(hidden_sizes=(8,), num_outputs=3), VEC)
+  assert plain == {"Dense_0": {"kernel": (12, 8), "bias": (8,)},
+                   "output": {"kernel": (8, 3), "bias": (3,)}}
+  rms = _shapes(networks.MLP(hidden_sizes=(8,), norm="rms", activation="leaky_relu"), VEC)
+  assert rms == {"Dense_0": {"kernel": (12, 8)}, "Dense_0_norm": {"scale": (8,)}}
+
+
+@pytest.mark.parametrize("make, argument", [
+    (lambda: networks.MLP(hidden_sizes=(8,), norm="batch"), "norm"),
+    (lambda: networks.MLP(hidden_sizes=(8,), activation="gelu"), "activation"),
+    (lambda: networks.MLP(hidden_sizes=(8, 0)), "hidden_sizes"),
+    (lambda: networks.NatureCNN(norm="group"), "norm"),
+    (lambda: networks.ImpalaCNN(activation="tanh"), "activation"),
+    (lambda: networks.QNetwork(networks.MLP(), num_actions=0), "num_actions"),
+    (lambda: networks.QNetwork(networks.MLP(), num_actions=4, num_atoms=1), "num_atoms"),
+    (lambda: networks.QNetwork("mlp", num_actions=4), "torso"),
+    (lambda: networks.QHead(num_actions=3, norm="batch"), "norm"),
+])
+def test_bad_arguments_raise_value_error_naming_them(make, argument):
+  with pytest.raises(ValueError, match=argument) as info:
+    make()
+  if argument in ("norm", "activation"):
+    assert "allowed values" in str(info.value)
+
+
+def test_nature_cnn_scales_transposes_and_uses_module_level_conv(monkeypatch):
+  seen = []
+
+  class RecordingConv(nn.Conv):
+    def __call__(self, x):
+      seen.append((x.shape, x.dtype))
+      return super().__call__(x)
+
+  monkeypatch.setattr(cnn, "Conv", RecordingConv)  # the one module-level name is used
+  model = networks.NatureCNN()
+  shapes = _shapes(model, FRAMES)
+  assert shapes["Conv_0"] == {"kernel": (8, 8, 4, 32), "bias": (32,)}
+  assert shapes["Conv_1"] == {"kernel": (4, 4, 32, 64), "bias": (64,)}
+  assert shapes["Conv_2"] == {"kernel": (3, 3, 64, 64), "bias": (64,)}
+  assert shapes["Dense_0"] == {"kernel": (3136, 512), "bias": (512,)}
+  assert len(seen) == 3 and seen[0] == ((2, 84, 84, 4), jnp.float32)  # NHWC floats
+  frames = np.arange(24, dtype=np.uint8).reshape(1, 4, 2, 3) * 10
+  scaled = cnn.frames_to_nhwc(jnp.asarray(frames))
+  np.testing.assert_allclose(scaled, frames.transpose(0, 2, 3, 1) / 255.0, rtol=1e-6)
+  with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+    _shapes(model, FRAMES[0])
+
+
+def test_normalized_q_network_conv_torso_is_scale_invariant():
+  """Hidden conv/dense kernels of a normalized network are scale-invariant; output isn't."""
+  model = networks.QNetwork(networks.NatureCNN(norm="layer"), num_actions=6)
+  shapes = _shapes(model, FRAMES)
+  for layer in ("Conv_0", "Conv_1", "Conv_2", "Dense_0"):
+    assert set(shapes["torso"][layer]) == {"kernel"}  # bias dropped before the norm
+    assert set(shapes["torso"][f"{layer}_norm"]) == {"scale", "bias"}
+  assert set(shapes["output"]) == {"kernel", "bias"}
+  params = _np_variables(model, FRAMES)["params"]
+  apply = jax.jit(lambda p: model.apply({"params": p}, FRAMES))
+  out = apply(params)
+  assert out.shape == (2, 6)
+  torso = params["torso"]
+  scaled = {**params, "torso": {**torso, "Conv_1": {"kernel": torso["Conv_1"]["kernel"] * 5.0},
+                                "Dense_0": {"kernel": torso["Dense_0"]["kernel"] * 0.3}}}
+  np.testing.assert_allclose(apply(scaled), out, rtol=1e-4, atol=1e-5)
+  scaled = {**params, "output": {**params["output"], "kernel": params["output"]["kernel"] * 5.0}}
+  assert float(jnp.max(jnp.abs(apply(scaled) - out))) > 1e-3
+  # The NaP default selection follows: torso kernels in, output layer out.
+  mask = nap.default_mask(params)
+  assert all(mask["torso"][l]["kernel"] for l in ("Conv_0", "Conv_1", "Conv_2", "Dense_0"))
+  assert not mask["output"]["kernel"]
+
+
+def test_impala_cnn_structure_and_output():
+  model = networks.ImpalaCNN(norm="layer", channels=(4, 8), dense_units=16)
+  frames = FRAMES[:, :, :16, :16]
+  shapes = _shapes(model, frames)
+  assert shapes["stack0_conv"] == {"kernel": (3, 3, 4, 4)}
+  assert shapes["stack1_conv"] == {"kernel": (3, 3, 4, 8)}
+  assert shapes["stack1_block1_conv0"] == {"kernel": (3, 3, 8, 8)}
+  assert shapes["stack1_block1_conv1"] == {"kernel": (3, 3, 8, 8), "bias": (8,)}  # feeds the sum
+  assert shapes["Dense_0"] == {"kernel": (4 * 4 * 8, 16)}  # 16 -> 8 -> 4 after two pools
+  assert shapes["final_norm"] == {"scale": (8,), "bias": (8,)}
+  wide = _shapes(networks.ImpalaCNN(width_scale=4, dense_units=None), frames)
+  assert wide["stack2_conv"] == {"kernel": (3, 3, 128, 128), "bias": (128,)}
+  variables = _np_variables(model, frames)
+  out, sown = _sown(model, variables, frames)
+  assert out.shape == (2, 16) and bool(jnp.all(jnp.isfinite(out)))
+  assert sown["features"][0].shape == (2, 16)
+  assert sown["stack0_block0_in_act"][0].shape == (2, 8, 8, 4)
+
+
+@pytest.mark.parametrize("dueling, distributional", [(False, False), (True, False),
+                                                     (False, True), (True, True)])
+def test_q_network_heads_shapes_and_names(dueling, distributional):
+  model = networks.QNetwork(networks.MLP(hidden_sizes=(16,), norm="layer"), num_actions=3,
+                            dueling=dueling, distributional=distributional, num_atoms=7,
+                            hidden_sizes=(8,), norm="layer")
+  shapes = _shapes(model, VEC)
+  atoms = 7 if distributional else 1
+  if dueling:
+    assert shapes["value_output"]["kernel"] == (8, atoms)
+    assert shapes["advantage_output"]["kernel"] == (8, 3 * atoms)
+    assert set(shapes["value_hidden_0"]) == {"kernel"}
+  else:
+    assert shapes["output"]["kernel"] == (8, 3 * atoms)
+    assert set(shapes["hidden_0"]) == {"kernel"}
+  out = jax.eval_shape(lambda: model.apply(model.init(KEY, VEC), VEC))
+  assert out.shape == ((5, 3, 7) if distributional else (5, 3))
+
+
+def test_dueling_combination_and_features():
+  model = networks.QNetwork(networks.MLP(hidden_sizes=(16,)), num_actions=4, dueling=True)
+  variables = _np_variables(model, VEC)
+  q, state = jax.jit(lambda v: model.apply(v, VEC, capture_intermediates=True,
+                                           mutable=["intermediates"]))(variables)
+  inter = state["intermediates"]
+  value = inter["value_output"]["__call__"][0]
+  adv = inter["advantage_output"]["__call__"][0]
+  np.testing.assert_allclose(q, value + adv - adv.mean(axis=1, keepdims=True), atol=1e-6)
+  np.testing.assert_allclose(q.mean(axis=1), value[:, 0], atol=1e-5)
+  # No head hidden layers: the penultimate features are the torso output.
+  np.testing.assert_array_equal(inter["features"][0], inter["torso"]["features"][0])
+  assert inter["features"][0].shape == (5, 16)
+
+
+def test_noisy_dense_params_noise_and_deterministic_switch():
+  layer = networks.NoisyDense(6, sigma_init=0.5)
+  x = VEC
+  variables = jax.jit(layer.init)({"params": KEY, "noise": KEY}, x)
+  params = variables["params"]
+  assert set(params) == {"kernel", "bias", "kernel_sigma", "bias_sigma"}
+  np.testing.assert_allclose(params["kernel_sigma"], 0.5 / np.sqrt(12), rtol=1e-6)
+  assert float(jnp.max(jnp.abs(params["kernel"]))) <= 1 / np.sqrt(12)
+  apply = jax.jit(lambda k, det: layer.apply(variables, x, deterministic=det,
+                                             rngs={"noise": k}), static_argnums=1)
+  k1, k2 = jax.random.key(1), jax.random.key(2)
+  mean = x @ params["kernel"] + params["bias"]
+  np.testing.assert_allclose(apply(k1, True), mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(apply(k1, True), apply(k2, True))
+  assert float(jnp.max(jnp.abs(apply(k1, False) - apply(k2, False)))) > 1e-3
+  np.testing.assert_array_equal(apply(k1, False), apply(k1, False))
+  # Factorised noise: the kernel perturbation is sigma * outer(f(e_in), f(e_out)), so
+  # perturbation / sigma has rank one. Probe it with unit inputs and the same noise key.
+  @jax.jit
+  def kernel_noise(k):
+    noisy = lambda z: layer.apply(variables, z, rngs={"noise": k})
+    bias_noise = noisy(jnp.zeros((1, 12))) - params["bias"]
+    eye = jnp.eye(12)
+    return noisy(eye) - layer.apply(variables, eye, deterministic=True) - bias_noise
+
+  s = np.linalg.svd(np.asarray(kernel_noise(k1) / params["kernel_sigma"]), compute_uv=False)
+  assert s[1] < 1e-4 * s[0]
+
+
+def test_noisy_q_network_eval_needs_no_rng_and_train_uses_noise_stream():
+  model = networks.QNetwork(networks.MLP(hidden_sizes=(16,)), num_actions=3, noisy=True,
+                            distributional=True, num_atoms=5)
+  variables = _np_variables(model, VEC)
+  assert set(variables["params"]["output"]) == {"kernel", "bias", "kernel_sigma", "bias_sigma"}
+  evaluate = jax.jit(lambda v: model.apply(v, VEC, deterministic=True))
+  assert evaluate(variables).shape == (5, 3, 5)
+  train = jax.jit(lambda v, k: model.apply(v, VEC, rngs={"noise": k}))
+  a, b = train(variables, jax.random.key(3)), train(variables, jax.random.key(4))
+  assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+  np.testing.assert_array_equal(a, train(variables, jax.random.key(3)))

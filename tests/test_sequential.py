@@ -1,0 +1,71 @@
+"""The sequential Atari schedule: exact switch frames, full action set, LR restarts, resume."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from envs.sequential import DEFAULT_GAMES, GameSchedule
+from tests.test_train import _lines, _run
+
+
+def test_schedule_tasks_and_switch_frames():
+  schedule = GameSchedule(games=("Pong", "Breakout", "Qbert"), frames_per_game=100, cycles=2)
+  assert schedule.num_tasks == 6 and schedule.total_frames == 600
+  assert schedule.switch_frames == (100, 200, 300, 400, 500)
+  assert [schedule.task_at(f).game for f in (0, 99, 100, 299, 300, 599, 10_000)] == \
+      ["Pong", "Pong", "Breakout", "Qbert", "Pong", "Qbert", "Qbert"]
+  task = schedule.task_at(350)
+  assert (task.index, task.cycle, task.start_frame, task.end_frame) == (3, 1, 300, 400)
+  assert len(DEFAULT_GAMES) == 10 and len(set(DEFAULT_GAMES)) == 10
+  with pytest.raises(ValueError, match="frames_per_game must be positive"):
+    GameSchedule(games=("Pong",), frames_per_game=0)
+  with pytest.raises(ValueError, match="games must name"):
+    GameSchedule(games=(), frames_per_game=10)
+
+
+SEQ = dict(agent="rainbow", schedule="sequential", games=["Pong", "Breakout"],
+           frames_per_game=2_000, cycles=2, num_envs=2, sticky_actions=False,
+           checkpoint_every=1_000, log_every=500, eval_every=0, diagnostics_every=0,
+           lr_schedule="linear:init=1e-3,end=0,steps=2000", lr_restart_on_switch=True,
+           overrides=["min_replay=200", "replay_capacity=6000", "batch_size=8"])
+
+
+def _expected_lr(frames):
+  task_start = (frames - 1) // 2_000 * 2_000
+  return 1e-3 * (1.0 - (frames - task_start) / 2_000)
+
+
+def test_switches_action_space_and_lr_restarts(tmp_path):
+  trainer, summary = _run(tmp_path / "seq", **SEQ)
+  assert summary["frames"] == 8_000
+  assert trainer.num_actions == 18                     # full action set for every game
+  switches = _lines(tmp_path / "seq/metrics.jsonl", "switch")
+  assert [(s["frames"], s["game"], s["cycle"], s["task_index"]) for s in switches] == [
+      (0, "Pong", 0, 0), (2_000, "Breakout", 0, 1), (4_000, "Pong", 1, 2),
+      (6_000, "Breakout", 1, 3)]
+  episodes = _lines(tmp_path / "seq/metrics.jsonl", "episode")
+  for e in episodes:   # every episode is attributed to the game being played
+    assert e["game"] == ("Pong" if (e["frames"] - 1) // 2_000 % 2 == 0 else "Breakout")
+  train_lines = _lines(tmp_path / "seq/metrics.jsonl", "train")
+  assert [t["frames"] for t in train_lines] == list(range(500, 8_001, 500))
+  for t in train_lines:
+    assert t["lr"] == pytest.approx(_expected_lr(t["frames"]), abs=1e-9), t["frames"]
+  config = json.load(open(tmp_path / "seq/config.json"))
+  assert config["schedule"] == "sequential" and config["games"] == ["Pong", "Breakout"]
+
+
+def test_resume_mid_schedule_continues_on_the_right_game(tmp_path):
+  straight, _ = _run(tmp_path / "a", **SEQ)
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    _run(tmp_path / "b", max_frames_before_crash=3_400, **SEQ)   # crash during game 2
+  resumed, _ = _run(tmp_path / "b", **SEQ)
+  assert resumed.counters.task_index == 3
+  same = jax.tree.map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)),
+                      straight.state.params, resumed.state.params)
+  assert jax.tree.all(same)
+  untimed = lambda lines: [{k: v for k, v in l.items() if k != "sps"} for l in lines]
+  for kind in ("switch", "episode", "train"):
+    assert untimed(_lines(tmp_path / "a/metrics.jsonl", kind)) == \
+        untimed(_lines(tmp_path / "b/metrics.jsonl", kind))

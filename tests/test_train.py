@@ -1,0 +1,156 @@
+"""The launcher end to end on the real ALE emulator and real replay: smoke runs of every preset,
+checkpoint/resume exactness, bad flags, and (slow) learning checks on CartPole."""
+
+import json
+import os
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from experiments import loop, rundir, train
+
+FLAGS = flags.FLAGS
+if not FLAGS.is_parsed():
+  FLAGS.mark_as_parsed()
+
+
+def _config(**flag_values):
+  with flagsaver.flagsaver(**flag_values):
+    config, values = train.build_config()
+    return config, train.run_config_json(config, values, config.seeds[0])
+
+
+def _trainer(run_dir, log=lambda m: None, **flag_values):
+  flag_values.setdefault("progress", False)
+  with flagsaver.flagsaver(run_dir=str(run_dir), **flag_values):
+    config, values = train.build_config()
+    runs = [rundir.open_run_dir(path, train.run_config_json(config, values, seed),
+                                overwrite=False)[0]
+            for path, seed in zip(train.seed_run_dirs(str(run_dir), config.seeds), config.seeds)]
+  return loop.Trainer(config, runs, log=log)
+
+
+def _run(run_dir, max_frames_before_crash=None, **flag_values):
+  trainer = _trainer(run_dir, **flag_values)
+  if max_frames_before_crash is not None:
+    original = trainer._learn
+
+    def crashing_learn(frames):
+      if frames >= max_frames_before_crash:
+        raise RuntimeError("simulated crash")
+      return original(frames)
+
+    trainer._learn = crashing_learn
+  return trainer, trainer.run()
+
+
+def _lines(path, kind=None):
+  with open(path) as f:
+    records = [json.loads(line) for line in f]
+  return [r for r in records if kind is None or r.get("kind") == kind]
+
+
+SMOKE = dict(env="Pong", num_frames=4_000, num_envs=4, checkpoint_every=2_000, log_every=1_000,
+             eval_every=4_000, eval_episodes=1, diagnostics_every=50,
+             overrides=["min_replay=256", "replay_capacity=5000", "batch_size=8"])
+
+
+@pytest.mark.parametrize("agent", ["dqn", "rainbow", "full_rainbow", "der"])
+@pytest.mark.parametrize("use_nap", [False, True])
+def test_atari_smoke_every_preset(tmp_path, agent, use_nap):
+  _, summary = _run(tmp_path / "run", agent=agent, nap=use_nap, **SMOKE)
+  assert summary["frames"] == 4_000 and summary["updates"] > 0
+  config = json.load(open(tmp_path / "run/config.json"))
+  assert config["nap"] is use_nap and config["agent"] == agent
+  assert config["versions"]["jax"] and config["git_commit"]
+  train_lines = _lines(tmp_path / "run/metrics.jsonl", "train")
+  assert train_lines and all(np.isfinite(l["loss"]) for l in train_lines if l["loss"] is not None)
+  assert any(k.endswith("kernel") for k in train_lines[-1]["elr"])
+  assert len(_lines(tmp_path / "run/eval.jsonl")) == 1
+  diagnostics = _lines(tmp_path / "run/metrics.jsonl", "diagnostics")
+  assert diagnostics and 1 <= diagnostics[-1]["srank"] <= 512
+  assert all(0.0 <= v <= 1.0 for v in diagnostics[-1]["dormant"].values())
+  ckpts = os.listdir(tmp_path / "run/checkpoints")
+  assert sorted(ckpts) == ["ckpt_0000000002000", "ckpt_0000000004000"]
+  # Extending the run resumes from the last checkpoint instead of starting over.
+  _, extended = _run(tmp_path / "run", agent=agent, nap=use_nap, **dict(SMOKE, num_frames=4_400))
+  assert extended["frames"] == 4_400 and extended["updates"] > summary["updates"]
+
+
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
+  common = dict(agent="rainbow", env="Pong", num_frames=3_200, num_envs=2, sticky_actions=False,
+                checkpoint_every=1_600, log_every=800, eval_every=0,
+                overrides=["min_replay=200", "replay_capacity=4000", "batch_size=8"])
+  straight, _ = _run(tmp_path / "a", **common)
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    _run(tmp_path / "b", max_frames_before_crash=2_400, **common)
+  resumed, _ = _run(tmp_path / "b", **common)
+  same = jax.tree.map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)),
+                      straight.state.params, resumed.state.params)
+  assert jax.tree.all(same)
+  # The crashed run's lines after the checkpoint were dropped, not duplicated.
+  assert _lines(tmp_path / "a/metrics.jsonl", "episode") == \
+      _lines(tmp_path / "b/metrics.jsonl", "episode")
+  assert [l["frames"] for l in _lines(tmp_path / "b/metrics.jsonl", "train")] == \
+      [800, 1600, 2400, 3200]
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
+  common = dict(agent="dqn", env="gym:CartPole-v1", num_frames=600, num_envs=2,
+                checkpoint_every=200, log_every=200, eval_every=0,
+                overrides=["min_replay=64"])
+  _run(tmp_path / "r", **common)
+  newest = sorted(os.listdir(tmp_path / "r/checkpoints"))[-1]
+  with open(tmp_path / "r/checkpoints" / newest / "agent.msgpack", "wb") as f:
+    f.write(b"garbage")
+  messages = []
+  summary = _trainer(tmp_path / "r", log=messages.append, **dict(common, num_frames=800)).run()
+  assert summary["frames"] == 800
+  assert any("unreadable" in m for m in messages)
+  assert any("resumed from" in m and "0000000000400" in m for m in messages)
+
+
+def test_run_dir_with_other_config_is_refused(tmp_path):
+  common = dict(agent="dqn", env="gym:CartPole-v1", num_frames=200, num_envs=2,
+                checkpoint_every=200, eval_every=0, overrides=["min_replay=64"])
+  _run(tmp_path / "r", **common)
+  _, other = _config(run_dir=str(tmp_path / "r"), **dict(common, seed=1))
+  with pytest.raises(ValueError, match="different configuration.*seed"):
+    rundir.open_run_dir(str(tmp_path / "r"), other, overwrite=False)
+  run, resuming = rundir.open_run_dir(str(tmp_path / "r"), other, overwrite=True)
+  assert not resuming and not os.path.exists(tmp_path / "r/metrics.jsonl")
+
+
+@pytest.mark.parametrize("flag_values, message", [
+    (dict(env="Pongg"), "Pong"),
+    (dict(num_frames=0), "--num_frames must be positive"),
+    (dict(nap=True, norm="none"), "--nap needs normalization"),
+    (dict(games=["Pong", "Breakout"]), "only apply with --schedule=sequential"),
+    (dict(lr_schedule="cosine:init=1"), "cosine"),
+    (dict(overrides=["n_stepp=3"]), "unknown field 'n_stepp'"),
+    (dict(overrides=["n_step=three"]), "cannot read 'three'"),
+    (dict(lr=-1.0), "--lr must be positive"),
+    (dict(num_envs=0), "--num_envs must be >= 1"),
+    (dict(schedule="sequential", games=["Pong"], frames_per_game=1000), "multiple of"),
+    (dict(schedule="sequential", games=["Pong", "Breakoutt"], frames_per_game=3200), "Breakout"),
+    (dict(env="gym:CartPole-v1", sticky_actions=True), "Atari environments only"),
+])
+def test_bad_flags_fail_before_any_work(tmp_path, flag_values, message):
+  with pytest.raises(ValueError, match=message):
+    _config(run_dir=str(tmp_path / "never"), **flag_values)
+  assert not os.path.exists(tmp_path / "never")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agent", ["dqn", "rainbow"])
+def test_cartpole_learns(tmp_path, agent):
+  """DQN and Rainbow reach a mean return >= 195 over the last 20 episodes within 50k steps."""
+  _, summary = _run(tmp_path / agent, agent=agent, env="gym:CartPole-v1", num_frames=50_000,
+                    seed=0, eval_every=0)
+  returns = [l["return"] for l in _lines(tmp_path / agent / "metrics.jsonl", "episode")]
+  assert np.mean(returns[-20:]) >= 195.0, (agent, returns[-20:])
