@@ -119,7 +119,8 @@ class Trainer:
     obs_shape, obs_dtype = tuple(probe_env.observation_shape), probe_env.observation_dtype
     frame_stack = probe_env.frame_stack
     probe_env.close()
-    self.agent = agent_lib.make_agent(config.agent, self.num_actions)
+    self.agent = agent_lib.make_agent(config.agent, self.num_actions,
+                                      obs_example=np.zeros((1,) + obs_shape, obs_dtype))
     a = config.agent
     self.seeds = [Seed(seed, run_dir, ReplayMemory(
         capacity=a.replay_capacity, num_streams=config.num_envs, observation_shape=obs_shape,
@@ -391,6 +392,10 @@ class Trainer:
   # --- checkpoints --------------------------------------------------------------------------------
   def _checkpoint(self) -> None:
     c = self.counters
+    # Advance first: the saved counters must say where the *next* checkpoint goes, or a
+    # resumed run would start with an empty segment (and a different segment count).
+    while c.next_checkpoint <= c.frames:
+      c.next_checkpoint += self.config.checkpoint_every
     for k, s in enumerate(self.seeds):
       state_bytes = flax.serialization.to_bytes(jax.device_get(seeds_lib.unstack(self.state, k)))
       writers = {"agent.msgpack": lambda path, b=state_bytes: _write_bytes(path, b),
@@ -400,8 +405,6 @@ class Trainer:
       meta = {"counters": dataclasses.asdict(c), "np_rng": s.np_rng.bit_generator.state,
               "recent_returns": list(s.recent_returns), "episodes": s.episodes}
       s.run_dir.save_checkpoint(c.frames, writers, meta)
-    while c.next_checkpoint <= c.frames:
-      c.next_checkpoint += self.config.checkpoint_every
 
   def _restore(self) -> None:
     """Loads the newest checkpoint that every seed has and can read; else starts fresh.

@@ -49,7 +49,11 @@ def test_switches_action_space_and_lr_restarts(tmp_path):
   for e in episodes:   # every episode is attributed to the game being played
     assert e["game"] == ("Pong" if (e["frames"] - 1) // 2_000 % 2 == 0 else "Breakout")
   train_lines = _lines(tmp_path / "seq/metrics.jsonl", "train")
-  assert [t["frames"] for t in train_lines] == list(range(500, 8_001, 500))
+  # A log line is written at the first environment step at or after every 500 frames;
+  # one step of 2 envs is 8 frames, so 500 -> 504 while 1000 falls on a step boundary.
+  frames_per_iteration = 2 * 4
+  assert [t["frames"] for t in train_lines] == [
+      -(-f // frames_per_iteration) * frames_per_iteration for f in range(500, 8_001, 500)]
   for t in train_lines:
     assert t["lr"] == pytest.approx(_expected_lr(t["frames"]), abs=1e-9), t["frames"]
   config = json.load(open(tmp_path / "seq/config.json"))
