@@ -113,6 +113,7 @@ class Trainer:
     self.config = config
     self.log = log
     self._stop_requested = False
+    self._checkpointing = False
     probe_env = self._make_env(config.schedule.task(0).game, seeds=[config.seeds[0]], num_envs=1)
     self.frames_per_step = probe_env.frames_per_step
     self.num_actions = probe_env.num_actions
@@ -206,7 +207,9 @@ class Trainer:
     return task.end_frame if self.config.sequential else self.config.num_frames
 
   def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
-    if self._stop_requested:  # second Ctrl-C: stop now, the last checkpoint stays valid
+    # A second Ctrl-C stops at once (the last checkpoint stays valid), except while a
+    # checkpoint is being written: all seeds' checkpoints must land together.
+    if self._stop_requested and not self._checkpointing:
       raise KeyboardInterrupt
     self._stop_requested = True
     self.log("stopping: finishing this step and writing a checkpoint "
@@ -391,6 +394,13 @@ class Trainer:
 
   # --- checkpoints --------------------------------------------------------------------------------
   def _checkpoint(self) -> None:
+    self._checkpointing = True
+    try:
+      self._write_checkpoint()
+    finally:
+      self._checkpointing = False
+
+  def _write_checkpoint(self) -> None:
     c = self.counters
     # Advance first: the saved counters must say where the *next* checkpoint goes, or a
     # resumed run would start with an empty segment (and a different segment count).

@@ -22,6 +22,19 @@ flags.DEFINE_string("out", "runs/quickstart", "Directory for the two runs and th
 FLAGS = flags.FLAGS
 
 VARIANTS = {"rainbow": [], "rainbow_nap": ["--nap"]}
+MIN_REPLAY = 5_000       # transitions before learning (the published protocol: 20,000)
+CURVE_POINTS = 20        # train lines (norms, ELR) per run, so a short run still has curves
+# Learner updates between diagnostics: the trainer's 1,000 would leave a 200k-frame run
+# (~11k updates) with a handful of points. Fixed, not scaled with --num_frames, because it is
+# part of a run's identity: a rerun with a larger --num_frames must still resume.
+DIAGNOSTICS_EVERY = 250
+
+
+def log_every(num_frames: int) -> int:
+  """--log_every (frames) giving about CURVE_POINTS train lines; the trainer's default of
+  100k frames would give a short run one line or none. Logging intervals may change on
+  resume, so this one can scale."""
+  return max(1_000, num_frames // CURVE_POINTS)
 
 
 def main(argv):
@@ -34,14 +47,24 @@ def main(argv):
     run_dirs.append(run_dir)
     command = [sys.executable, "-m", "experiments.train", "--agent=rainbow", f"--env={FLAGS.env}",
                f"--seed={FLAGS.seed}", f"--num_frames={FLAGS.num_frames}",
-               f"--run_dir={run_dir}", "--eval_every=0", "--log_every=20000",
-               f"--checkpoint_every={FLAGS.num_frames}", "--overrides=min_replay=5000",
+               f"--run_dir={run_dir}", "--eval_every=0",
+               f"--log_every={log_every(FLAGS.num_frames)}",
+               f"--diagnostics_every={DIAGNOSTICS_EVERY}",
+               f"--checkpoint_every={FLAGS.num_frames}", f"--overrides=min_replay={MIN_REPLAY}",
                *extra]
     print("+", " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    # The trainer has printed its own error; a traceback from here would only hide it.
+    returncode = subprocess.run(command, check=False).returncode
+    if returncode:
+      sys.exit(f"quickstart: the {name} run failed (exit status {returncode}); see above")
   from scripts import compare  # pylint: disable=import-outside-toplevel
   report_dir = os.path.join(FLAGS.out, "report")
-  info = compare.compare(run_dirs, report_dir)
+  try:
+    info = compare.compare(run_dirs, report_dir)
+  except ValueError as e:
+    # Typically no finished episode yet (a Pong episode of 8 parallel games takes ~27k frames).
+    raise app.UsageError(f"no report: {e}. Rerun with a larger --num_frames; the runs "
+                         "resume where they stopped.") from None
   print(f"report: {os.path.join(report_dir, 'report.md')}")
   for figure in getattr(info, "figures", []):
     print(f"  figure: {figure}")

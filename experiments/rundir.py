@@ -25,7 +25,12 @@ LOG_FILES = ("metrics.jsonl", "eval.jsonl")
 # Flags that may differ between a run and its resumption without changing the experiment.
 RESUME_FREE_FLAGS = frozenset({
     "num_frames", "overwrite", "progress", "log_every", "eval_every", "eval_episodes",
-    "checkpoint_every", "tensorboard", "run_dir"})
+    "checkpoint_every", "tensorboard", "run_dir",
+    # Diagnostics read the parameters on their own RNG stream; training never depends on them.
+    "diagnostics_every"})
+# Flags added after runs were recorded, with the value every older run implicitly used: an
+# old run without them still resumes.
+ADDED_FLAG_DEFAULTS = {"intervention": "none", "intervention_hparams": []}
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "rlax", "numpy", "ale-py",
              "gymnasium", "nap-rl")
 KEEP_CHECKPOINTS = 2
@@ -198,6 +203,7 @@ def open_run_dir(path: str, config: dict[str, Any], overwrite: bool) -> tuple[Ru
 
 def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   keys = (set(old) | set(new)) - RESUME_FREE_FLAGS
+  old = {**{k: v for k, v in ADDED_FLAG_DEFAULTS.items() if k in new}, **old}
   return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(keys)
           if old.get(k) != new.get(k)]
 

@@ -45,6 +45,7 @@ DEFAULT_GROUP_FIELDS = ("agent", "nap", "norm", "lr_schedule")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
 DPI = 90
+MIN_DPI, MAX_DPI = 30, 300
 MAX_PNG_BYTES = 140_000
 FINAL_FRACTION = 0.1   # final training score: episodes in the last 10 % of a run's frames
 MAX_ELR_LAYERS = 12
@@ -118,7 +119,7 @@ def _parse_group_by(group_by: Union[None, str, Sequence[str]]) -> Optional[list[
 
 
 def _validate(run_dirs, out_dir, group_by, metric, bootstrap_reps, final_bootstrap_reps,
-              num_points, seed) -> tuple[list[str], str, Optional[list[str]]]:
+              num_points, seed, dpi=DPI) -> tuple[list[str], str, Optional[list[str]]]:
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
     run_dirs = [os.fspath(d) for d in (run_dirs or [])]
@@ -143,6 +144,9 @@ def _validate(run_dirs, out_dir, group_by, metric, bootstrap_reps, final_bootstr
         raise ValueError(f"--num_points={num_points}: must be <= 5000")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"--seed={seed!r}: must be a non-negative integer")
+    if not isinstance(dpi, (int, np.integer)) or isinstance(dpi, bool) \
+            or not MIN_DPI <= dpi <= MAX_DPI:
+        raise ValueError(f"--dpi={dpi!r}: must be an integer from {MIN_DPI} to {MAX_DPI}")
     return run_dirs, out_dir, _parse_group_by(group_by)
 
 
@@ -358,7 +362,10 @@ def bin_episodes(frames: np.ndarray, returns: np.ndarray, edges: np.ndarray) -> 
 
 
 def interp_points(frames: np.ndarray, values: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """`values` at `frames` linearly interpolated to `x`; NaN outside the run's range."""
+    """`values` at `frames` linearly interpolated to `x`; NaN outside the run's range.
+
+    A series of one record is put at the grid point nearest to it.
+    """
     out = np.full(x.shape, np.nan)
     ok = np.isfinite(values)
     frames, values = frames[ok], values[ok]
@@ -368,6 +375,12 @@ def interp_points(frames: np.ndarray, values: np.ndarray, x: np.ndarray) -> np.n
     uniq, inv = np.unique(frames, return_inverse=True)
     vals = np.bincount(inv, weights=values) / np.bincount(inv)
     inside = (x >= uniq[0]) & (x <= uniq[-1])
+    if uniq.size == 1 and x.size and x[0] <= uniq[0] <= x[-1]:
+        # A single record (e.g. one diagnostics line) falls between grid points: show it as
+        # one point at the nearest one rather than not at all.
+        inside[np.argmin(np.abs(x - uniq[0]))] = True
+        out[inside] = vals[0]
+        return out
     out[inside] = np.interp(x[inside], uniq, vals)
     return out
 
@@ -406,20 +419,20 @@ def _figure(nrows: int, ncols: int, w: float = 4.4, h: float = 3.0):
     return fig, axes
 
 
-def _save(fig, path: str, figures: list[str]) -> None:
+def _save(fig, path: str, figures: list[str], dpi: int = DPI) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
     FigureCanvasAgg(fig)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=dpi)
     # Keep the repository light: a figure over the size budget is re-saved smaller.
-    dpi = DPI
+    floor = min(40, dpi)
     for _ in range(3):
         size = os.path.getsize(path)
-        if size <= MAX_PNG_BYTES or dpi <= 40:
+        if size <= MAX_PNG_BYTES or dpi <= floor:
             break
-        dpi = max(40, int(dpi * (0.9 * MAX_PNG_BYTES / size) ** 0.5))
+        dpi = max(floor, int(dpi * (0.9 * MAX_PNG_BYTES / size) ** 0.5))
         fig.savefig(path, dpi=dpi)
     figures.append(path)
 
@@ -451,6 +464,14 @@ def _band(ax, x, mean, low, high, color, label=None, ls="-", scale=1.0):
         ax.plot(xs[ok], mean[ok], "o", color=color, ms=4)
 
 
+def _legend_first(axes, fontsize: int) -> None:
+    """One legend, on the first panel that has labelled lines (an empty panel has none)."""
+    for ax in axes.ravel():
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=fontsize, loc="best")
+            return
+
+
 def _no_data(ax, text="no data"):
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
@@ -466,8 +487,9 @@ def _slug(name: str) -> str:
 class _Builder:
     """Holds the state of one `compare` call."""
 
-    def __init__(self, out_dir, metric, reps, final_reps, num_points, seed):
+    def __init__(self, out_dir, metric, reps, final_reps, num_points, seed, dpi=DPI):
         self.out_dir = out_dir
+        self.dpi = dpi
         self.fig_dir = os.path.join(out_dir, "figures")
         self.reps = reps
         self.final_reps = final_reps
@@ -540,7 +562,7 @@ def _frames_text(values: Sequence[int]) -> str:
 def compare(run_dirs: Union[str, Sequence[str]], out_dir: str,
             group_by: Union[None, str, Sequence[str]] = None, metric: str = "eval",
             bootstrap_reps: int = 2000, final_bootstrap_reps: int = 50_000,
-            num_points: int = 100, seed: int = 0) -> ReportInfo:
+            num_points: int = 100, seed: int = 0, dpi: int = DPI) -> ReportInfo:
     """Writes report.md, summary.csv and figures/ for `run_dirs` into `out_dir`.
 
     Args:
@@ -551,6 +573,7 @@ def compare(run_dirs: Union[str, Sequence[str]], out_dir: str,
       bootstrap_reps: bootstrap replicates for curve bands and aggregate curves.
       final_bootstrap_reps: replicates for final-score CIs (rliable's default 50,000).
       num_points: points (frame bins) per learning curve.
+      dpi: resolution of the PNG figures (a figure over MAX_PNG_BYTES is re-saved lower).
       seed: seed of all bootstrap draws. Final-score intervals use it directly, so
         ``stats.stratified_bootstrap(per_game, stats.aggregate_iqm, final_bootstrap_reps,
         seed)`` on the same scores reproduces them; curve bands use seeds derived from it.
@@ -560,10 +583,10 @@ def compare(run_dirs: Union[str, Sequence[str]], out_dir: str,
     """
     run_dirs, out_dir, fields = _validate(run_dirs, out_dir, group_by, metric,
                                           bootstrap_reps, final_bootstrap_reps, num_points,
-                                          seed)
+                                          seed, dpi)
     paths, discover_notes = discover_runs(run_dirs)
     b = _Builder(out_dir, metric, int(bootstrap_reps), int(final_bootstrap_reps),
-                 int(num_points), int(seed))
+                 int(num_points), int(seed), int(dpi))
     b.notes.extend(discover_notes)
     b.set_names(paths)
 
@@ -769,7 +792,7 @@ def _single_task(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors,
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
         path = b.fig_path(f"curves_{_slug(game)}.png")
-        _save(fig, path, b.figures)
+        _save(fig, path, b.figures, b.dpi)
         lines += [b.embed(path, f"learning curves: {game}"), ""]
 
     # Seed counts and progress, stated.
@@ -880,9 +903,9 @@ def _aggregate(b: _Builder, by_game, games, variants, colors, game_metric, scale
         ax.set_ylabel("human-normalized score", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7, loc="best")
+    _legend_first(axes, fontsize=7)
     path = b.fig_path("aggregate.png")
-    _save(fig, path, b.figures)
+    _save(fig, path, b.figures, b.dpi)
     lines += [b.embed(path, "aggregate human-normalized median and IQM"), "",
               "Final human-normalized scores (from each run's final score):", ""] + table
     # Aggregates go first in the report.
@@ -891,20 +914,43 @@ def _aggregate(b: _Builder, by_game, games, variants, colors, game_metric, scale
 
 # ---- diagnostics -------------------------------------------------------------------------
 
+def is_output_layer(path: str) -> bool:
+    """Whether a parameter path (e.g. 'value_output/kernel') is an output layer's: by the
+    networks' contract every output module's name contains 'output'."""
+    return any("output" in part for part in path.split("/")[:-1])
+
+
 def _diag_series(run: runlog.RunLog) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (frames, values) of the diagnostics of one run."""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for source in (run.train, run.diagnostics):  # train lines first: more frequent
-        if "param_norms" in source.nested and "param_norm" not in out:
-            arr = np.stack(list(source.nested["param_norms"].values()))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                total = np.sqrt(np.nansum(arr ** 2, axis=0))
-            total[np.all(np.isnan(arr), axis=0)] = np.nan
-            out["param_norm"] = (source.frames, total)
+        if "param_norms" in source.nested and not any(k.startswith("param_norm") for k in out):
+            # Hidden and output layers apart: NaP projects only the hidden ones (nothing
+            # normalizes after an output layer), so only their norm is held constant.
+            norms = source.nested["param_norms"]
+            groups = {"param_norm": [v for k, v in norms.items() if not is_output_layer(k)],
+                      "param_norm_output": [v for k, v in norms.items() if is_output_layer(k)]}
+            for key, group in groups.items():
+                if not group:
+                    continue
+                arr = np.stack(group)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    total = np.sqrt(np.nansum(arr ** 2, axis=0))
+                total[np.all(np.isnan(arr), axis=0)] = np.nan
+                # Relative to the first logged value: growth over a run is the signal, and
+                # early on it is far smaller than the norm itself.
+                first = total[np.isfinite(total) & (total > 0)]
+                if first.size:
+                    out[key] = (source.frames, total / first[0])
         if "elr" in source.nested and not any(k.startswith("elr/") for k in out):
             for layer, v in source.nested["elr"].items():
                 out[f"elr/{layer}"] = (source.frames, v)
+                # Seeds start from different initial norms, so their absolute ELRs differ by
+                # more than a short run's decay; the ratio to the start shows the decay.
+                first = v[np.isfinite(v) & (v > 0)]
+                if first.size:
+                    out[f"elr_rel/{layer}"] = (source.frames, v / first[0])
     d = run.diagnostics
     if "dormant" in d.nested and d.nested["dormant"]:
         arr = np.stack(list(d.nested["dormant"].values()))
@@ -961,8 +1007,10 @@ def _diagnostics(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors, ti
             return np.where(v > 0, np.log10(v), np.nan)
 
     panels = [
-        ("parameter norm (all layers, L2)", curves(lambda k: k == "param_norm"), None),
-        ("log10 ELR, mean over layers", curves(lambda k: k.startswith("elr/"), log10), None),
+        ("param. norm / first logged: hidden (—), output (--)",
+         curves(lambda k: k == "param_norm"), curves(lambda k: k == "param_norm_output")),
+        ("ELR / first logged, mean over hidden layers",
+         curves(lambda k: k.startswith("elr_rel/")), None),
         ("dormant fraction (mean over layers)", curves(lambda k: k == "dormant"), None),
         ("feature rank: srank (—), eff. rank (--)", curves(lambda k: k == "srank"),
          curves(lambda k: k == "effective_rank")),
@@ -973,25 +1021,30 @@ def _diagnostics(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors, ti
             _band(ax, x, m, lo, hi, colors[v], label=v, scale=scale)
         for v, (m, lo, hi) in (dashed or {}).items():
             _band(ax, x, m, lo, hi, colors[v], ls="--", scale=scale)
-        if not data and not dashed:
+        drawn = [m for d in (data, dashed or {}) for m, _, _ in d.values()]
+        if not any(np.isfinite(m).any() for m in drawn):
             _no_data(ax)
         _mark_switches(ax, switches, scale)
+        # Small changes (a short run's norm growth) must read as values, not as an offset.
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_title(ptitle, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in axes.ravel():
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="best")
-            break
+    _legend_first(axes, fontsize=6)
     path = b.fig_path(f"{name}.png")
-    _save(fig, path, b.figures)
+    _save(fig, path, b.figures, b.dpi)
     lines = [f"## {title}", "",
              "Mean over runs (all games) with a 95 % bootstrap band over runs. Parameter norm: "
-             "L2 norm of all logged layers' norms; ELR: effective learning rate lr / ||W||^2 as "
-             "logged by the trainer; dormant fraction: ReDo-style dormant units, mean over "
-             "layers; feature rank: srank (solid) and effective rank (dashed) of the "
-             "penultimate features.", "", b.embed(path, title), ""]
+             "L2 norm of the logged hidden layers' norms (solid; the layers NaP projects back "
+             "to their initial norm) and of the output layers' (dashed), each divided by its "
+             "first logged value; ELR: effective "
+             "learning rate lr / ||W||^2 of each hidden layer as logged by the trainer, "
+             "divided by its first logged value and averaged over layers (absolute values per "
+             "layer in the next figure); "
+             "dormant fraction: ReDo-style dormant units, mean over layers; feature rank: "
+             "srank (solid) and effective rank (dashed) of the penultimate features.", "",
+             b.embed(path, title), ""]
 
     layers = sorted({k[4:] for s in series.values() for k in s if k.startswith("elr/")})
     if layers:
@@ -1004,6 +1057,7 @@ def _diagnostics(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors, ti
             for v, (m, lo, hi) in data.items():
                 _band(ax, x, m, lo, hi, colors[v], label=v, scale=scale)
             _mark_switches(ax, switches, scale)
+            ax.ticklabel_format(axis="y", useOffset=False)
             ax.set_title(layer, fontsize=8)
             ax.set_ylabel("log10 ELR", fontsize=7)
             ax.set_xlabel(xlabel, fontsize=7)
@@ -1011,9 +1065,9 @@ def _diagnostics(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors, ti
             ax.grid(alpha=0.3)
         for ax in axes.ravel()[len(shown):]:
             ax.set_visible(False)
-        axes[0, 0].legend(fontsize=6, loc="best")
+        _legend_first(axes, fontsize=6)
         path = b.fig_path(f"{name}_elr.png")
-        _save(fig, path, b.figures)
+        _save(fig, path, b.figures, b.dpi)
         lines += ["Effective learning rate per layer (log10):", "",
                   b.embed(path, f"{title}: ELR per layer"), ""]
         if len(layers) > len(shown):
@@ -1030,7 +1084,7 @@ def _mark_switches(ax, switches, scale, label=False):
         ax.axvline(fr / scale, color="0.55", lw=0.6, ls=":")
         if label:
             ax.text(fr / scale, 1.0, f" {game}", transform=ax.get_xaxis_transform(),
-                    fontsize=6, rotation=90, va="top", ha="left", color="0.35")
+                    fontsize=6, rotation=90, va="top", ha="left", color="0.35", clip_on=True)
 
 
 # ---- sequential runs ---------------------------------------------------------------------
@@ -1118,9 +1172,12 @@ def _sequential(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors) -> 
                 rows.append(bin_episodes(r.episodes_frames, rets, edges))
             m, lo, hi = b.band(np.stack(rows))
             _band(ax, x, m, lo, hi, colors[v], label=f"{v} (n={len(rows)})", scale=scale)
+        # The whole run from frame 0: a game label outside the data's x range would otherwise
+        # make tight_layout squeeze the axes to make room for it.
+        ax.set_xlim(0.0, max(top, 1) / scale)
         _mark_switches(ax, switches, scale, label=True)
         ax.text(0.0, 1.0, f" {ref[0][2]}", transform=ax.get_xaxis_transform(), fontsize=6,
-                rotation=90, va="top", ha="left", color="0.35")
+                rotation=90, va="top", ha="left", color="0.35", clip_on=True)
         ax.set_title(f"Sequence {k}: " + (" → ".join(key) if len(key) <= 5 else
                                           f"{len(key)} games, {key[0]} → ... → {key[-1]}"),
                      fontsize=9)
@@ -1131,7 +1188,7 @@ def _sequential(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors) -> 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
         path = b.fig_path(f"sequential_{k}.png")
-        _save(fig, path, b.figures)
+        _save(fig, path, b.figures, b.dpi)
         lines = header + [f"### Sequence {k}: {' → '.join(key)} "
                   f"({len(with_data)} runs)", "", b.embed(path, f"sequence {k} whole run"), ""]
 
@@ -1148,6 +1205,7 @@ def _sequential(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors) -> 
             vedges = np.linspace(0.0, float(max(length, 1)), min(b.num_points, 50) + 1)
             vx = 0.5 * (vedges[:-1] + vedges[1:])
             vscale, vsuffix = _frame_scale(length)
+            drawn = False
             for v in variants:
                 visits = sorted({s[3] for p in with_data if labels[p] == v
                                  for s in segs[p] if s[2] == g})
@@ -1169,6 +1227,7 @@ def _sequential(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors) -> 
                             finals.append(final_training_score(fr.astype(np.float64), rt))
                     if not rows:
                         continue
+                    drawn = True
                     m, lo, hi = b.band(np.stack(rows))
                     _band(ax, vx, m, lo, hi, colors[v], ls=styles.get(visit, ":"),
                           label=f"{v} v{visit}", scale=vscale)
@@ -1184,6 +1243,12 @@ def _sequential(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors) -> 
                     b.csv_rows.append(row)
                     table.append(f"| {g} | {v} | {visit} | {len(finals)} | {_fmt_ci(iv)} | "
                                  f"{_fmt_num(hns)} |")
+            if not drawn:
+                # An episode longer than a visit is cut at the switch and never logged.
+                _no_data(ax, "no episode finished\nwithin a visit")
+                b.notes.append(f"Sequence {k}: no {g} episode finished within a visit (visits "
+                               f"of up to {_frames_text([length])} frames, shared by all "
+                               "parallel environments), so it has no visit curve or score.")
             ax.set_title(g, fontsize=9)
             ax.set_xlabel(f"frames since switch ({vsuffix})" if vsuffix else
                           "frames since switch", fontsize=7)
@@ -1192,9 +1257,9 @@ def _sequential(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors) -> 
             ax.grid(alpha=0.3)
         for ax in axes.ravel()[len(seq_games):]:
             ax.set_visible(False)
-        axes[0, 0].legend(fontsize=6, loc="best")
+        _legend_first(axes, fontsize=6)
         path = b.fig_path(f"sequential_{k}_visits.png")
-        _save(fig, path, b.figures)
+        _save(fig, path, b.figures, b.dpi)
         lines += [b.embed(path, f"sequence {k} visits aligned at the switch"), "",
                   f"End-of-visit score: mean training return over the last "
                   f"{int(FINAL_FRACTION * 100)} % of the visit, mean over seeds.", ""] + table
@@ -1285,7 +1350,7 @@ def main(argv: Sequence[str]) -> None:
         info = compare(list(argv[1:]), f.out, group_by=f.group_by, metric=f.metric,
                        bootstrap_reps=f.bootstrap_reps,
                        final_bootstrap_reps=f.final_bootstrap_reps,
-                       num_points=f.num_points, seed=f.seed)
+                       num_points=f.num_points, seed=f.seed, dpi=f.dpi)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     print(f"wrote {info.report_path} ({len(info.figures)} figures, {len(info.runs)} runs, "
@@ -1307,6 +1372,8 @@ def _define_flags():
                          "Bootstrap resamples for final-score CIs (rliable default).")
     flags.DEFINE_integer("num_points", 100, "Points per learning curve.")
     flags.DEFINE_integer("seed", 0, "Seed of the bootstrap.")
+    flags.DEFINE_integer("dpi", DPI, f"Resolution of the PNG figures ({MIN_DPI}-{MAX_DPI}); "
+                         "lower it to keep a committed report small.")
     flags.mark_flag_as_required("out")
     return flags.FLAGS
 

@@ -75,7 +75,8 @@ class RunLog:
       eval_frames / eval_mean: ``(V,)``; eval_game ``(V,)`` object array.
       train / diagnostics: `Series`.
       switches: the 'switch' records (dicts with frames, game, cycle, task_index), sorted.
-      max_frames: the largest frame count in any record (how far the run has got).
+      max_frames: the largest frame count in any record or checkpoint name (how far the run
+        has got).
       problems: human-readable descriptions of skipped (corrupt) lines.
       partial_lines: unterminated last lines ignored (a run being written).
     """
@@ -399,6 +400,9 @@ def read_run(path: str, kinds: Iterable[str] = KINDS, with_eval: bool = True,
     problems.extend(eval_log.problems)
     if eval_log.frames.size:
         max_frames = max(max_frames, int(eval_log.frames[-1]))
+    # The trainer's last checkpoint is written after its last log line (a finished run's
+    # last episode ends before --num_frames), so its name is the surest progress mark.
+    max_frames = max(max_frames, checkpoint_frames(path))
 
     switches.sort(key=lambda s: s["frames"])
     return RunLog(
@@ -417,6 +421,23 @@ def read_run(path: str, kinds: Iterable[str] = KINDS, with_eval: bool = True,
         problems=problems,
         partial_lines=partial + eval_log.partial_lines,
     )
+
+
+_CKPT_RE = re.compile(r"^ckpt_(\d+)$")
+
+
+def checkpoint_frames(path: str) -> int:
+    """Frame count of the newest complete checkpoint (``checkpoints/ckpt_<frames>``), 0 if none.
+
+    Temporary directories of a checkpoint being written have another name, so only finished
+    checkpoints count.
+    """
+    try:
+        names = os.listdir(os.path.join(path, "checkpoints"))
+    except OSError:
+        return 0
+    frames = [int(m.group(1)) for m in map(_CKPT_RE.match, names) if m]
+    return max(frames, default=0)
 
 
 def _preview(line: bytes, n: int = 60) -> str:

@@ -237,6 +237,24 @@ def test_sequential_and_mixed_runs(tmp_path):
     assert [(r["game"], r["seeds"]) for r in info.final_scores] == [("Pong", 1)]
 
 
+def test_sequential_game_without_finished_episodes_is_named(tmp_path):
+    # Short visits: with 8 parallel games a Pong episode outlasts a 20k-frame visit, is cut at
+    # the switch and never logged. The report must say so rather than show a bare panel.
+    path = runlog.write_synthetic_run(
+        str(tmp_path / "seq"), schedule="sequential", games=["Pong", "Breakout"],
+        frames_per_game=20_000, cycles=2, total_frames=80_000, episode_frames=2_000,
+        log_every=4_000, layers=LAYERS)
+    metrics = os.path.join(path, runlog.METRICS)
+    kept = [l for l in open(metrics) if not ('"episode"' in l and '"Pong"' in l)]
+    with open(metrics, "w") as f:
+        f.writelines(kept)
+    info = cmp.compare([path], str(tmp_path / "out"), **FAST)
+    assert any("no Pong episode finished within a visit" in n for n in info.notes), info.notes
+    assert {r["game"] for r in info.sequential} == {"Breakout"}
+    for f in info.figures:
+        assert_png_ok(f)
+
+
 def test_segments_with_and_without_a_switch_line_at_zero(tmp_path):
     segs = []
     for at_start in (False, True):
@@ -315,6 +333,21 @@ def test_runs_in_progress(tmp_path):
     assert np.isfinite(curve[:5]).all() and np.isnan(curve[5:]).all()
 
 
+def test_finished_run_is_not_reported_short(tmp_path):
+    # The trainer's last episode ends before --num_frames; its final checkpoint marks the end.
+    path = str(tmp_path / "runs" / "done")
+    runlog.write_synthetic_run(path, game="Pong", total_frames=95_000, num_frames=100_016,
+                               episode_frames=5_000, return_fn=constant(-20.0))
+    assert runlog.read_run(path).max_frames == 95_000
+    os.makedirs(os.path.join(path, "checkpoints", "ckpt_0000000100016"))
+    # A checkpoint still being written does not count.
+    os.makedirs(os.path.join(path, "checkpoints", ".tmp_ckpt_0000000200000_1"))
+    assert runlog.checkpoint_frames(path) == 100_016
+    assert runlog.read_run(path).max_frames == 100_016
+    info = cmp.compare([path], str(tmp_path / "out"), **FAST)
+    assert not any("short of their --num_frames" in n for n in info.notes), info.notes
+
+
 def test_eval_metric_falls_back_to_training_returns(tmp_path):
     runs = tmp_path / "runs"
     for seed in range(2):
@@ -327,6 +360,35 @@ def test_eval_metric_falls_back_to_training_returns(tmp_path):
 
 
 # ---- reading -----------------------------------------------------------------------------------
+
+def test_diagnostics_split_hidden_and_output_parameter_norms(tmp_path):
+    assert cmp.is_output_layer("output/kernel") and cmp.is_output_layer("value_output/kernel")
+    assert not cmp.is_output_layer("torso/Dense_0/kernel")
+    runlog.write_synthetic_run(str(tmp_path / "r"), total_frames=100_000, log_every=20_000,
+                               layers=LAYERS)
+    run = runlog.read_run(str(tmp_path / "r"))
+    series = cmp._diag_series(run)  # pylint: disable=protected-access
+    norms = run.train.nested["param_norms"]
+    hidden = np.sqrt(norms["Conv_0/kernel"] ** 2 + norms["Dense_0/kernel"] ** 2)
+    # Relative to the first logged value (the synthetic norms grow by 1 + frames / total).
+    np.testing.assert_allclose(series["param_norm"][1], hidden / hidden[0])
+    np.testing.assert_allclose(series["param_norm_output"][1],
+                               norms["output/kernel"] / norms["output/kernel"][0])
+    assert series["param_norm"][1][-1] == pytest.approx(2.0 / 1.2)
+    elr = run.train.nested["elr"]["Conv_0/kernel"]
+    np.testing.assert_allclose(series["elr_rel/Conv_0/kernel"][1], elr / elr[0])
+    np.testing.assert_allclose(series["elr/Conv_0/kernel"][1], elr)
+
+
+def test_interp_points_single_record_goes_to_nearest_grid_point():
+    x = np.linspace(0.0, 100.0, 11)
+    got = cmp.interp_points(np.array([42.0]), np.array([3.0]), x)
+    assert got[4] == 3.0 and np.isnan(np.delete(got, 4)).all()
+    # Outside the grid it stays invisible; two records interpolate linearly between them.
+    assert np.isnan(cmp.interp_points(np.array([142.0]), np.array([3.0]), x)).all()
+    two = cmp.interp_points(np.array([10.0, 30.0]), np.array([1.0, 3.0]), x)
+    assert two[2] == pytest.approx(2.0) and np.isnan(two[0]) and np.isnan(two[4])
+
 
 def test_read_run_reports_corrupt_lines_with_line_numbers(tmp_path):
     path = str(tmp_path / "run")
@@ -406,6 +468,7 @@ def test_empty_and_foreign_directories_give_clear_errors(tmp_path):
     (dict(bootstrap_reps=0), "--bootstrap_reps"),
     (dict(num_points=1), "--num_points"),
     (dict(seed=-1), "--seed"),
+    (dict(dpi=10), "--dpi=10.*30 to 300"),
 ])
 def test_bad_arguments_are_rejected_before_work(tmp_path, kwargs, message):
     runlog.write_synthetic_run(str(tmp_path / "run"), total_frames=50_000)
@@ -432,6 +495,13 @@ def test_command_line(tmp_path):
                         capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
     assert ok.returncode == 0, ok.stderr
     assert "report.md" in ok.stdout and (tmp_path / "out" / "report.md").exists()
+    small = subprocess.run([sys.executable, script, str(tmp_path / "runs" / "r0"),
+                            f"--out={tmp_path / 'small'}", "--bootstrap_reps=100",
+                            "--final_bootstrap_reps=100", "--dpi=45"],
+                           capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert small.returncode == 0, small.stderr
+    width = lambda d: matplotlib.image.imread(str(d / "figures" / "curves_Pong.png")).shape[1]
+    assert width(tmp_path / "small") == pytest.approx(width(tmp_path / "out") / 2, rel=0.05)
     bad = subprocess.run([sys.executable, script, str(tmp_path / "runs"),
                           f"--out={tmp_path / 'out2'}", "--metric=best"],
                          capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
