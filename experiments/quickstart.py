@@ -1,6 +1,6 @@
 r"""The README's main job: a short real Atari run of Rainbow and Rainbow+NaP, then the report.
 
-  python -m experiments.quickstart [--env=Pong] [--num_frames=200000] [--out=runs/quickstart]
+  python -m experiments.quickstart [--env=Pong] [--num_frames=100000] [--out=runs/quickstart]
 
 Both runs use the real ALE emulator and the full agents; only learning starts earlier than in
 the published protocol (min_replay 5,000 instead of 20,000) so that a short run learns at all.
@@ -16,7 +16,7 @@ import sys
 from absl import app, flags
 
 flags.DEFINE_string("env", "Pong", "Atari game.")
-flags.DEFINE_integer("num_frames", 200_000, "Atari frames per run.")
+flags.DEFINE_integer("num_frames", 100_000, "Atari frames per run.")
 flags.DEFINE_integer("seed", 0, "Seed of both runs.")
 flags.DEFINE_string("out", "runs/quickstart", "Directory for the two runs and the report.")
 FLAGS = flags.FLAGS
@@ -24,9 +24,8 @@ FLAGS = flags.FLAGS
 VARIANTS = {"rainbow": [], "rainbow_nap": ["--nap"]}
 MIN_REPLAY = 5_000       # transitions before learning (the published protocol: 20,000)
 CURVE_POINTS = 20        # train lines (norms, ELR) per run, so a short run still has curves
-# Learner updates between diagnostics: the trainer's 1,000 would leave a 200k-frame run
-# (~11k updates) with a handful of points. Fixed, not scaled with --num_frames, because it is
-# part of a run's identity: a rerun with a larger --num_frames must still resume.
+# Learner updates between diagnostics: the trainer's 1,000 would leave a 100k-frame run
+# (~5k updates) with a handful of points.
 DIAGNOSTICS_EVERY = 250
 
 
