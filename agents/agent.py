@@ -22,6 +22,7 @@ import optax
 from agents import losses
 from agents.config import AgentConfig
 from agents.network import build_network
+from plasticity import interventions, metrics, nap, schedules
 
 
 @flax.struct.dataclass
@@ -63,6 +64,11 @@ class Agent:
   learning_rate: optax.Schedule     # frames -> lr; the loop evaluates it, `update` takes it
 
   @property
+  def needs_activations(self) -> bool:
+    """Whether `update` passes the online network's hidden activations to the optimizer."""
+    return interventions.make_intervention(self.config.intervention).needs_activations
+
+  @property
   def atoms(self) -> jax.Array | None:
     net = self.config.network
     if not net.distributional:
@@ -81,7 +87,8 @@ class Agent:
 
 def make_agent(config: AgentConfig, num_actions: int,
                gradient_transforms: tuple[optax.GradientTransformation, ...] = (),
-               update_transforms: tuple[optax.GradientTransformation, ...] = ()) -> Agent:
+               update_transforms: tuple[optax.GradientTransformation, ...] = (),
+               obs_example: chex.Array | None = None) -> Agent:
   """Builds the network and the optimizer for `config`.
 
   The optimizer is `clip -> gradient_transforms -> adam -> (-lr) -> update_transforms ->
@@ -89,26 +96,49 @@ def make_agent(config: AgentConfig, num_actions: int,
   loop from the schedule at the current frame count: schedule boundaries (task switches) are
   then known in advance and a changing rate never recompiles. The projection comes last so
   parameters land exactly on their recorded norms whatever the steps before it did.
-  """
-  from plasticity import nap, schedules  # plasticity never imports agents; one way only.
 
+  `config.intervention` (plasticity.interventions) is built into that chain
+  (`Intervention.chain`): l2 / l2_init after the gradient transforms, noisy_updates between
+  Adam and the rate, shrink_perturb after the rate, UPGD in place of Adam and the rate, ReDo
+  and Continual Backprop around everything but the projection (they read the activations
+  `update` passes them). With `obs_example` [B, *obs_shape] (shape and dtype only) the
+  weights they re-initialize are drawn from the network's own initializer (else
+  `interventions.default_init_fn`); ReDo / CBP need it to trace their layers.
+  """
   config.validate()
   if num_actions < 1:
     raise ValueError(f"num_actions must be >= 1, got {num_actions}")
   learning_rate = (schedules.make_schedule(config.lr_schedule) if config.lr_schedule
                    else optax.constant_schedule(config.lr))
-  chain = []
-  if config.max_grad_norm > 0:
-    chain.append(optax.clip_by_global_norm(config.max_grad_norm))
-  chain.extend(gradient_transforms)
-  chain.append(optax.scale_by_adam(eps=config.adam_eps))
-  chain.append(scale_by_learning_rate_arg())
-  chain.extend(update_transforms)
-  if config.nap:
-    chain.append(nap.weight_projection(every_k_steps=config.nap_every_k))
-  return Agent(config=config, num_actions=num_actions,
-               network=build_network(config.network, num_actions),
-               optimizer=optax.chain(*chain), learning_rate=learning_rate)
+  network = build_network(config.network, num_actions)
+  iv = interventions.make_intervention(config.intervention, **dict(config.intervention_hparams))
+  init_fn = layer_spec = None
+  if obs_example is not None:
+    example = jax.ShapeDtypeStruct(np.shape(obs_example), jnp.result_type(obs_example))
+
+    def init_fn(key):
+      param_key, noise_key = jax.random.split(key)
+      return network.init({"params": param_key, "noise": noise_key},
+                          jnp.zeros(example.shape, example.dtype))["params"]
+
+    if iv.needs_activations:
+      key = jax.random.PRNGKey(0)
+      variables = jax.eval_shape(lambda k: {"params": init_fn(k)}, key)
+      layer_spec = interventions.sequential_layer_spec(network, variables, example,
+                                                       rngs={"noise": key})
+  elif iv.needs_activations:
+    raise ValueError(f"obs_example: intervention={iv.name!r} derives its layers from a forward "
+                     "pass; pass make_agent(..., obs_example=obs [B, *obs_shape])")
+  pre = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm > 0 else []
+  pre.extend(gradient_transforms)
+  optimizer = iv.chain(
+      optax.scale_by_adam(eps=config.adam_eps), scale_by_learning_rate_arg(), pre=pre,
+      post=update_transforms, layer_spec=layer_spec, init_fn=init_fn,
+      projection=nap.weight_projection(every_k_steps=config.nap_every_k) if config.nap
+      else None,
+      upgd_kwargs=dict(learning_rate=None, adaptive=True, eps=config.adam_eps))
+  return Agent(config=config, num_actions=num_actions, network=network,
+               optimizer=optimizer, learning_rate=learning_rate)
 
 
 def init(agent: Agent, rng: jax.Array, obs_example: chex.Array) -> AgentState:
@@ -138,9 +168,18 @@ act = jax.jit(act_step, static_argnums=0)
 
 
 def _loss(agent: Agent, params: Any, target_params: Any, batch: Batch,
-          rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+          rng: jax.Array) -> tuple[jax.Array, tuple[jax.Array, dict[str, jax.Array]]]:
+  """(mean weighted loss, (priorities [B], hidden activations {name: [B, ..., N]}))."""
   online_rng, target_rng, next_rng = jax.random.split(rng, 3)
-  online_tm1 = agent.apply(params, batch.obs, online_rng)
+  activations = {}
+  if agent.needs_activations:
+    # The loss's own forward pass sows them, so ReDo / CBP cost no extra forward pass.
+    online_tm1, sown = agent.network.apply({"params": params}, batch.obs,
+                                           rngs={"noise": online_rng},
+                                           mutable=["intermediates"])
+    activations = metrics.flatten_intermediates(sown["intermediates"])
+  else:
+    online_tm1 = agent.apply(params, batch.obs, online_rng)
   target_t = agent.apply(target_params, batch.next_obs, target_rng)
   if agent.config.double_q:
     online_t = jax.lax.stop_gradient(agent.apply(params, batch.next_obs, next_rng))
@@ -149,7 +188,7 @@ def _loss(agent: Agent, params: Any, target_params: Any, batch: Batch,
   per_example, priorities = losses.batch_losses(
       online_tm1, target_t, online_t, batch.action, batch.reward, batch.discount,
       agent.atoms, agent.config.double_q)
-  return jnp.mean(batch.weight * per_example), priorities
+  return jnp.mean(batch.weight * per_example), (priorities, activations)
 
 
 def scale_by_learning_rate_arg() -> optax.GradientTransformationExtraArgs:
@@ -174,11 +213,12 @@ def update_step(agent: Agent, state: AgentState, batch: Batch,
   hard target sync every `target_update_period_updates` updates.
   """
   rng, loss_rng = jax.random.split(state.rng)
-  (loss, priorities), grads = jax.value_and_grad(
+  (loss, (priorities, activations)), grads = jax.value_and_grad(
       functools.partial(_loss, agent), has_aux=True)(
           state.params, state.target_params, batch, loss_rng)
+  extra = {"activations": activations} if agent.needs_activations else {}
   updates, opt_state = agent.optimizer.update(grads, state.opt_state, state.params,
-                                              learning_rate=learning_rate)
+                                              learning_rate=learning_rate, **extra)
   params = optax.apply_updates(state.params, updates)
   count = state.updates + 1
   target_params = optax.periodic_update(

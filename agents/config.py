@@ -8,6 +8,7 @@ switches here, not separate code paths.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 TORSOS = ("nature", "impala", "mlp")
 NORMS = ("none", "layer", "rms")
@@ -65,7 +66,11 @@ class AgentConfig:
   # Normalize-and-Project: weight projection after every optimizer step.
   nap: bool = False
   nap_every_k: int = 1
+  # A plasticity intervention (plasticity.interventions.METHODS) in the optimizer, with
+  # hyperparameter overrides as sorted (name, value) pairs (hashable); 'layernorm' and
+  # 'leaky_relu' are network options and must match `network`.
   intervention: str = "none"
+  intervention_hparams: tuple[tuple[str, Any], ...] = ()
   # Replay and the update cadence.
   batch_size: int = 32
   replay_capacity: int = 1_000_000
@@ -98,6 +103,7 @@ class AgentConfig:
       raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
     if self.lr <= 0:
       raise ValueError(f"lr must be positive, got {self.lr}")
+    self._validate_intervention()
     if self.min_replay < self.batch_size:
       raise ValueError(f"min_replay ({self.min_replay}) must be >= batch_size ({self.batch_size})")
     if self.replay_capacity < self.min_replay:
@@ -106,6 +112,19 @@ class AgentConfig:
     for name in ("epsilon_start", "epsilon_end", "eval_epsilon"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+  def _validate_intervention(self) -> None:
+    from plasticity import interventions  # pylint: disable=import-outside-toplevel
+    _check_choice("intervention", self.intervention, interventions.METHODS)
+    iv = interventions.make_intervention(self.intervention, **dict(self.intervention_hparams))
+    for field, value in iv.network.items():
+      have = getattr(self.network, field)
+      if have != value:
+        raise ValueError(f"intervention={self.intervention!r} needs network.{field}="
+                         f"{value!r}, got {have!r}")
+    if iv.needs_activations and self.network.torso == "impala":
+      raise ValueError(f"intervention={self.intervention!r} needs a sequential network; "
+                       "torso='impala' is residual (use torso='nature' or 'mlp')")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -14,6 +14,8 @@ Runs every (network, method, NaP) configuration of the grid on one task stream
   zero, srank and effective rank of the penultimate features);
 - `summary.json`: per configuration, mean/std over seeds of the average online accuracy
   (all tasks and the last 5), final-task loss, parameter and Jacobian norms, runtime;
+- `per_task.csv`: per configuration and task, mean and std over seeds of the online
+  accuracy, final loss and accuracy, parameter and Jacobian norms, dormant fraction, srank;
 - `fig1_norm_growth.png` (the paper's Figure 1 analogue: no normalization vs LayerNorm vs
   LayerNorm + projection over label resets: final loss per task, Jacobian norm, parameter
   norm) and `fig5_interventions.png` (Figure 5 analogue: average online accuracy of each
@@ -490,6 +492,7 @@ def run(cfg: Config, verbose: bool = True) -> dict[str, Any]:
   summary["num_trained"] = len(done)
   with open(os.path.join(cfg.out, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
+  write_per_task(cfg.out)
   if cfg.plots:
     plot_all(cfg.out)
   return summary
@@ -508,6 +511,34 @@ def _copy_logs(out, source_method, spec, writer, tasks_f, steps_f):
   for r in recs:
     if r["net"] == spec.net and r["method"] == source_method and r["nap"] == spec.nap:
       tasks_f.write(json.dumps(dict(r, method=spec.method)) + "\n")
+
+
+PER_TASK_METRICS = ("online_accuracy", "final_loss", "final_accuracy", "param_norm",
+                    "jacobian_norm", "dormant_total", "srank")
+
+
+def write_per_task(out: str) -> str:
+  """Writes `out/per_task.csv` from `out/tasks.jsonl`; returns its path.
+
+  One row per (net, method, nap, task) with the mean and std over seeds of each of
+  `PER_TASK_METRICS` (the data behind the figures, small enough to keep with them).
+  """
+  recs = _load_tasks(out)
+  groups: dict[tuple, list[dict[str, Any]]] = {}
+  for r in recs:
+    groups.setdefault((r["net"], r["method"], int(r["nap"]), r["task"]), []).append(r)
+  path = os.path.join(out, "per_task.csv")
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["net", "method", "nap", "task", "seeds"] + [
+        f"{m}_{stat}" for m in PER_TASK_METRICS for stat in ("mean", "std")])
+    for key, rows in groups.items():
+      values = []
+      for m in PER_TASK_METRICS:
+        v = np.asarray([r[m] for r in rows], np.float64)
+        values += [f"{v.mean():.6g}", f"{v.std():.6g}"]
+      writer.writerow([*key, len(rows), *values])
+  return path
 
 
 # ---------------------------------------------------------------------------------------------

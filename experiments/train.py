@@ -41,6 +41,13 @@ flags.DEFINE_enum("norm", None, NORMS, "Normalization before hidden nonlineariti
                   "(default: 'layer' with --nap, else 'none'). --norm=layer without --nap is "
                   "the paper's LN baseline.")
 flags.DEFINE_float("lr", None, "Adam learning rate (default: the preset's).")
+flags.DEFINE_string("intervention", "none", "Plasticity intervention (plasticity/"
+                    "interventions.py): none, layernorm, leaky_relu, l2, l2_init, "
+                    "shrink_perturb, noisy_updates, redo, continual_backprop, upgd. layernorm "
+                    "and leaky_relu set the network's norm / activation; the others act in the "
+                    "optimizer and compose with --nap.")
+flags.DEFINE_list("intervention_hparams", [], "Hyperparameters of --intervention overriding "
+                  "its defaults, e.g. 'tau=0.1,every=500' for redo (counted in learner updates).")
 flags.DEFINE_string("lr_schedule", "", "Explicit LR schedule spec over frames, e.g. "
                     "'cosine:init=6.25e-5,end=1e-6,steps=1e7' (see plasticity/schedules.py).")
 flags.DEFINE_integer("eval_every", None, "Evaluate every this many frames (0: never).")
@@ -98,6 +105,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     key = key.strip()
     if not sep or not key:
       raise ValueError(f"--overrides entry {item!r} is not key=value")
+    if key in ("intervention", "intervention_hparams"):
+      raise ValueError(f"--overrides: set {key} with --{key}")
     if key in network_fields:
       default = getattr(AgentConfig().network, key)
       out.setdefault("network", {})[key] = _typed(raw, default, f"--overrides {key}")
@@ -130,7 +139,7 @@ def _typed(raw: str, default: Any, where: str) -> Any:
 def build_config(f=FLAGS):
   """Flags -> (RunConfig, flag dict for config.json). Raises ValueError naming the flag."""
   from experiments.loop import RunConfig  # pylint: disable=import-outside-toplevel
-  from plasticity import schedules  # pylint: disable=import-outside-toplevel
+  from plasticity import interventions, schedules  # pylint: disable=import-outside-toplevel
 
   if not f.run_dir:
     raise ValueError("--run_dir is required (where logs and checkpoints go)")
@@ -142,13 +151,27 @@ def build_config(f=FLAGS):
       raise ValueError(f"--{', --'.join(given)} only apply with --schedule=sequential")
   elif family != "atari":
     raise ValueError("--schedule=sequential plays Atari games; --env must be an Atari game")
-  norm = f.norm if f.norm is not None else ("layer" if f.nap else "none")
+  intervention, intervention_hparams = parse_intervention(f)
+  implied = interventions.NETWORK_OPTIONS.get(intervention, {})
+  norm = f.norm if f.norm is not None else (
+      "layer" if f.nap else implied.get("norm", "none"))
   if f.nap and norm == "none":
     raise ValueError("--nap needs normalization: drop --norm=none or use --norm=layer|rms")
+  if implied.get("norm", norm) != norm:
+    raise ValueError(f"--intervention={intervention} means --norm={implied['norm']}; got "
+                     f"--norm={norm}")
   if f.lr_schedule:
     schedules.make_schedule(f.lr_schedule)   # raises with the valid forms
   overrides = parse_overrides(f.overrides)
   network = dict(overrides.pop("network", {}), norm=norm)
+  if "activation" in implied:
+    if network.get("activation", implied["activation"]) != implied["activation"]:
+      raise ValueError(f"--intervention={intervention} means activation="
+                       f"{implied['activation']}; got --overrides activation="
+                       f"{network['activation']}")
+    network["activation"] = implied["activation"]
+  overrides["intervention"] = intervention
+  overrides["intervention_hparams"] = intervention_hparams
   if f.lr is not None:
     if f.lr <= 0:
       raise ValueError(f"--lr must be positive, got {f.lr}")
@@ -216,6 +239,34 @@ def build_config(f=FLAGS):
   return config, flag_values
 
 
+def parse_intervention(f=FLAGS) -> tuple[str, tuple[tuple[str, Any], ...]]:
+  """--intervention and --intervention_hparams -> (name, sorted (key, value) pairs).
+
+  Values are typed like the method's defaults; raises ValueError naming the flag.
+  """
+  from plasticity import interventions  # pylint: disable=import-outside-toplevel
+  name = f.intervention
+  if name not in interventions.METHODS:
+    raise ValueError(f"--intervention={name!r} is not valid; allowed values: "
+                     + ", ".join(interventions.METHODS))
+  defaults = interventions.DEFAULTS[name]
+  hparams = {}
+  for item in f.intervention_hparams:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+      raise ValueError(f"--intervention_hparams entry {item!r} is not key=value")
+    if key not in defaults:
+      raise ValueError(f"--intervention_hparams: {key!r} is not a hyperparameter of "
+                       f"--intervention={name}; allowed: {', '.join(sorted(defaults)) or 'none'}")
+    hparams[key] = _typed(raw, defaults[key], f"--intervention_hparams {key}")
+  try:
+    interventions.make_intervention(name, **hparams)
+  except ValueError as e:
+    raise ValueError(f"--intervention_hparams: {e}") from None
+  return name, tuple(sorted(hparams.items()))
+
+
 def _positive(name: str, value: int | None, default: int) -> int:
   value = default if value is None else value
   if value <= 0:
@@ -257,17 +308,26 @@ _OWN_FLAGS = ("agent", "env", "seed", "num_seeds", "num_frames", "num_envs", "ru
               "diagnostics_every", "tensorboard", "overwrite", "progress", "sticky_actions",
               "full_action_space", "overrides", "schedule", "games", "frames_per_game",
               "cycles", "replay_on_switch", "reset_optimizer_on_switch",
-              "lr_restart_on_switch")
+              "lr_restart_on_switch", "intervention", "intervention_hparams")
 
 
 def variant_name(f=FLAGS) -> str:
+  """E.g. 'rainbow+nap', 'dqn+layernorm+cosine', 'rainbow+nap+redo(tau=0.1)'."""
   name = f.agent
+  norm = f.norm if f.norm is not None else (
+      "layer" if f.intervention == "layernorm" else None)
   if f.nap:
     name += "+nap"
-  elif f.norm not in (None, "none"):
-    name += f"+{f.norm}norm"
+  elif norm not in (None, "none"):
+    name += f"+{norm}norm"
   if f.lr_schedule:
     name += f"+{f.lr_schedule.split(':')[0]}"
+  # layernorm is already in the name as the norm; the rest are named with their overrides,
+  # so runs that compare.py groups under one variant ran the same method.
+  if f.intervention not in ("none", "layernorm"):
+    name += f"+{f.intervention}"
+    if f.intervention_hparams:
+      name += f"({','.join(sorted(f.intervention_hparams))})"
   return name
 
 
@@ -288,10 +348,19 @@ def run_config_json(config, flag_values: dict[str, Any], seed: int,
       "schedule": "sequential" if config.sequential else "single",
       "nap": config.agent.nap, "norm": config.agent.network.norm,
       "lr_schedule": config.agent.lr_schedule, "seed": seed,
+      "intervention": config.agent.intervention,
+      "intervention_hparams": _intervention_hparams(config.agent),
       "frames_per_step": 4 if env_family(f.env) == "atari" else 1,
       "agent_config": dataclasses.asdict(config.agent),
       "versions": rundir.package_versions(), "git_commit": rundir.git_commit(),
   }
+
+
+def _intervention_hparams(agent: AgentConfig) -> dict[str, Any]:
+  """Every hyperparameter the run's intervention used (defaults and overrides)."""
+  from plasticity import interventions  # pylint: disable=import-outside-toplevel
+  return dict(interventions.make_intervention(agent.intervention,
+                                              **dict(agent.intervention_hparams)).hparams)
 
 
 def main(argv):

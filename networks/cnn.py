@@ -17,9 +17,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from networks import common
+from networks import common, conv
 
-Conv = nn.Conv
+# networks/conv.py: exactly nn.Conv, except inside conv.gemm_convolutions() (seeds vmapped by
+# agents.seeds), where its im2col/space-to-depth GEMM form is 1.7-1.8x faster on CPU.
+Conv = conv.Conv
 
 
 def frames_to_nhwc(x: jax.Array) -> jax.Array:

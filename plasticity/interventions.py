@@ -11,6 +11,9 @@ and the registry builds that chain for you::
                       projection=nap.weight_projection())
     updates, opt_state = tx.update(grads, opt_state, params, activations=acts)
 
+`iv.chain(direction, scale, pre=..., post=...)` builds the same around your own optimizer
+pieces (how `agents.agent.make_agent` puts it into the RL agents' Adam with a scheduled rate).
+
 Methods (`METHODS`, also the values of `--methods`) and their rules (defaults in `DEFAULTS`,
 from `reference.md`; where the sources are silent the value is ours and says so):
 
@@ -586,11 +589,11 @@ class UPGDState(NamedTuple):
   key: Array
 
 
-def upgd(learning_rate: float, beta_utility: float = DEFAULTS["upgd"]["beta_utility"],
+def upgd(learning_rate: float | None, beta_utility: float = DEFAULTS["upgd"]["beta_utility"],
          sigma: float = DEFAULTS["upgd"]["sigma"],
          weight_decay: float = DEFAULTS["upgd"]["weight_decay"], adaptive: bool = False,
          b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-         seed: int = 0) -> optax.GradientTransformation:
+         seed: int = 0) -> optax.GradientTransformationExtraArgs:
   """Utility-based Perturbed Gradient Descent, first-order global (Elsayed & Mahmood 2024).
 
   With `t` the step, `U <- beta U + (1 - beta)(-g * w)`, `s = sigmoid((U / (1 - beta^t)) /
@@ -599,6 +602,8 @@ def upgd(learning_rate: float, beta_utility: float = DEFAULTS["upgd"]["beta_util
   `w <- (1 - lr wd) w - lr (d + xi)(1 - s)`, `xi ~ N(0, sigma^2)`, where `d = g`
   (`adaptive=False`, the paper's rule) or the bias-corrected Adam direction
   `m_hat / (sqrt(v_hat) + eps)` (`adaptive=True`). A complete optimizer (includes `lr`).
+  With `learning_rate=None` the rate is read from `update(..., learning_rate=lr)` each step
+  (how the RL agents pass a scheduled rate).
   """
 
   def init(params):
@@ -608,9 +613,13 @@ def upgd(learning_rate: float, beta_utility: float = DEFAULTS["upgd"]["beta_util
                      zeros if adaptive else optax.EmptyState(),
                      _seeded_key(seed, params))
 
-  def update(grads, state, params=None):
+  def update(grads, state, params=None, **extra):
     if params is None:
       raise ValueError("params: upgd needs the parameters in update()")
+    lr = learning_rate if learning_rate is not None else extra.get("learning_rate")
+    if lr is None:
+      raise ValueError("learning_rate: upgd(None) reads the rate from "
+                       "update(..., learning_rate=lr); none was given")
     count = state.count + 1
     t = count.astype(jnp.float32)
     utility = jax.tree.map(lambda u, g, w: beta_utility * u + (1 - beta_utility) * (-g * w),
@@ -634,12 +643,12 @@ def upgd(learning_rate: float, beta_utility: float = DEFAULTS["upgd"]["beta_util
 
     def one(d, xi, u, w):
       s = jax.nn.sigmoid((u / bc) / gmax)
-      return -learning_rate * weight_decay * w - learning_rate * (d + xi) * (1.0 - s)
+      return -lr * weight_decay * w - lr * (d + xi) * (1.0 - s)
 
     updates = jax.tree.map(one, direction, noise, utility, params)
     return updates, UPGDState(count, utility, mu, nu, key)
 
-  return optax.GradientTransformation(init, update)
+  return optax.GradientTransformationExtraArgs(init, update)
 
 
 # ----------------------------------------------------------------------------- ReDo / CBP
@@ -852,7 +861,8 @@ class Intervention:
                 layer_spec: LayerSpecLike | None = None, init_fn: InitFn | None = None,
                 projection: optax.GradientTransformation | None = None, seed: int = 0,
                 **base_kwargs) -> optax.GradientTransformationExtraArgs:
-    """The full optimizer: `chain(pre, base direction, noise, -lr, post[, projection])`.
+    """The full optimizer: `chain([l2 | l2_init], base direction, [noise], -lr,
+    [shrink_perturb])`, wrapped by ReDo / CBP, then `projection` (see `chain`).
 
     Args:
       learning_rate: step size.
@@ -868,35 +878,64 @@ class Intervention:
                        + ", ".join(map(repr, BASES)))
     if not learning_rate > 0:
       raise ValueError(f"learning_rate={learning_rate!r} must be > 0")
+    if self.name == "upgd" and base == "momentum":
+      raise ValueError("base='momentum' is not supported by upgd; use 'adam' (adaptive "
+                       "UPGD) or 'sgd' (the paper's rule)")
+    upgd_kwargs = dict(learning_rate=learning_rate, adaptive=base == "adam",
+                       **{k: v for k, v in base_kwargs.items() if k in ("b1", "b2", "eps")})
+    return self.chain(_base_direction(base, **base_kwargs), optax.scale(-learning_rate),
+                      layer_spec=layer_spec, init_fn=init_fn, projection=projection,
+                      seed=seed, upgd_kwargs=upgd_kwargs)
+
+  def chain(self, direction: optax.GradientTransformation,
+            scale: optax.GradientTransformation, *,
+            pre: Sequence[optax.GradientTransformation] = (),
+            post: Sequence[optax.GradientTransformation] = (),
+            layer_spec: LayerSpecLike | None = None, init_fn: InitFn | None = None,
+            projection: optax.GradientTransformation | None = None, seed: int = 0,
+            upgd_kwargs: Mapping[str, Any] | None = None
+            ) -> optax.GradientTransformationExtraArgs:
+    """This intervention built around a caller's own optimizer pieces.
+
+    `chain(pre, [l2 | l2_init], direction, [noisy_updates], scale, [shrink_perturb], post)`,
+    wrapped by ReDo / Continual Backprop for those methods, then `projection`. For 'upgd'
+    the `direction` and `scale` pair is replaced by `upgd(**upgd_kwargs)` (e.g.
+    `learning_rate=None, adaptive=True, eps=...` to read the rate from the `learning_rate`
+    extra argument of `update`). `optimizer()` is this with a base direction and a fixed
+    `scale(-learning_rate)`; the RL agents pass Adam, a scheduled rate, gradient clipping in
+    `pre` and their own transforms in `post`.
+    """
     h = dict(self.hparams)
+    parts = list(pre)
     if self.name == "upgd":
-      if base == "momentum":
-        raise ValueError("base='momentum' is not supported by upgd; use 'adam' (adaptive "
-                         "UPGD) or 'sgd' (the paper's rule)")
-      inner = upgd(learning_rate, adaptive=base == "adam", seed=seed, **h,
-                   **{k: v for k, v in base_kwargs.items() if k in ("b1", "b2", "eps")})
+      if upgd_kwargs is None:
+        raise ValueError("upgd_kwargs: upgd replaces direction and scale; pass at least "
+                         "{'learning_rate': lr or None}")
+      parts.append(upgd(seed=seed, **h, **dict(upgd_kwargs)))
     else:
-      parts = []
       if self.name == "l2":
         parts.append(l2(**h))
       elif self.name == "l2_init":
         parts.append(l2_init(**h))
-      parts.append(_base_direction(base, **base_kwargs))
+      parts.append(direction)
       if self.name == "noisy_updates":
         parts.append(noisy_updates(seed=seed, **h))
-      parts.append(optax.scale(-learning_rate))
+      parts.append(scale)
       if self.name == "shrink_perturb":
         parts.append(shrink_perturb(init_fn=init_fn, seed=seed, **h))
-      inner = optax.chain(*parts)
+    parts.extend(post)
     if self.name in ("redo", "continual_backprop"):
       if layer_spec is None:
         raise ValueError(f"layer_spec: {self.name} needs a layer spec (use "
                          "sequential_layer_spec(model, variables, x))")
       wrap = redo if self.name == "redo" else continual_backprop
-      inner = wrap(inner, layer_spec, init_fn=init_fn, seed=seed, **h)
+      inner = parts[0] if len(parts) == 1 else optax.chain(*parts)
+      parts = [wrap(inner, layer_spec, init_fn=init_fn, seed=seed, **h)]
     if projection is not None:
-      return optax.chain(inner, projection)
-    return optax.with_extra_args_support(inner)
+      parts.append(projection)
+    # A flat chain: with no intervention the state has the same structure as the plain
+    # optimizer, so checkpoints of runs without one stay loadable.
+    return optax.with_extra_args_support(parts[0] if len(parts) == 1 else optax.chain(*parts))
 
 
 def make_intervention(name: str, **overrides) -> Intervention:

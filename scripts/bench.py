@@ -45,15 +45,21 @@ def main(argv=None) -> int:
   unknown = sorted(set(areas) - set(AREAS))
   if unknown:
     parser.error(f"--only: unknown areas {unknown}; allowed: {', '.join(AREAS)}")
-  results = {"machine.cpus": os.cpu_count(), "machine.platform": platform.platform()}
+  # The machine may be shared: the load average around the run says how far absolute
+  # figures can be trusted (ratios are measured within one area, interleaved).
+  results = {"machine.cpus": os.cpu_count(), "machine.platform": platform.platform(),
+             "machine.load_before": round(os.getloadavg()[0], 2),
+             "machine.jax_backend": _jax_backend()}
   for area in areas:
     start = time.time()
+    print(f"[bench] {area} ...", file=sys.stderr, flush=True)
     try:
       module = importlib.import_module(f"scripts.benches.{area}")
       results.update(module.run(args.quick))
     except Exception as e:  # pylint: disable=broad-except
       results[f"{area}.error"] = f"{type(e).__name__}: {e}"
     results[f"{area}.bench_seconds"] = round(time.time() - start, 1)
+  results["machine.load_after"] = round(os.getloadavg()[0], 2)
   text = json.dumps(results, indent=1, sort_keys=True)
   print(text)
   if args.json:
@@ -61,6 +67,11 @@ def main(argv=None) -> int:
       f.write(text + "\n")
   print(_table(results), file=sys.stderr)
   return 0
+
+
+def _jax_backend() -> str:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.default_backend()
 
 
 def _table(results) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
@@ -235,3 +236,12 @@ def test_tiny_grid_runs_logs_and_plots(tmp_path):
   assert first["Dense_0/kernel"] == pytest.approx(last["Dense_0/kernel"], rel=1e-4)
   for name in ("fig1_norm_growth.png", "fig5_interventions.png", "online_accuracy.png"):
     assert os.path.getsize(tmp_path / "run" / name) > 1000
+  with open(tmp_path / "run" / "per_task.csv") as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 12 * 2                # configs x tasks, seeds averaged
+  row = [t for t in table if (t["net"], t["method"], t["nap"], t["task"]) ==
+         ("mlp", "none", "1", "1")][0]
+  nap_last = [x["final_loss"] for x in nap_rec if x["task"] == 1]
+  assert row["seeds"] == "2"
+  assert float(row["final_loss_mean"]) == pytest.approx(np.mean(nap_last), rel=1e-5)
+  assert float(row["final_loss_std"]) == pytest.approx(np.std(nap_last), rel=1e-4, abs=1e-7)

@@ -4,6 +4,8 @@ Structure checks use ``jax.eval_shape`` (no compilation); numeric checks jit one
 one apply per model to keep the suite fast on a small CPU machine.
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -232,3 +234,40 @@ def test_noisy_q_network_eval_needs_no_rng_and_train_uses_noise_stream():
   a, b = train(variables, jax.random.key(3)), train(variables, jax.random.key(4))
   assert float(jnp.max(jnp.abs(a - b))) > 1e-4
   np.testing.assert_array_equal(a, train(variables, jax.random.key(3)))
+
+
+def test_gemm_conv_matches_flax_conv_values_grads_and_vmap():
+  """networks/conv.py's GEMM form equals nn.Conv, also vmapped over seeds' kernels; NatureCNN's
+  Conv takes it only inside gemm_convolutions() (as agents.seeds does around its vmap).
+
+  Two layers cover its paths: 8x8 stride 4 (space-to-depth, then the shift GEMM) and 3x3
+  stride 1 (im2col)."""
+  from networks import conv  # pylint: disable=import-outside-toplevel
+  assert cnn.Conv is conv.Conv
+  x = jnp.asarray(RNG.normal(size=(2, 3, 20, 20, 4)).astype(np.float32))  # [seeds, B, H, W, C]
+  params = tuple({"kernel": jnp.asarray(RNG.normal(size=(2, k, k, cin, cout)) / k / cin ** 0.5,
+                                        jnp.float32),
+                  "bias": jnp.asarray(RNG.normal(size=(2, cout)), jnp.float32)}
+                 for k, cin, cout in ((8, 4, 5), (3, 5, 6)))
+
+  def value_and_grads(make):
+    a, b = make(5, (8, 8), strides=4, padding="VALID"), make(6, (3, 3), padding="VALID")
+    loss = lambda p, xs: jnp.sum(jnp.tanh(b.apply({"params": p[1]}, a.apply({"params": p[0]}, xs))))
+    lowered = jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1)))).lower(params, x)
+    return lowered.compile()(params, x), lowered.as_text()
+
+  (got, gemm_hlo), (want, xla_hlo) = value_and_grads(
+      functools.partial(conv.Conv, impl="gemm")), value_and_grads(nn.Conv)
+  assert "convolution" not in gemm_hlo and "convolution" in xla_hlo
+  assert float(jnp.min(jnp.abs(want[0]))) > 0
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, want)
+  with conv.gemm_convolutions():
+    assert "convolution" not in value_and_grads(conv.Conv)[1]
+  assert "convolution" in value_and_grads(conv.Conv)[1]
+  # Padded convolutions (the IMPALA torso's) are delegated to nn.Conv unchanged.
+  same = {"params": {"kernel": params[1]["kernel"][0], "bias": params[1]["bias"][0]}}
+  z = jnp.asarray(RNG.normal(size=(3, 6, 6, 5)), jnp.float32)
+  apply = lambda c: jax.jit(c(6, (3, 3), padding="SAME").apply)(same, z)
+  np.testing.assert_array_equal(apply(functools.partial(conv.Conv, impl="gemm")), apply(nn.Conv))
+  with pytest.raises(ValueError, match="impl"):
+    conv.Conv(4, (3, 3), impl="fft")

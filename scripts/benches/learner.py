@@ -1,0 +1,262 @@
+"""Learner throughput, FLOPs per update and FLOP utilization of the real agent update.
+
+Every figure comes from `agents.agent.update_step`, compiled as the training loop runs it
+(Nature CNN, batch 32 uint8 frames, 6 actions), on random batches: alone for one seed, and
+through `agents.seeds.over_seeds` (vmapped) for `STACKED_SEEDS` stacked seeds. All timed
+variants run interleaved in one process (each repetition times every variant back to back,
+in a rotating order), so load changes on a shared machine hit all sides of a ratio alike.
+
+- `learner.<preset>_updates_per_s` for dqn, rainbow and rainbow+NaP (one seed), and
+  `learner.rainbow_nap_vs_rainbow` (rainbow time / rainbow+NaP time).
+- `learner.flops_per_update`: XLA's cost analysis (`jit(...).lower(...).compile()
+  .cost_analysis()["flops"]`) of the rainbow update built with flax's `nn.Conv`: the FLOPs of
+  the direct algorithm (convolutions, dense layers, loss, Adam). Every FLOP rate below uses
+  this count, whichever convolution ran. Cross-checks: `learner.flops_per_update_analytic`,
+  a hand count of the Nature CNN's forward and backward multiply-adds (elementwise work left
+  out), and `learner.flops_per_update_gemm_conv`, XLA's count of the update with the GEMM
+  form of `networks/conv.py`, whose shift convolution does some redundant multiply-adds.
+- `learner.matmul_peak_gflops`: a plain float32 2048 x 2048 `jnp.dot` timed in the same
+  repetitions: the machine's measured matmul rate.
+- `learner.achieved_gflops` = flops_per_update x rainbow updates/s and
+  `learner.flop_utilization` = achieved / matmul peak (median over repetitions of the
+  per-repetition ratio), for the update the agent runs with one seed (flax's `nn.Conv`:
+  `networks.conv.Conv` is exactly that outside `gemm_convolutions()`). `..._gemm_conv`: the
+  same update with the GEMM convolution forced, the faster choice before XLA:CPU's own
+  convolutions caught up, kept as the comparison.
+- `learner.seeds4_achieved_gflops` / `learner.seeds4_flop_utilization`: 4 seeds' updates in
+  one vmapped call as `--num_seeds=4` runs them (GEMM convolutions, the agent's choice
+  there); `..._xla_conv`: the same with `nn.Conv`, which vmap turns into grouped
+  convolutions (the code before the GEMM form was switched on for stacked seeds).
+  `learner.seeds4_gemm_vs_xla_conv` is their speed ratio and
+  `learner.seeds4_per_seed_vs_one_seed` the per-seed speed of the stacked update over one
+  seed alone (1.0 = stacking is free).
+
+Run: `python -m scripts.benches.learner` (prints the JSON); `scripts/bench.py` calls `run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import time
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BATCH = 32
+NUM_ACTIONS = 6
+LR = 6.25e-5
+MATMUL_N = 2048
+CONV_IMPLS = ("gemm", "xla")
+STACKED_SEEDS = 4
+
+
+def random_batch(rng: np.random.Generator, batch_size: int = BATCH):
+  """A replay-like `agents.agent.Batch`: obs/next_obs uint8 [B, 4, 84, 84], the rest [B]."""
+  from agents.agent import Batch  # pylint: disable=import-outside-toplevel
+  obs = rng.integers(0, 255, size=(batch_size, 4, 84, 84), dtype=np.uint8)
+  return Batch(obs=obs, action=rng.integers(0, NUM_ACTIONS, batch_size).astype(np.int32),
+               reward=rng.normal(size=batch_size).astype(np.float32),
+               discount=np.full(batch_size, 0.97, np.float32),
+               next_obs=np.roll(obs, 1, axis=0), weight=np.ones(batch_size, np.float32))
+
+
+def preset_config(name: str):
+  """`dqn`, `rainbow` or `rainbow_nap` (rainbow with LayerNorm and the weight projection)."""
+  from agents import presets  # pylint: disable=import-outside-toplevel
+  if name == "rainbow_nap":
+    return presets.make_config("rainbow", network=dict(norm="layer"), nap=True)
+  return presets.make_config(name)
+
+
+@contextlib.contextmanager
+def conv_impl(name: str) -> Iterator[None]:
+  """Networks traced in this block use the GEMM form of `networks.conv.Conv` ('gemm') or
+  flax's `nn.Conv` ('xla'), whatever the agent would pick (see `networks/conv.py`).
+
+  `networks.cnn.Conv` is the one name the torsos use and is read when a network is traced,
+  so a function must be compiled inside this block to get the chosen convolution.
+  """
+  from networks import cnn, conv  # pylint: disable=import-outside-toplevel
+  if name not in CONV_IMPLS:
+    raise ValueError(f"conv_impl={name!r}; allowed values: {', '.join(CONV_IMPLS)}")
+  saved = cnn.Conv
+  cnn.Conv = functools.partial(conv.Conv, impl="gemm") if name == "gemm" else nn.Conv
+  try:
+    yield
+  finally:
+    cnn.Conv = saved
+
+
+@dataclasses.dataclass
+class UpdateFixture:
+  """A compiled `update_step` for one preset, its state and a fixed batch.
+
+  `step()` runs one update (threading the state through) and returns the loss to block on.
+  """
+
+  agent: Any
+  compiled: Any
+  state: Any
+  batch: Any
+  flops: float
+
+  def step(self) -> jax.Array:
+    self.state, info = self.compiled(self.state, self.batch, LR)
+    return info.loss
+
+
+def make_update(preset: str, conv: str | None = None, num_seeds: int = 1,
+                seed: int = 0) -> UpdateFixture:
+  """Compiles the real agent update as the training loop does and warms it up.
+
+  Args:
+    preset: see `preset_config`.
+    conv: None for the agent's own choice, else one of `CONV_IMPLS`.
+    num_seeds: 1 runs `update_step` itself; more stacks that many seeds and runs it
+      through `agents.seeds.over_seeds` (vmapped), as `--num_seeds` does.
+  """
+  from agents import agent as agent_lib  # pylint: disable=import-outside-toplevel
+  from agents import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
+  context = conv_impl(conv) if conv else contextlib.nullcontext()
+  with context:
+    agent = agent_lib.make_agent(preset_config(preset), num_actions=NUM_ACTIONS)
+    obs = jnp.zeros((1, 4, 84, 84), jnp.uint8)
+    batches = [random_batch(np.random.default_rng(seed + k)) for k in range(num_seeds)]
+    if num_seeds == 1:
+      state, batch = agent_lib.init(agent, jax.random.PRNGKey(seed), obs), batches[0]
+      fn = jax.jit(agent_lib.update_step, static_argnums=0)
+      compiled = fn.lower(agent, state, batch, LR).compile()
+    else:
+      keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
+      state = seeds_lib.over_seeds(lambda k: agent_lib.init(agent, k, obs), num_seeds, (0,))(keys)
+      batch = agent_lib.Batch(*(np.stack(x) for x in zip(*batches)))
+      fn = seeds_lib.over_seeds(lambda s, b, lr: agent_lib.update_step(agent, s, b, lr),
+                                num_seeds, (0, 0, None))
+      compiled = fn.lower(state, batch, LR).compile()
+  fixture = UpdateFixture(agent, compiled, state, batch, xla_flops(compiled))
+  for _ in range(2):
+    jax.block_until_ready(fixture.step())
+  return fixture
+
+
+def update_flops(preset: str, conv: str, compile_it: bool = True) -> float:
+  """XLA's FLOP count of one single-seed update of `preset` built with convolution `conv`.
+
+  `compile_it=False` reads the count from the lowered (unoptimized) module instead of the
+  compiled one: no compilation, within ~1% of the compiled count here.
+  """
+  from agents import agent as agent_lib  # pylint: disable=import-outside-toplevel
+  with conv_impl(conv):
+    agent = agent_lib.make_agent(preset_config(preset), num_actions=NUM_ACTIONS)
+    state = jax.eval_shape(lambda: agent_lib.init(
+        agent, jax.random.PRNGKey(0), jnp.zeros((1, 4, 84, 84), jnp.uint8)))
+    lowered = jax.jit(agent_lib.update_step, static_argnums=0).lower(
+        agent, state, random_batch(np.random.default_rng(0)), LR)
+    return xla_flops(lowered.compile() if compile_it else lowered)
+
+
+def xla_flops(compiled) -> float:
+  """FLOPs XLA's cost analysis assigns to one call of a compiled (or lowered) function."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older jax returned one dict per device
+    analysis = analysis[0]
+  return float(analysis["flops"])
+
+
+def analytic_flops(batch_size: int = BATCH, num_outputs: int = NUM_ACTIONS * 51,
+                   online_passes: int = 1, hw: int = 84, channels: int = 4) -> float:
+  """Multiply-add FLOPs (2 per MAC) of one Nature-CNN TD update.
+
+  Forward passes: the online network on obs (`online_passes` = 2 with double Q, which also
+  runs it on next_obs) and the target network on next_obs. Backward: a weight gradient for
+  every layer and an input gradient for every layer but the first (the frames need none),
+  each as many MACs as that layer's forward pass. Biases, activations, the loss and the
+  optimizer are left out (they are the small difference to XLA's count).
+  """
+  macs = []
+  for features, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+    out = (hw - kernel) // stride + 1
+    macs.append(out * out * kernel * kernel * channels * features)
+    hw, channels = out, features
+  macs.append(hw * hw * channels * 512)      # Dense_0
+  macs.append(512 * num_outputs)              # output layer
+  forward = 2 * sum(macs)
+  backward = 2 * forward - 2 * macs[0]
+  return float(batch_size * ((online_passes + 1) * forward + backward))
+
+
+def make_matmul(n: int = MATMUL_N) -> tuple[Callable[[], jax.Array], float]:
+  """(call, flops): a jitted float32 [n, n] @ [n, n] on fixed random operands."""
+  rng = np.random.default_rng(0)
+  a, b = (jnp.asarray(rng.random((n, n), dtype=np.float32)) for _ in range(2))
+  dot = jax.jit(jnp.dot)
+  jax.block_until_ready(dot(a, b))
+  return (lambda: dot(a, b)), 2.0 * n ** 3
+
+
+def interleaved_seconds(calls: dict[str, tuple[Callable[[], Any], int]],
+                        reps: int) -> dict[str, np.ndarray]:
+  """Seconds per call of each `name -> (call, calls per repetition)`, [reps] per name.
+
+  Every repetition times every entry back to back, in an order rotated each repetition.
+  """
+  names = list(calls)
+  out = {name: np.zeros(reps) for name in names}
+  for r in range(reps):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      call, n = calls[name]
+      start = time.perf_counter()
+      for _ in range(n):
+        result = call()
+      jax.block_until_ready(result)
+      out[name][r] = (time.perf_counter() - start) / n
+  return out
+
+
+def run(quick: bool) -> dict[str, float | int | str]:
+  reps, n = (3, 6) if quick else (7, 15)
+  seeds = STACKED_SEEDS
+  fixtures = {name: make_update(name) for name in ("dqn", "rainbow", "rainbow_nap")}
+  fixtures["rainbow_gemm_conv"] = make_update("rainbow", conv="gemm")
+  fixtures["seeds"] = make_update("rainbow", num_seeds=seeds)
+  fixtures["seeds_xla_conv"] = make_update("rainbow", conv="xla", num_seeds=seeds)
+  matmul, matmul_flops = make_matmul()
+  calls = {name: (f.step, max(2, n // (seeds if name.startswith("seeds") else 1)))
+           for name, f in fixtures.items()}
+  calls["matmul"] = (matmul, 2)
+  seconds = interleaved_seconds(calls, reps)
+
+  flops = update_flops("rainbow", "xla")   # the direct algorithm's, whatever the agent runs
+  peak = matmul_flops / seconds["matmul"]                       # [reps] FLOP/s
+  out: dict[str, float | int | str] = {
+      f"learner.{name}_updates_per_s": round(1.0 / float(np.median(seconds[name])), 2)
+      for name in ("dqn", "rainbow", "rainbow_nap")}
+  out["learner.rainbow_nap_vs_rainbow"] = round(
+      float(np.median(seconds["rainbow"] / seconds["rainbow_nap"])), 3)
+  out["learner.flops_per_update"] = flops
+  out["learner.flops_per_update_analytic"] = analytic_flops()
+  out["learner.flops_per_update_gemm_conv"] = fixtures["rainbow_gemm_conv"].flops
+  out["learner.matmul_peak_gflops"] = round(float(np.median(peak)) / 1e9, 1)
+  for prefix, name, updates in (("", "rainbow", 1), ("", "rainbow_gemm_conv", 1),
+                                (f"seeds{seeds}_", "seeds", seeds),
+                                (f"seeds{seeds}_", "seeds_xla_conv", seeds)):
+    suffix = "_gemm_conv" if name == "rainbow_gemm_conv" else (
+        "_xla_conv" if name == "seeds_xla_conv" else "")
+    achieved = updates * flops / seconds[name]
+    out[f"learner.{prefix}achieved_gflops{suffix}"] = round(float(np.median(achieved)) / 1e9, 1)
+    out[f"learner.{prefix}flop_utilization{suffix}"] = round(float(np.median(achieved / peak)), 3)
+  out[f"learner.seeds{seeds}_gemm_vs_xla_conv"] = round(
+      float(np.median(seconds["seeds_xla_conv"] / seconds["seeds"])), 3)
+  out[f"learner.seeds{seeds}_per_seed_vs_one_seed"] = round(
+      float(np.median(seeds * seconds["rainbow"] / seconds["seeds"])), 3)
+  return out
+
+
+if __name__ == "__main__":
+  print(json.dumps(run(quick=False), indent=1))

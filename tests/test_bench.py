@@ -1,0 +1,77 @@
+"""Tests for scripts/bench.py and its areas: the cheap ones run for real, the rest are checked
+for what can be checked without timing (every area exists, FLOP counts, launch commands).
+The long measurements themselves run in `scripts/bench.py`, never in the test suite."""
+
+import importlib
+import json
+import math
+
+import pytest
+from absl.testing import flagsaver
+
+from scripts import bench
+from scripts.benches import learner, scale
+
+
+def test_quick_replay_area_writes_json_and_a_table_with_targets(tmp_path, capsys):
+  out = tmp_path / "bench.json"
+  assert bench.main(["--quick", "--only=replay", f"--json={out}"]) == 0
+  results = json.loads(out.read_text())
+  captured = capsys.readouterr()
+  assert json.loads(captured.out) == results
+  assert "replay.error" not in results
+  assert results["machine.cpus"] >= 1 and results["machine.jax_backend"] == "cpu"
+  assert results["machine.load_before"] >= 0 and results["machine.load_after"] >= 0
+  for key in ("replay.sample_batches_per_s", "replay.add_per_s", "replay.bytes_per_transition"):
+    assert math.isfinite(results[key]) and results[key] > 0, key
+  # ~1 byte per pixel per stored frame: far below a stacked [4, 84, 84] copy per transition.
+  assert 84 * 84 <= results["replay.bytes_per_transition"] < 4 * 84 * 84
+  row = next(line for line in captured.err.splitlines()
+             if line.startswith("replay.bytes_per_transition"))
+  assert "<= 7300" in row and ("met" in row or "MISSED" in row)
+
+
+def test_unknown_area_is_rejected_naming_the_allowed_ones(capsys):
+  with pytest.raises(SystemExit):
+    bench.main(["--only=replay,gpu"])
+  err = capsys.readouterr().err
+  assert "--only" in err and "gpu" in err and "learner" in err and "continual" in err
+
+
+@pytest.mark.parametrize("area", bench.AREAS)
+def test_every_area_has_a_run_function(area):
+  module = importlib.import_module(f"scripts.benches.{area}")
+  assert callable(module.run)
+
+
+def test_learner_flops_analytic_count_agrees_with_xla_cost_analysis():
+  counts = {conv: learner.update_flops("rainbow", conv, compile_it=False)
+            for conv in learner.CONV_IMPLS}
+  analytic = learner.analytic_flops()
+  assert 2.1e9 < analytic < 2.3e9   # ~69 MFLOP per sample, batch 32
+  # XLA also counts the elementwise work (activations, loss, Adam): a little more.
+  assert analytic < counts["xla"] < 1.03 * analytic
+  # The shift convolution multiplies whole input rows it then partly discards.
+  assert counts["xla"] < counts["gemm"] < 1.2 * counts["xla"]
+  with pytest.raises(ValueError, match="conv_impl"):
+    with learner.conv_impl("fft"):
+      pass
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+def test_scale_commands_are_valid_train_runs_with_a_learning_phase(stacked):
+  from experiments import train  # pylint: disable=import-outside-toplevel
+  commands = scale._commands("/tmp/naprl-scale-test", 4, stacked=stacked, quick=True)
+  assert len(commands) == (1 if stacked else 4)
+  seeds = set()
+  for command in commands:
+    assert command[1:3] == ["-m", "experiments.train"]
+    with flagsaver.flagsaver():
+      train.FLAGS(["train"] + command[3:])
+      config, _ = train.build_config()
+    seeds.update(config.seeds)
+    fill_frames = config.agent.min_replay // config.num_envs * config.num_envs * 4
+    learning_frames = config.num_frames - fill_frames
+    assert learning_frames >= scale.INTERVALS * config.log_every
+    assert config.eval_every == 0 and config.diagnostics_every == 0
+  assert seeds == {0, 1, 2, 3}   # four distinct seeds either way
