@@ -12,7 +12,7 @@ same sweep skips finished trials and resumes the others from their checkpoints. 
 is reported with the end of its log and does not stop the others; the sweep exits non-zero at
 the end if any trial did not finish. `<out>/sweep.json` records every trial's status, time and
 command. Every input is checked, and the Ray cluster reached, before any trial starts. See
-docs/readme/sweep.md for the config file format and Ray clusters.
+the README section "Sweeps" for the config file format and Ray clusters.
 """
 
 from __future__ import annotations
