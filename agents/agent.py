@@ -62,11 +62,9 @@ class Agent:
   network: Any                      # flax.linen.Module
   optimizer: optax.GradientTransformation
   learning_rate: optax.Schedule     # frames -> lr; the loop evaluates it, `update` takes it
-
-  @property
-  def needs_activations(self) -> bool:
-    """Whether `update` passes the online network's hidden activations to the optimizer."""
-    return interventions.make_intervention(self.config.intervention).needs_activations
+  # Whether `update` passes the online network's hidden activations to the optimizer
+  # (ReDo, Continual Backprop).
+  needs_activations: bool = False
 
   @property
   def atoms(self) -> jax.Array | None:
@@ -138,7 +136,8 @@ def make_agent(config: AgentConfig, num_actions: int,
       else None,
       upgd_kwargs=dict(learning_rate=None, adaptive=True, eps=config.adam_eps))
   return Agent(config=config, num_actions=num_actions, network=network,
-               optimizer=optimizer, learning_rate=learning_rate)
+               optimizer=optimizer, learning_rate=learning_rate,
+               needs_activations=iv.needs_activations)
 
 
 def init(agent: Agent, rng: jax.Array, obs_example: chex.Array) -> AgentState:

@@ -51,6 +51,7 @@ import numpy as np
 import optax
 
 from envs import continual as streams
+from experiments import xla_cpu
 from networks import MLP
 from networks.small_cnn import SmallCNN
 from plasticity import interventions
@@ -665,6 +666,7 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
   """Command-line entry: parses and validates every flag before any work starts."""
   argv = list(sys.argv if argv is None else argv)
+  xla_cpu.configure()   # before any JAX computation (see experiments/xla_cpu.py)
   if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
     print(__doc__)
     print(_FLAGS.get_help())

@@ -1,8 +1,8 @@
 """The training loop: env -> replay -> agent update -> logs, with checkpoints and evaluation.
 
-Seeds. A trainer runs S >= 1 independent agents ("seeds") in one process: their states are
-stacked on a leading axis and `act`/`update` are vmapped over it (`agents.seeds`); they share
-one batched emulator of S x num_envs environments, and each seed has its own replay memory,
+Seeds. A trainer runs S >= 1 independent agents ("seeds") in one process (`agents.seeds`:
+on CPU the single-seed `act`/`update` are called once per seed, on GPU/TPU the seeds' states
+are stacked and vmapped); they share one batched emulator of S x num_envs environments, and each seed has its own replay memory,
 random streams and run directory. Everything a seed does is derived from its own seed, so
 seed s inside a group follows the same trajectory as seed s run alone.
 
@@ -71,6 +71,7 @@ class RunConfig:
   lr_restart_on_switch: bool = False
   tensorboard: bool = False
   progress: bool = True
+  seed_mode: str = "auto"              # agents.seeds.MODES: how seeds share the process
 
 
 @dataclasses.dataclass
@@ -131,20 +132,19 @@ class Trainer:
     keys = jnp.stack([jax.random.split(jax.random.PRNGKey(s), 4) for s in config.seeds])
     init_keys, self.act_keys, self.eval_keys, self.diagnostics_keys = (
         keys[:, 0], keys[:, 1], keys[:, 2], keys[:, 3])
-    num_seeds = len(config.seeds)
     obs_example = jnp.zeros((1,) + obs_shape, obs_dtype)
-    self.state = seeds_lib.over_seeds(lambda k: agent_lib.init(self.agent, k, obs_example),
-                                      num_seeds, (0,))(init_keys)
-    self._act = seeds_lib.over_seeds(
+    self.group = seeds_lib.SeedGroup(len(config.seeds), config.seed_mode)
+    self.state = self.group.map(lambda k: agent_lib.init(self.agent, k, obs_example),
+                                (0,))(init_keys)
+    self._act = self.group.map(
         lambda params, key, obs, eps: agent_lib.act_step(self.agent, params, key, obs, eps),
-        num_seeds, (0, 0, 0, None))
-    self._update = seeds_lib.over_seeds(
+        (0, 0, 0, None))
+    self._update = self.group.map(
         lambda state, batch, lr: agent_lib.update_step(self.agent, state, batch, lr),
-        num_seeds, (0, 0, None))
+        (0, 0, None))
     self._fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
-    self._norms = seeds_lib.over_seeds(
-        lambda p, lr: (nap.param_norms(p), nap.effective_learning_rates(p, lr)),
-        num_seeds, (0, None))
+    self._norms = self.group.map(
+        lambda p, lr: (nap.param_norms(p), nap.effective_learning_rates(p, lr)), (0, None))
     self.counters = Counters()
     self._losses: list[jax.Array] = []
     self._grad_norms: list[jax.Array] = []
@@ -223,7 +223,7 @@ class Trainer:
         for s in self.seeds:
           s.replay.clear()
       if self.config.reset_optimizer_on_switch:
-        opt_init = seeds_lib.over_seeds(self.agent.optimizer.init, self.num_seeds, (0,))
+        opt_init = self.group.map(self.agent.optimizer.init, (0,))
         self.state = self.state.replace(opt_state=opt_init(self.state.params))
       if self.config.lr_restart_on_switch:
         c.lr_origin = task.start_frame
@@ -294,8 +294,8 @@ class Trainer:
     while c.update_credit >= 1.0:
       c.update_credit -= 1.0
       samples = [s.replay.sample(cfg.batch_size, s.np_rng, beta=beta) for s in self.seeds]
-      batch = agent_lib.Batch(*(np.stack([getattr(x, f) for x in samples])
-                                for f in agent_lib.Batch._fields))
+      batch = self.group.collect([agent_lib.Batch(*(getattr(x, f) for f in agent_lib.Batch._fields))
+                                  for x in samples])
       self.state, info = self._update(self.state, batch, lr)
       c.updates += 1
       self._losses.append(info.loss)
@@ -364,7 +364,7 @@ class Trainer:
         s.probe = np.array(obs[k])
       key = jax.random.fold_in(self.diagnostics_keys[k], self.counters.updates)
       values = diagnostics.to_json(self._diagnostics_fn(
-          seeds_lib.unstack(self.state.params, k), s.probe, key, lr))
+          self.group.get(self.state.params, k), s.probe, key, lr))
       values["updates"] = self.counters.updates
       self._record(s, "metrics.jsonl", "diagnostics", values)
       self._tensorboard(s, values, prefix="diagnostics/")
@@ -385,7 +385,7 @@ class Trainer:
     for k, s in enumerate(self.seeds):
       env = self._make_env(game, [self._segment_seed(s.seed, 1_000_000_000 + c.frames)],
                            num_envs=self.config.eval_episodes)
-      returns = evaluate(self.agent, seeds_lib.unstack(self.state.params, k), env,
+      returns = evaluate(self.agent, self.group.get(self.state.params, k), env,
                          key=jax.random.fold_in(self.eval_keys[k], c.frames))
       self._record(s, "eval.jsonl", None, {"game": game, "returns": returns,
                                           "mean": float(np.mean(returns))})
@@ -407,7 +407,7 @@ class Trainer:
     while c.next_checkpoint <= c.frames:
       c.next_checkpoint += self.config.checkpoint_every
     for k, s in enumerate(self.seeds):
-      state_bytes = flax.serialization.to_bytes(jax.device_get(seeds_lib.unstack(self.state, k)))
+      state_bytes = flax.serialization.to_bytes(jax.device_get(self.group.get(self.state, k)))
       writers = {"agent.msgpack": lambda path, b=state_bytes: _write_bytes(path, b),
                  "replay": s.replay.save}
       if s.probe is not None:
@@ -425,7 +425,7 @@ class Trainer:
     c = self.counters
     available = [s.run_dir.checkpoints() for s in self.seeds]
     common = sorted(set.intersection(*(set(a) for a in available)), reverse=True)
-    template = seeds_lib.unstack(self.state, 0)
+    template = self.group.get(self.state, 0)
     for frames in common:
       try:
         loaded = [self._load_seed(s, ckpts[frames], template)
@@ -434,7 +434,7 @@ class Trainer:
         self.log(f"checkpoint at {frames:,} frames is unreadable ({type(e).__name__}: {e}); "
                  "trying the previous one")
         continue
-      self.state = seeds_lib.stack([state for state, _ in loaded])
+      self.state = self.group.collect([state for state, _ in loaded])
       self.counters = Counters(**loaded[0][1]["counters"])
       for s, (_, meta) in zip(self.seeds, loaded):
         s.np_rng.bit_generator.state = meta["np_rng"]

@@ -27,10 +27,12 @@ RESUME_FREE_FLAGS = frozenset({
     "num_frames", "overwrite", "progress", "log_every", "eval_every", "eval_episodes",
     "checkpoint_every", "tensorboard", "run_dir",
     # Diagnostics read the parameters on their own RNG stream; training never depends on them.
-    "diagnostics_every"})
+    "diagnostics_every",
+    # How seeds share the process (agents/seeds.py): the same computation per seed.
+    "seed_mode"})
 # Flags added after runs were recorded, with the value every older run implicitly used: an
 # old run without them still resumes.
-ADDED_FLAG_DEFAULTS = {"intervention": "none", "intervention_hparams": []}
+ADDED_FLAG_DEFAULTS = {"intervention": "none", "intervention_hparams": [], "seed_mode": "auto"}
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "rlax", "numpy", "ale-py",
              "gymnasium", "nap-rl")
 KEEP_CHECKPOINTS = 2

@@ -20,6 +20,7 @@ from absl import app, flags
 from agents import presets
 from agents.config import AgentConfig, NORMS
 from envs import sequential
+from experiments import xla_cpu
 
 FLAGS = flags.FLAGS
 
@@ -28,7 +29,11 @@ flags.DEFINE_string("env", "Pong", "Environment id: an Atari game ('Pong' or 'al
                     "'gym:CartPole-v1' or 'minatar:breakout'.")
 flags.DEFINE_integer("seed", 0, "Random seed; fixes everything on CPU.")
 flags.DEFINE_integer("num_seeds", 1, "Independent agents trained in this one process (seeds "
-                     "--seed .. --seed+S-1, vmapped); each writes --run_dir/seed_<s>.")
+                     "--seed .. --seed+S-1); each writes --run_dir/seed_<s>.")
+flags.DEFINE_enum("seed_mode", "auto", ("auto", "vmap", "loop"),
+                  "How --num_seeds agents share the process: 'vmap' stacks their states and "
+                  "vmaps act/update (fills a GPU), 'loop' calls the one-seed functions once "
+                  "per seed (faster on CPU); 'auto' picks loop on CPU, vmap on GPU/TPU.")
 flags.DEFINE_integer("num_frames", None, "Training length in Atari frames (agent steps x frame "
                      "skip 4), or environment steps for non-Atari envs. Default: the preset's "
                      "(10M Atari frames; 400k for der; 50k CartPole steps; 1M MinAtar steps); "
@@ -234,7 +239,7 @@ def build_config(f=FLAGS):
       replay_on_switch=f.replay_on_switch or "keep",
       reset_optimizer_on_switch=bool(f.reset_optimizer_on_switch),
       lr_restart_on_switch=bool(f.lr_restart_on_switch),
-      tensorboard=f.tensorboard, progress=f.progress)
+      tensorboard=f.tensorboard, progress=f.progress, seed_mode=f.seed_mode)
   flag_values = {name: _jsonable(f[name].value) for name in _OWN_FLAGS}
   return config, flag_values
 
@@ -303,7 +308,7 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-_OWN_FLAGS = ("agent", "env", "seed", "num_seeds", "num_frames", "num_envs", "run_dir", "nap", "norm", "lr",
+_OWN_FLAGS = ("agent", "env", "seed", "num_seeds", "seed_mode", "num_frames", "num_envs", "run_dir", "nap", "norm", "lr",
               "lr_schedule", "eval_every", "eval_episodes", "checkpoint_every", "log_every",
               "diagnostics_every", "tensorboard", "overwrite", "progress", "sticky_actions",
               "full_action_space", "overrides", "schedule", "games", "frames_per_game",
@@ -364,6 +369,7 @@ def _intervention_hparams(agent: AgentConfig) -> dict[str, Any]:
 
 
 def main(argv):
+  xla_cpu.configure()   # before any JAX computation (see experiments/xla_cpu.py)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:

@@ -27,8 +27,7 @@ class MLP(nn.Module):
 
   def __post_init__(self):
     common.check_norm_activation(self.norm, self.activation)
-    common.check_sizes("hidden_sizes", tuple(self.hidden_sizes)
-                       if isinstance(self.hidden_sizes, (tuple, list)) else self.hidden_sizes)
+    common.check_sizes("hidden_sizes", self.hidden_sizes)
     common.check_positive_int("num_outputs", self.num_outputs, allow_none=True)
     super().__post_init__()
 

@@ -89,19 +89,13 @@ class SmallCNN(nn.Module):
   def __post_init__(self):
     common.check_norm_activation(self.norm, self.activation)
     common.check_choice("conv_impl", self.conv_impl, CONV_IMPLS)
-    common.check_sizes("channels", tuple(self.channels)
-                       if isinstance(self.channels, (tuple, list)) else self.channels)
-    common.check_sizes("strides", tuple(self.strides)
-                       if isinstance(self.strides, (tuple, list)) else self.strides)
+    common.check_sizes("channels", self.channels)
+    common.check_sizes("strides", self.strides)
     if len(tuple(self.strides)) != len(tuple(self.channels)):
       raise ValueError(f"strides={self.strides!r} must have one entry per channel count "
                        f"(channels={self.channels!r})")
     common.check_positive_int("kernel_size", self.kernel_size)
-    if isinstance(self.hidden_sizes, (tuple, list)) and len(self.hidden_sizes) == 0:
-      pass
-    else:
-      common.check_sizes("hidden_sizes", tuple(self.hidden_sizes)
-                         if isinstance(self.hidden_sizes, (tuple, list)) else self.hidden_sizes)
+    common.check_sizes("hidden_sizes", self.hidden_sizes)   # () is allowed: no dense layer
     common.check_positive_int("num_outputs", self.num_outputs, allow_none=True)
     super().__post_init__()
 

@@ -20,6 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments import xla_cpu  # pylint: disable=wrong-import-position
+
 AREAS = ("nap", "replay", "envs", "learner", "train", "scale", "compare", "continual")
 # key -> (comparison, target); reported as met/missed in the table.
 TARGETS = {
@@ -41,6 +43,7 @@ def main(argv=None) -> int:
   parser.add_argument("--only", default="", help=f"comma list of areas: {', '.join(AREAS)}")
   parser.add_argument("--json", default="", help="also write the JSON to this file")
   args = parser.parse_args(argv)
+  xla_cpu.configure()   # as the launchers run; before any JAX computation
   areas = [a for a in args.only.split(",") if a] or list(AREAS)
   unknown = sorted(set(areas) - set(AREAS))
   if unknown:

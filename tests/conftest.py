@@ -12,6 +12,11 @@ import tempfile
 import jax
 import pytest
 
+from experiments import xla_cpu
+
+# The launchers' XLA:CPU flags (experiments/xla_cpu.py), set before any test computes, so
+# tests run what users run; subprocesses started by tests inherit them.
+xla_cpu.configure()
 _CACHE_DIR = tempfile.mkdtemp(prefix="naprl-jax-cache-")
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

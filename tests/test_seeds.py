@@ -15,18 +15,24 @@ COMMON = dict(agent="dqn", env="Pong", num_frames=1_600, num_envs=2, sticky_acti
               overrides=["min_replay=200", "replay_capacity=4000", "batch_size=8"])
 
 
-def test_two_seeds_in_one_process_match_each_seed_alone(tmp_path):
-  group, summary = _run(tmp_path / "group", seed=3, num_seeds=2, **COMMON)
+@pytest.mark.parametrize("seed_mode", ["loop", "vmap"])
+def test_two_seeds_in_one_process_match_each_seed_alone(tmp_path, seed_mode):
+  group, summary = _run(tmp_path / "group", seed=3, num_seeds=2, seed_mode=seed_mode, **COMMON)
+  assert group.group.mode == seed_mode
   assert summary["seeds"] == [3, 4] and summary["updates"] > 0
   for k, seed in enumerate((3, 4)):
-    alone, _ = _run(tmp_path / f"alone{seed}", seed=seed, **COMMON)
+    alone, _ = _run(tmp_path / f"alone{seed}", seed=seed, seed_mode="loop", **COMMON)
     grouped = seeds_lib.unstack(group.state.params, k)
     single = seeds_lib.unstack(alone.state.params, 0)
-    # Stacked seeds trace their convolutions as batched GEMMs (agents/seeds.py), one seed
-    # uses XLA's: the same sums in another order, so float32 rounding drifts apart slowly
-    # over hundreds of Adam steps (~1e-4 absolute on weights of ~1e-1).
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=5e-4),
-                 grouped, single)
+    if seed_mode == "loop":
+      # The group calls the very same compiled one-seed update: bit-identical.
+      jax.tree.map(np.testing.assert_array_equal, grouped, single)
+    else:
+      # Vmapped seeds trace their convolutions as batched GEMMs (agents/seeds.py), one
+      # seed uses XLA's: the same sums in another order, so float32 rounding drifts apart
+      # slowly over hundreds of Adam steps (~1e-4 absolute on weights of ~1e-1).
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=5e-4),
+                   grouped, single)
     seed_dir = tmp_path / "group" / f"seed_{seed}"
     # The trajectories themselves are the same: every episode, return and length alike.
     assert _lines(seed_dir / "metrics.jsonl", "episode") == \
@@ -77,3 +83,41 @@ def test_stacked_seeds_trace_gemm_convolutions_and_one_seed_xla_ones():
                            params)
     fn = seeds_lib.over_seeds(model.apply, num_seeds, (0, None))
     assert ("convolution" in fn.lower(stacked, frames).as_text()) is has_conv
+
+
+def test_seed_group_modes_agree_and_keep_the_seed_layouts():
+  """'loop' keeps S arrays per leaf, 'vmap' stacks them; both compute the same thing."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  model = nn.Dense(3)
+  x = np.arange(8, dtype=np.float32).reshape(2, 4)
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  results = {}
+  for mode in ("loop", "vmap"):
+    group = seeds_lib.SeedGroup(3, mode)
+    params = group.map(lambda k: model.init(k, x), (0,))(keys)
+    leaf = jax.tree.leaves(params)[0]
+    if mode == "loop":
+      assert isinstance(leaf, seeds_lib.PerSeed) and len(leaf) == 3
+    else:
+      assert leaf.shape[0] == 3
+    out = group.map(model.apply, (0, None))(params, x)
+    assert np.asarray(out).shape == (3, 2, 3)
+    # get/collect round trip: seed 1 alone gives what the group gave for it.
+    one = group.get(params, 1)
+    np.testing.assert_allclose(np.asarray(out)[1], model.apply(one, x), rtol=1e-6)
+    rebuilt = group.collect([group.get(params, k) for k in range(3)])
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 rebuilt, params)
+    results[mode] = np.asarray(out)
+  np.testing.assert_allclose(results["loop"], results["vmap"], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(results["loop"][0], results["loop"][1])   # distinct inits
+
+
+def test_seed_mode_auto_resolves_by_backend_and_bad_values_are_named():
+  assert seeds_lib.resolve_mode("auto", backend="cpu") == "loop"
+  assert seeds_lib.resolve_mode("auto", backend="gpu") == "vmap"
+  assert seeds_lib.resolve_mode("vmap", backend="cpu") == "vmap"
+  with pytest.raises(ValueError, match="allowed values: auto, vmap, loop"):
+    seeds_lib.resolve_mode("pmap")
+  with pytest.raises(ValueError, match="num_seeds must be >= 1"):
+    seeds_lib.SeedGroup(0)

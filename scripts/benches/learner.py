@@ -2,9 +2,10 @@
 
 Every figure comes from `agents.agent.update_step`, compiled as the training loop runs it
 (Nature CNN, batch 32 uint8 frames, 6 actions), on random batches: alone for one seed, and
-through `agents.seeds.over_seeds` (vmapped) for `STACKED_SEEDS` stacked seeds. All timed
-variants run interleaved in one process (each repetition times every variant back to back,
-in a rotating order), so load changes on a shared machine hit all sides of a ratio alike.
+through `agents.seeds.SeedGroup` for `STACKED_SEEDS` seeds. All timed variants run
+interleaved in one process (each repetition times every variant back to back, in a rotating
+order), so load changes on a shared machine hit all sides of a ratio alike. The process
+runs with the launchers' XLA:CPU flags (`experiments/xla_cpu.py`).
 
 - `learner.<preset>_updates_per_s` for dqn, rainbow and rainbow+NaP (one seed), and
   `learner.rainbow_nap_vs_rainbow` (rainbow time / rainbow+NaP time).
@@ -23,13 +24,17 @@ in a rotating order), so load changes on a shared machine hit all sides of a rat
   `networks.conv.Conv` is exactly that outside `gemm_convolutions()`). `..._gemm_conv`: the
   same update with the GEMM convolution forced, the faster choice before XLA:CPU's own
   convolutions caught up, kept as the comparison.
-- `learner.seeds4_achieved_gflops` / `learner.seeds4_flop_utilization`: 4 seeds' updates in
-  one vmapped call as `--num_seeds=4` runs them (GEMM convolutions, the agent's choice
-  there); `..._xla_conv`: the same with `nn.Conv`, which vmap turns into grouped
-  convolutions (the code before the GEMM form was switched on for stacked seeds).
-  `learner.seeds4_gemm_vs_xla_conv` is their speed ratio and
-  `learner.seeds4_per_seed_vs_one_seed` the per-seed speed of the stacked update over one
-  seed alone (1.0 = stacking is free).
+- `learner.flop_utilization_xla_default_flags` and `learner.rainbow_updates_per_s_xla_default_flags`:
+  the same measurement in a child process without those flags (XLA's default YNNPACK
+  convolutions): the before/after of the flags.
+- `learner.seeds4_achieved_gflops` / `learner.seeds4_flop_utilization`: 4 seeds' updates as
+  `--num_seeds=4` runs them by default (`learner.seeds4_mode`: 'loop' on CPU, one
+  single-seed call per seed; 'vmap' on GPU/TPU);
+  `..._vmap`: states stacked and vmapped (GEMM convolutions, the vmap mode's choice);
+  `..._vmap_xla_conv`: vmapped with `nn.Conv`, which vmap turns into grouped convolutions.
+  `learner.seeds4_vmap_gemm_vs_xla_conv` is the speed ratio of the two vmapped forms and
+  `learner.seeds4_per_seed_vs_one_seed[_vmap]` the per-seed speed of the 4-seed update over
+  one seed alone (1.0 = running seeds together is free).
 
 Run: `python -m scripts.benches.learner` (prints the JSON); `scripts/bench.py` calls `run`.
 """
@@ -40,6 +45,9 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any, Callable, Iterator
 
@@ -97,7 +105,8 @@ def conv_impl(name: str) -> Iterator[None]:
 class UpdateFixture:
   """A compiled `update_step` for one preset, its state and a fixed batch.
 
-  `step()` runs one update (threading the state through) and returns the loss to block on.
+  `step()` runs one update of every seed (threading the state through) and returns the
+  loss(es) to block on.
   """
 
   agent: Any
@@ -106,20 +115,21 @@ class UpdateFixture:
   batch: Any
   flops: float
 
-  def step(self) -> jax.Array:
+  def step(self) -> Any:
     self.state, info = self.compiled(self.state, self.batch, LR)
-    return info.loss
+    return getattr(info.loss, "items", info.loss)   # every seed's loss in 'loop' mode
 
 
 def make_update(preset: str, conv: str | None = None, num_seeds: int = 1,
-                seed: int = 0) -> UpdateFixture:
+                seed: int = 0, mode: str = "vmap") -> UpdateFixture:
   """Compiles the real agent update as the training loop does and warms it up.
 
   Args:
     preset: see `preset_config`.
     conv: None for the agent's own choice, else one of `CONV_IMPLS`.
-    num_seeds: 1 runs `update_step` itself; more stacks that many seeds and runs it
-      through `agents.seeds.over_seeds` (vmapped), as `--num_seeds` does.
+    num_seeds: 1 runs `update_step` itself; more runs that many seeds' updates as
+      `--num_seeds` does, in `agents.seeds` mode `mode`: 'vmap' (states stacked, one
+      vmapped call) or 'loop' (one call of the single-seed update per seed).
   """
   from agents import agent as agent_lib  # pylint: disable=import-outside-toplevel
   from agents import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
@@ -133,13 +143,16 @@ def make_update(preset: str, conv: str | None = None, num_seeds: int = 1,
       fn = jax.jit(agent_lib.update_step, static_argnums=0)
       compiled = fn.lower(agent, state, batch, LR).compile()
     else:
+      group = seeds_lib.SeedGroup(num_seeds, mode)
       keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
-      state = seeds_lib.over_seeds(lambda k: agent_lib.init(agent, k, obs), num_seeds, (0,))(keys)
-      batch = agent_lib.Batch(*(np.stack(x) for x in zip(*batches)))
-      fn = seeds_lib.over_seeds(lambda s, b, lr: agent_lib.update_step(agent, s, b, lr),
-                                num_seeds, (0, 0, None))
-      compiled = fn.lower(state, batch, LR).compile()
-  fixture = UpdateFixture(agent, compiled, state, batch, xla_flops(compiled))
+      state = group.map(lambda k: agent_lib.init(agent, k, obs), (0,))(keys)
+      batch = group.collect(batches)
+      compiled = group.map(lambda s, b, lr: agent_lib.update_step(agent, s, b, lr),
+                           (0, 0, None))
+      if group.mode == "vmap":
+        compiled = compiled.lower(state, batch, LR).compile()
+  flops = xla_flops(compiled) if hasattr(compiled, "cost_analysis") else float("nan")
+  fixture = UpdateFixture(agent, compiled, state, batch, flops)
   for _ in range(2):
     jax.block_until_ready(fixture.step())
   return fixture
@@ -224,8 +237,10 @@ def run(quick: bool) -> dict[str, float | int | str]:
   seeds = STACKED_SEEDS
   fixtures = {name: make_update(name) for name in ("dqn", "rainbow", "rainbow_nap")}
   fixtures["rainbow_gemm_conv"] = make_update("rainbow", conv="gemm")
-  fixtures["seeds"] = make_update("rainbow", num_seeds=seeds)
-  fixtures["seeds_xla_conv"] = make_update("rainbow", conv="xla", num_seeds=seeds)
+  fixtures["seeds"] = make_update("rainbow", num_seeds=seeds, mode="auto")   # the agent's
+  fixtures["seeds_vmap"] = make_update("rainbow", num_seeds=seeds, mode="vmap")
+  fixtures["seeds_vmap_xla_conv"] = make_update("rainbow", conv="xla", num_seeds=seeds,
+                                                mode="vmap")
   matmul, matmul_flops = make_matmul()
   calls = {name: (f.step, max(2, n // (seeds if name.startswith("seeds") else 1)))
            for name, f in fixtures.items()}
@@ -243,20 +258,56 @@ def run(quick: bool) -> dict[str, float | int | str]:
   out["learner.flops_per_update_analytic"] = analytic_flops()
   out["learner.flops_per_update_gemm_conv"] = fixtures["rainbow_gemm_conv"].flops
   out["learner.matmul_peak_gflops"] = round(float(np.median(peak)) / 1e9, 1)
-  for prefix, name, updates in (("", "rainbow", 1), ("", "rainbow_gemm_conv", 1),
-                                (f"seeds{seeds}_", "seeds", seeds),
-                                (f"seeds{seeds}_", "seeds_xla_conv", seeds)):
-    suffix = "_gemm_conv" if name == "rainbow_gemm_conv" else (
-        "_xla_conv" if name == "seeds_xla_conv" else "")
+  for prefix, name, updates, suffix in (
+      ("", "rainbow", 1, ""), ("", "rainbow_gemm_conv", 1, "_gemm_conv"),
+      (f"seeds{seeds}_", "seeds", seeds, ""),
+      (f"seeds{seeds}_", "seeds_vmap", seeds, "_vmap"),
+      (f"seeds{seeds}_", "seeds_vmap_xla_conv", seeds, "_vmap_xla_conv")):
     achieved = updates * flops / seconds[name]
     out[f"learner.{prefix}achieved_gflops{suffix}"] = round(float(np.median(achieved)) / 1e9, 1)
     out[f"learner.{prefix}flop_utilization{suffix}"] = round(float(np.median(achieved / peak)), 3)
-  out[f"learner.seeds{seeds}_gemm_vs_xla_conv"] = round(
-      float(np.median(seconds["seeds_xla_conv"] / seconds["seeds"])), 3)
-  out[f"learner.seeds{seeds}_per_seed_vs_one_seed"] = round(
-      float(np.median(seeds * seconds["rainbow"] / seconds["seeds"])), 3)
+  out[f"learner.seeds{seeds}_vmap_gemm_vs_xla_conv"] = round(
+      float(np.median(seconds["seeds_vmap_xla_conv"] / seconds["seeds_vmap"])), 3)
+  for name, suffix in (("seeds", ""), ("seeds_vmap", "_vmap")):
+    out[f"learner.seeds{seeds}_per_seed_vs_one_seed{suffix}"] = round(
+        float(np.median(seeds * seconds["rainbow"] / seconds[name])), 3)
+  from agents import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
+  out[f"learner.seeds{seeds}_mode"] = seeds_lib.resolve_mode("auto")
+  out.update(default_flags_utilization(quick))
   return out
 
 
+def utilization_only(quick: bool) -> dict[str, float]:
+  """Rainbow updates/s and FLOP utilization alone (interleaved with the matmul)."""
+  reps, n = (3, 6) if quick else (7, 15)
+  fixture = make_update("rainbow")
+  matmul, matmul_flops = make_matmul()
+  seconds = interleaved_seconds({"rainbow": (fixture.step, n), "matmul": (matmul, 2)}, reps)
+  flops = update_flops("rainbow", "xla")
+  return {"rainbow_updates_per_s": round(1.0 / float(np.median(seconds["rainbow"])), 2),
+          "flop_utilization": round(float(np.median(
+              flops / seconds["rainbow"] / (matmul_flops / seconds["matmul"]))), 3)}
+
+
+def default_flags_utilization(quick: bool) -> dict[str, float]:
+  """`utilization_only` in a child process without `experiments.xla_cpu`'s flags (XLA's
+  defaults): the 'before' of `learner.flop_utilization`. Both are ratios to a matmul timed
+  in their own process, so they compare even if the machine's load changed in between."""
+  from experiments import xla_cpu  # pylint: disable=import-outside-toplevel
+  env = dict(os.environ)
+  kept = [f for f in env.get("XLA_FLAGS", "").split()
+          if f.split("=", 1)[0] not in {c.split("=", 1)[0] for c in xla_cpu.CPU_FLAGS}]
+  env["XLA_FLAGS"] = " ".join(kept)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  code = ("import json, sys; from scripts.benches import learner; "
+          f"print(json.dumps(learner.utilization_only({bool(quick)})))")
+  result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True,
+                          capture_output=True, text=True)
+  child = json.loads(result.stdout.strip().splitlines()[-1])
+  return {f"learner.{k}_xla_default_flags": v for k, v in child.items()}
+
+
 if __name__ == "__main__":
+  from experiments import xla_cpu as _xla_cpu  # as the launchers run
+  _xla_cpu.configure()
   print(json.dumps(run(quick=False), indent=1))

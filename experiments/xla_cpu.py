@@ -1,0 +1,44 @@
+"""XLA:CPU settings the launchers apply before JAX starts its backend.
+
+Why: in jaxlib 0.10, XLA:CPU hands every convolution to YNNPACK "individual convolution"
+fusions by default. For the Nature CNN's TD update (batch 32) those spend much of their
+time copying patches (`slinky::copy` -> memmove in a profile) and run the 8x8/4 first layer
+at ~66 GFLOP/s; with that fusion type switched off, the same convolutions go to XLA's Eigen
+convolution kernels (forward ~115-145 GFLOP/s here) and the whole Rainbow update runs
+1.35-1.5x faster on a 2-core AVX-512 machine (`scripts/benches/learner.py` measures both:
+`learner.flop_utilization` and `learner.flop_utilization_xla_default_flags`). Dots stay on
+YNNPACK, which is XLA's fastest path for them. GPUs and TPUs ignore these flags.
+
+`configure()` adds the flags to `XLA_FLAGS` unless the user already set any of them (their
+own setting wins). XLA reads `XLA_FLAGS` once, when JAX initializes its backend (at the
+first computation), so it must be called before that; it reports whether it was in time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import MutableMapping
+
+CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",)
+
+
+def configure(environ: MutableMapping[str, str] | None = None) -> bool:
+  """Adds `CPU_FLAGS` to XLA_FLAGS in `environ` (default `os.environ`).
+
+  Returns False when JAX's backend is already running (the flags would have no effect in
+  this process; child processes given `environ` still get them), else True.
+  """
+  environ = os.environ if environ is None else environ
+  current = environ.get("XLA_FLAGS", "")
+  added = [f for f in CPU_FLAGS if f.split("=", 1)[0] not in current]
+  if added:
+    environ["XLA_FLAGS"] = " ".join([current] + added).strip()
+  return not _backend_started()
+
+
+def _backend_started() -> bool:
+  import sys  # pylint: disable=import-outside-toplevel
+  if "jax" not in sys.modules:
+    return False
+  from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+  return bool(xla_bridge.backends_are_initialized())
