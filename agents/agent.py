@@ -232,8 +232,11 @@ update = jax.jit(update_step, static_argnums=0)
 
 
 def epsilon_at(config: AgentConfig, agent_steps: int) -> float:
-  """Linearly decayed exploration rate after `agent_steps` agent steps."""
-  fraction = min(1.0, agent_steps / max(1, config.epsilon_decay_steps))
+  """Exploration rate after `agent_steps` agent steps (per seed), as Dopamine's
+  `linearly_decaying_epsilon`: `epsilon_start` while the replay fills (the first
+  `min_replay` steps, when nothing is learned yet), then linear to `epsilon_end` over
+  `epsilon_decay_steps`."""
+  fraction = min(1.0, max(0, agent_steps - config.min_replay) / max(1, config.epsilon_decay_steps))
   return float(config.epsilon_start + fraction * (config.epsilon_end - config.epsilon_start))
 
 

@@ -70,12 +70,14 @@ def make_config(agent: str, family: str = "atari", **overrides: Any) -> AgentCon
     raise ValueError(f"agent={agent!r} is not a preset; allowed values: {', '.join(AGENTS)}")
   if family not in ENV_FAMILIES:
     raise ValueError(f"env family {family!r} unknown; allowed values: {', '.join(ENV_FAMILIES)}")
+  family_changes = dict(_FAMILY_OVERRIDES[family])
+  if agent in ("full_rainbow", "der"):
+    # Noisy nets explore on their own; the small-env epsilon schedule is not wanted (the
+    # user's overrides, applied after, still win).
+    family_changes.update(epsilon_start=0.0, epsilon_end=0.0)
   config = _ATARI[agent]
-  for changes in (_FAMILY_OVERRIDES[family], overrides):
+  for changes in (family_changes, overrides):
     config = _apply(config, changes)
-  if agent in ("full_rainbow", "der") and family != "atari":
-    # Noisy nets explore on their own; the small-env epsilon schedule is not wanted.
-    config = dataclasses.replace(config, epsilon_start=0.0, epsilon_end=0.0)
   config.validate()
   return config
 

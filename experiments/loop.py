@@ -11,7 +11,10 @@ the learner updates that are due and only then waits for the emulator (`step_wai
 dispatches asynchronously, so the emulator's C++ threads and XLA's run at the same time;
 the next `act` waits for the updates it depends on, so acting always uses the latest
 parameters. Priorities are read back right after the emulator returns, before new
-transitions can overwrite a sampled slot, so prioritized replay stays exact.
+transitions can overwrite a sampled slot, so each new priority lands on the row it was
+computed for. When one iteration runs several updates (8 environments at `update_every=4`
+give 2), the later ones sample before the earlier ones' priorities are written: priorities
+can be one update stale, the price of not waiting for the learner inside the iteration.
 
 Segments. A run is cut into segments at game switches, checkpoints and its end. Every
 segment starts from fresh environments seeded from (seed, segment index) and ends by
@@ -105,7 +108,10 @@ class Seed:
 
 
 class Trainer:
-  """Runs one `RunConfig`, one `RunDir` per seed, resuming from the latest checkpoint."""
+  """Runs one `RunConfig`, one `RunDir` per seed, resuming from the latest checkpoint.
+
+  `run()` releases the run directories (their logs and locks) when it returns or raises.
+  """
 
   def __init__(self, config: RunConfig, run_dirs: list[RunDir],
                log: Callable[[str], None] = print):
@@ -191,7 +197,7 @@ class Trainer:
       if progress is not None:
         progress.close()
       for s in self.seeds:
-        s.run_dir.flush()
+        s.run_dir.release()       # closes the logs and frees the run directory's lock
         if s.tensorboard is not None:
           s.tensorboard.close()
     elapsed = time.time() - start_time
@@ -224,7 +230,8 @@ class Trainer:
           s.replay.clear()
       if self.config.reset_optimizer_on_switch:
         opt_init = self.group.map(self.agent.optimizer.init, (0,))
-        self.state = self.state.replace(opt_state=opt_init(self.state.params))
+        self.state = self.state.replace(opt_state=nap.keep_target_norms(
+            opt_init(self.state.params), self.state.opt_state))
       if self.config.lr_restart_on_switch:
         c.lr_origin = task.start_frame
     c.task_index = task.index
@@ -245,8 +252,12 @@ class Trainer:
     frames_per_iter = num_envs * self.frames_per_step
     interval_start = (time.time(), c.agent_steps)
     per_seed = lambda x: x.reshape((num_seeds, num_envs) + x.shape[1:])
+    # A segment ends only after a step whose transitions were written as cut (truncated): a
+    # stop request read anywhere else (a signal can land at any line) ends it one step later,
+    # so a checkpoint never holds a replay stream in mid-episode that a resume can't continue.
+    cut = c.frames >= end_frame or self._stop_requested
     try:
-      while c.frames < end_frame and not self._stop_requested:
+      while not cut:
         epsilon = agent_lib.epsilon_at(cfg.agent, c.agent_steps)
         keys = self._fold_in(self.act_keys, c.agent_steps)
         actions = np.asarray(self._act(self.state.params, keys, per_seed(obs), epsilon))
@@ -257,7 +268,7 @@ class Trainer:
         self._write_priorities(pending)
         c.agent_steps += num_envs
         c.frames += frames_per_iter
-        cut = c.frames >= end_frame or self._stop_requested
+        cut = c.frames >= end_frame or self._stop_requested   # read once per step
         truncated = step.truncated | (cut & ~step.terminated)
         reward = _clip(step.reward, cfg.agent.reward_clip)
         for k, s in enumerate(self.seeds):
@@ -445,6 +456,10 @@ class Trainer:
       return
     if any(available):
       raise CheckpointError(f"no checkpoint could be loaded from {[s.run_dir.path for s in self.seeds]}")
+    # A fresh start, possibly of a run that crashed before its first checkpoint: its log
+    # lines would otherwise be counted twice.
+    for s in self.seeds:
+      s.run_dir.truncate_logs({})
     c.next_log = self.config.log_every
     c.next_eval = self.config.eval_every
     c.next_checkpoint = self.config.checkpoint_every

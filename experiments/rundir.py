@@ -13,6 +13,7 @@ later crashed are not duplicated when the resumed run writes them again.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from importlib import metadata
 from typing import Any, Callable
 
 LOG_FILES = ("metrics.jsonl", "eval.jsonl")
+LOCK_FILE = ".lock"
 # Flags that may differ between a run and its resumption without changing the experiment.
 RESUME_FREE_FLAGS = frozenset({
     "num_frames", "overwrite", "progress", "log_every", "eval_every", "eval_episodes",
@@ -80,6 +82,21 @@ class RunDir:
     self.path = path
     self.checkpoint_root = os.path.join(path, "checkpoints")
     self._files: dict[str, Any] = {}
+    self._lock: Any = None     # open file holding the flock of `open_run_dir`
+
+  def lock(self) -> None:
+    """Takes the run's exclusive lock (`<run_dir>/.lock`) for as long as this object (or
+    the process) lives: two trainers writing one run directory would interleave logs and
+    checkpoints. Raises ValueError naming the directory if another process holds it."""
+    handle = open(os.path.join(self.path, LOCK_FILE), "a")
+    try:
+      fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      handle.close()
+      raise ValueError(f"--run_dir={self.path} is in use by another running process "
+                       f"(it holds {os.path.join(self.path, LOCK_FILE)}); wait for it to "
+                       "finish or stop it first") from None
+    self._lock = handle
 
   # --- configuration -------------------------------------------------------------------
   @property
@@ -147,10 +164,32 @@ class RunDir:
                       {"meta": meta, "log_sizes": self.log_sizes(), "frames": frames})
     _fsync_dir(tmp)
     if os.path.exists(final):
-      shutil.rmtree(final)
-    os.replace(tmp, final)
+      # Rewriting a checkpoint: move the old one out of the `ckpt_*` namespace first, so a
+      # crash at any point leaves either it or the new one complete under `final`.
+      old = os.path.join(self.checkpoint_root, f".old_{name}_{os.getpid()}")
+      os.replace(final, old)
+      os.replace(tmp, final)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.replace(tmp, final)
     self._prune(keep=name)
     return final
+
+  def remove_partial_checkpoints(self) -> None:
+    """Deletes what crashed writers left behind (`.tmp_*` / `.old_*`, each replay-sized).
+    Safe only while this process holds the run's lock (`open_run_dir`)."""
+    if not os.path.isdir(self.checkpoint_root):
+      return
+    for n in os.listdir(self.checkpoint_root):
+      if n.startswith((".tmp_", ".old_")):
+        shutil.rmtree(os.path.join(self.checkpoint_root, n), ignore_errors=True)
+
+  def release(self) -> None:
+    """Closes the logs and releases the run's lock (the process's exit does it too)."""
+    self.close()
+    if self._lock is not None:
+      self._lock.close()
+      self._lock = None
 
   def checkpoints(self) -> dict[int, str]:
     """Complete checkpoint directories by the frame count they were taken at."""
@@ -178,28 +217,41 @@ def open_run_dir(path: str, config: dict[str, Any], overwrite: bool) -> tuple[Ru
 
   An existing run is resumed only when its recorded flags match `config["flags"]` except for
   RESUME_FREE_FLAGS (a larger --num_frames extends it). Anything else is refused unless
-  `overwrite`, which deletes the old run first.
+  `overwrite`, which deletes the old run first. The returned run holds the directory's lock
+  (`RunDir.lock`) until `release()`, its garbage collection or the process's exit; a run
+  directory another process holds is refused. Leftovers of crashed checkpoint writers are
+  deleted.
   """
   run = RunDir(path)
   old = run.read_config()
-  if old is not None and overwrite:
-    shutil.rmtree(path)
-    old = None
-  elif old is None and os.path.isdir(path) and os.listdir(path) and not overwrite:
+  if (old is None and os.path.isdir(path) and set(os.listdir(path)) - {LOCK_FILE}
+      and not overwrite):
     raise ValueError(f"--run_dir={path} exists and is not a NaP-RL run (no config.json); "
                      "choose another directory or pass --overwrite")
-  if old is not None:
+  if old is not None and not overwrite:
     diff = _config_diff(old.get("flags", {}), config["flags"])
     if diff:
       raise ValueError(
           f"--run_dir={path} holds a run with a different configuration ({'; '.join(diff)}). "
           "Use another --run_dir, or --overwrite to replace it (only --num_frames and "
           f"logging flags may change on resume: {', '.join(sorted(RESUME_FREE_FLAGS))})")
-    config = dict(config, created=old.get("created"), resumed=_now())
-  else:
-    config = dict(config, created=_now())
   os.makedirs(path, exist_ok=True)
-  write_json_atomic(run.config_path, config)
+  run.lock()
+  try:
+    if old is not None and overwrite:
+      for name in set(os.listdir(path)) - {LOCK_FILE}:
+        target = os.path.join(path, name)
+        shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+      old = None
+    run.remove_partial_checkpoints()
+    if old is not None:
+      config = dict(config, created=old.get("created"), resumed=_now())
+    else:
+      config = dict(config, created=_now())
+    write_json_atomic(run.config_path, config)
+  except BaseException:
+    run.release()
+    raise
   return run, old is not None
 
 

@@ -754,15 +754,18 @@ class Report:
   def result(self, trial: Trial, result: dict[str, Any]) -> None:
     frames = checkpoint_frames(trial.run_dir)
     rc = result.get("returncode")
-    if result.get("cancelled") or (rc == 0 and trial.num_frames is not None
-                                   and (frames or 0) < trial.num_frames):
-      status = "incomplete"   # stopped early (a signal, a cancelled task) before its frames
+    summary = _summary(os.path.join(trial.run_dir, "train.log")) if rc == 0 else {}
+    # Stopped early (a signal, a cancelled task) before its frames; the trainer's summary
+    # says so even where the target is not known here (--schedule trials).
+    stopped = rc == 0 and (summary.get("stopped_early") is True or (
+        trial.num_frames is not None and (frames or 0) < trial.num_frames))
+    if result.get("cancelled") or stopped:
+      status = "incomplete"
     else:
       status = "done" if rc == 0 else "failed"
     if status == "done":
       _write_json_atomic(_record_path(self.sweep.out, trial.name),
                          {"args": list(trial.args), "frames": frames, "finished": _now()})
-    summary = _summary(os.path.join(trial.run_dir, "train.log")) if rc == 0 else {}
     extra = {k: result[k] for k in ("seconds", "command", "node", "error", "returncode")
              if k in result}
     ret = summary.get("recent_return")
@@ -772,7 +775,7 @@ class Report:
       extra["sps"] = summary["sps"]
     self._finish(trial, status, extra)
     if status == "incomplete":
-      print(f"    {trial.name} stopped at {frames or 0} of {trial.num_frames} frames; rerun the "
+      print(f"    {trial.name} stopped at {frames or 0} of {trial.num_frames or 'its'} frames; rerun the "
             "sweep to resume it", file=sys.stderr, flush=True)
     elif status == "failed":
       log = os.path.join(trial.run_dir, "train.log")

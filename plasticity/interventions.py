@@ -376,6 +376,9 @@ def reset_units(params: PyTree, layer_spec: Sequence[UnitLayer], unit_masks: Map
                 ) -> tuple[PyTree, dict[str, Array]]:
   """Resets the masked units of each layer: fresh incoming, zero outgoing weights.
 
+  Outgoing weights include a noisy layer's `kernel_sigma` next to its `kernel`; an incoming
+  noisy layer's noise scales are left as they are (only its mean weights are fresh).
+
   Args:
     params: the parameters.
     layer_spec: resolved spec (`resolve_layer_spec`).
@@ -415,6 +418,12 @@ def reset_units(params: PyTree, layer_spec: Sequence[UnitLayer], unit_masks: Map
               new[bias].dtype)
       new[p] = jnp.where(rm, jnp.zeros_like(w), w)
       mark(p, rm)
+      # A noisy outgoing layer (NoisyDense) also feeds the unit through its noise scales:
+      # zero those rows too, or the fresh unit's activation still reaches the next layer.
+      sigma = _parent(p) + "/kernel_sigma" if _parent(p) else "kernel_sigma"
+      if sigma in new and np.shape(new[sigma]) == np.shape(w):
+        new[sigma] = jnp.where(rm, jnp.zeros_like(new[sigma]), new[sigma])
+        mark(sigma, rm)
   return _unflat(new, treedef, paths), touched
 
 

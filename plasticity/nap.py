@@ -294,6 +294,22 @@ def weight_projection(
 # ----------------------------------------------------------------------------- diagnostics
 
 
+def keep_target_norms(new_state: Any, old_state: Any) -> Any:
+  """`new_state` with every `WeightProjectionState.target_norms` taken from `old_state`.
+
+  For an optimizer state rebuilt mid-run (e.g. reset at a task switch) from the current
+  parameters: NaP projects onto the *initial* norms, which a fresh `init` would re-record
+  from parameters that (with ``every_k_steps > 1``) have drifted off them. Both states must
+  have the same structure (the same optimizer).
+  """
+  def is_projection(x):
+    return isinstance(x, WeightProjectionState)
+
+  return jax.tree.map(
+      lambda new, old: new._replace(target_norms=old.target_norms) if is_projection(new) else new,
+      new_state, old_state, is_leaf=is_projection)
+
+
 def param_norms(params, mask: Any = None) -> dict[str, jax.Array]:
   """Frobenius norm per weight: ``{path: ||W||}`` (0-d arrays; ``float()`` them to log).
 

@@ -164,6 +164,6 @@ def _make_base(spec: str, text: str) -> optax.Schedule:
   missing = required - set(kwargs)
   if missing:
     raise _error(spec, f"{name!r} needs {sorted(missing)}")
-  if name == "warmup_cosine" and kwargs["warmup"] > kwargs["steps"]:
-    raise _error(spec, "warmup must be <= steps")
+  if name == "warmup_cosine" and kwargs["warmup"] >= kwargs["steps"]:
+    raise _error(spec, "warmup must be < steps (the cosine decay needs at least one step)")
   return fn(**kwargs)

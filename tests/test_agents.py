@@ -135,10 +135,18 @@ def test_presets_and_bad_config():
     presets.make_config("dqn", min_replay=4, batch_size=32)
 
 
+def test_noisy_presets_drop_epsilon_but_keep_explicit_overrides():
+  assert presets.make_config("full_rainbow", "minatar").epsilon_start == 0.0
+  config = presets.make_config("full_rainbow", "minatar", epsilon_start=0.5, epsilon_end=0.05)
+  assert (config.epsilon_start, config.epsilon_end) == (0.5, 0.05)
+
+
 def test_epsilon_and_beta_schedules():
-  config = AgentConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100)
+  config = AgentConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100,
+                       min_replay=20)
   assert agent_lib.epsilon_at(config, 0) == 1.0
-  assert agent_lib.epsilon_at(config, 50) == pytest.approx(0.55)
+  assert agent_lib.epsilon_at(config, 20) == 1.0          # held while the replay fills
+  assert agent_lib.epsilon_at(config, 70) == pytest.approx(0.55)
   assert agent_lib.epsilon_at(config, 10_000) == pytest.approx(0.1)
   assert agent_lib.importance_beta_at(config, 0.5) == pytest.approx(0.7)
   assert dataclasses.replace(config, update_every=4,

@@ -255,6 +255,25 @@ def test_redo_reset_conv_to_dense_flatten_rows():
   assert np.all(np.delete(mu, rows, axis=0) == 1.0)
 
 
+def test_redo_reset_zeroes_a_noisy_outgoing_layers_sigma_rows_too():
+  params = {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},
+            "out": {"kernel": jnp.ones((4, 2)), "kernel_sigma": jnp.full((4, 2), 0.5),
+                    "bias": jnp.ones(2), "bias_sigma": jnp.full(2, 0.5)}}
+  acts = {"h": jnp.ones((5, 4)).at[:, 1].set(0.0)}
+  spec = [iv.UnitLayer("h", "Dense_0/kernel", ("out/kernel",))]
+  adam = optax.adam(1e-3)
+  state = jax.tree.map(lambda x: x + 1.0 if x.dtype == jnp.float32 else x, adam.init(params))
+  new, new_state, n = iv.redo_reset(params, state, acts, spec, jax.random.PRNGKey(0),
+                                    init_fn=lambda k: jax.tree.map(jnp.zeros_like, params))
+  assert int(n["h"]) == 1
+  for name in ("kernel", "kernel_sigma"):
+    w = np.asarray(new["out"][name])
+    np.testing.assert_array_equal(w[1], 0.0)
+    assert np.all(np.delete(w, 1, axis=0) == np.asarray(params["out"][name])[0])
+    np.testing.assert_array_equal(np.asarray(new_state[0].mu["out"][name])[1], 0.0)
+  np.testing.assert_array_equal(np.asarray(new["out"]["bias_sigma"]), 0.5)   # untouched
+
+
 def test_reset_moments_leave_l2_init_anchor_alone():
   p = _params()
   tx = optax.chain(iv.l2_init(), optax.adam(1e-3))

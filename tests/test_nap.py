@@ -278,6 +278,19 @@ def test_every_k_steps_and_inject_hyperparams():
     assert on == [False, False, True, False, False, True], norms
 
 
+def test_a_rebuilt_optimizer_state_keeps_the_initial_target_norms():
+  params = {"h": {"kernel": jnp.eye(3)}, "output": {"kernel": jnp.ones((3, 1))}}
+  tx = optax.chain(optax.adam(1e-2), nap.weight_projection(every_k_steps=3))
+  old = tx.init(params)
+  drifted = jax.tree.map(lambda x: 2.0 * x, params)    # off the norms between projections
+  fresh = tx.init(drifted)
+  kept = nap.keep_target_norms(fresh, old)
+  np.testing.assert_allclose(kept[1].target_norms["h/kernel"], np.sqrt(3.0), rtol=1e-6)
+  np.testing.assert_allclose(fresh[1].target_norms["h/kernel"], 2 * np.sqrt(3.0), rtol=1e-6)
+  assert int(kept[1].count) == 0                          # the rest is the fresh state
+  np.testing.assert_array_equal(kept[0][0].mu["h"]["kernel"], 0.0)
+
+
 def test_chained_with_injected_adam_under_jit():
   model = _mlp()
   params = _p0()

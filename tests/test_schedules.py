@@ -70,6 +70,7 @@ def test_usable_as_optax_learning_rate():
     "", "cosine", "cosine:init=1e-3", "cosine:init=1e-3,end=0,steps=1e6,foo=1",
     "cosine:init=x,end=0,steps=10", "linear:init=1,end=0,steps=0", "linear:init=1,end=0,steps=2.5",
     "exp:init=1", "constant:value=-1", "warmup_cosine:peak=1,warmup=20,steps=10",
+    "warmup_cosine:peak=1,warmup=10,steps=10",
     "cosine:init=1,init=2,end=0,steps=3", "1e-3@", "1e-3@every=0", "1e-3@5,3", "nan",
 ])
 def test_malformed_specs_list_valid_forms(spec):

@@ -251,3 +251,19 @@ def test_flag_parsing_helpers():
   assert sweep.last_value(args, "norm") == "layer"
   assert sweep.last_value(args, "num_frames") == "5"
   assert sweep.last_value(args, "nap") is None
+
+
+@pytest.mark.parametrize("stopped_early, status", [(True, "incomplete"), (False, "done")])
+def test_a_trial_the_trainer_reports_stopped_early_is_incomplete(tmp_path, stopped_early, status):
+  """--schedule trials have no frame target the sweep knows: the trainer's summary decides."""
+  run_dir = tmp_path / "trial"
+  (run_dir / "checkpoints" / "ckpt_0000000000300").mkdir(parents=True)
+  (run_dir / "train.log").write_text(
+      "starting...\n" + json.dumps({"frames": 300, "stopped_early": stopped_early}) + "\n")
+  trial = sweep.Trial(name="t", game="Pong", variant="dqn", seed=0, run_dir=str(run_dir),
+                      args=("--agent=dqn",), num_frames=None)
+  grid = sweep.Sweep(out=str(tmp_path), trials=[trial], games=["Pong"],
+                     variants={"dqn": ["--agent=dqn"]}, seeds=[0], common_flags=[])
+  report = sweep.Report(grid, "local", sys.executable)
+  report.result(trial, {"returncode": 0, "seconds": 1.0})
+  assert report.records["t"]["status"] == status

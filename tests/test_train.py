@@ -126,6 +126,67 @@ def test_run_dir_with_other_config_is_refused(tmp_path):
   assert not resuming and not os.path.exists(tmp_path / "r/metrics.jsonl")
 
 
+CARTPOLE = dict(agent="dqn", env="gym:CartPole-v1", num_envs=2, eval_every=0,
+                diagnostics_every=0, overrides=["min_replay=64", "batch_size=8"])
+
+
+def test_run_dir_in_use_is_refused_until_its_run_ends(tmp_path):
+  config, values = _config(run_dir=str(tmp_path / "r"), num_frames=200, **CARTPOLE)
+  held, _ = rundir.open_run_dir(str(tmp_path / "r"), values, overwrite=False)
+  with pytest.raises(ValueError, match="in use by another running process"):
+    rundir.open_run_dir(str(tmp_path / "r"), values, overwrite=False)
+  held.release()
+  trainer = _trainer(tmp_path / "r", num_frames=200, checkpoint_every=200, **CARTPOLE)
+  with pytest.raises(ValueError, match="in use"):     # the trainer holds it until run() ends
+    rundir.open_run_dir(str(tmp_path / "r"), values, overwrite=False)
+  assert trainer.run()["frames"] == 200
+  rundir.open_run_dir(str(tmp_path / "r"), values, overwrite=False)[0].release()
+
+
+def test_stale_partial_checkpoints_are_removed_when_a_run_reopens(tmp_path):
+  _run(tmp_path / "r", num_frames=200, checkpoint_every=200, **CARTPOLE)
+  leftovers = [tmp_path / "r/checkpoints" / n for n in (".tmp_ckpt_0000000000400_999",
+                                                      ".old_ckpt_0000000000200_999")]
+  for d in leftovers:
+    os.makedirs(d)
+  _, summary = _run(tmp_path / "r", num_frames=400, checkpoint_every=200, **CARTPOLE)
+  assert summary["frames"] == 400 and not any(os.path.exists(d) for d in leftovers)
+  assert sorted(os.listdir(tmp_path / "r/checkpoints")) == [
+      "ckpt_0000000000200", "ckpt_0000000000400"]
+
+
+def test_crash_before_the_first_checkpoint_restarts_without_duplicated_logs(tmp_path):
+  common = dict(num_frames=400, checkpoint_every=400, log_every=100, **CARTPOLE)
+  _run(tmp_path / "a", **common)
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    _run(tmp_path / "b", max_frames_before_crash=300, **common)
+  assert _lines(tmp_path / "b/metrics.jsonl", "train")       # the crashed attempt logged
+  _run(tmp_path / "b", **common)
+  for kind in ("train", "episode"):
+    assert [l["frames"] for l in _lines(tmp_path / "a/metrics.jsonl", kind)] == \
+        [l["frames"] for l in _lines(tmp_path / "b/metrics.jsonl", kind)]
+
+
+def test_a_stop_request_between_steps_leaves_a_resumable_checkpoint(tmp_path):
+  """A signal landing after a step's cut/truncation decision (here: while logging) must end
+  the segment only after a step written as cut, or the checkpoint's replay would hold
+  streams in mid-episode that the resumed run's fresh environments cannot continue."""
+  common = dict(num_frames=600, checkpoint_every=600, log_every=100, **CARTPOLE)
+  trainer = _trainer(tmp_path / "r", **common)
+  original = trainer._log_train
+
+  def log_then_stop(*args):
+    trainer._stop_requested = True      # as `_on_signal` does
+    return original(*args)
+
+  trainer._log_train = log_then_stop
+  summary = trainer.run()
+  assert summary["stopped_early"] and summary["frames"] < 600
+  assert sorted(os.listdir(tmp_path / "r/checkpoints")) == [f"ckpt_{summary['frames']:013d}"]
+  _, resumed = _run(tmp_path / "r", **common)
+  assert resumed["frames"] == 600 and not resumed["stopped_early"]
+
+
 @pytest.mark.parametrize("flag_values, message", [
     (dict(env="Pongg"), "Pong"),
     (dict(num_frames=0), "--num_frames must be positive"),
