@@ -6,7 +6,9 @@ adds the NaP-RL ``EnvStep`` contract (same-step autoreset with the true final ob
 raw rewards, per-episode raw returns and lengths) and the life-loss signal, with a few
 vectorized numpy operations per step (``scripts/benches/envs.py`` measures the overhead).
 
-Default protocol (Machado et al., 2018, as in Dopamine), each an option of ``envs.make``:
+Default protocol (Machado et al., 2018, as in Dopamine, except ``noop_max``: ALE's vector
+environment's default of up to 30 *raw-frame* no-ops at reset, where Dopamine has none; a
+small difference, listed in the README's environment protocol table), each an option of ``envs.make``:
 
 ==========================  ==========  =======================================================
 option                      default     meaning

@@ -1,11 +1,11 @@
 """Random and human reference scores for the 57 standard Atari games.
 
-The values are the published random-agent and professional-human-tester scores used to
-human-normalize Atari results: DQN (Mnih et al., Nature 2015, extended data table 2) for the
-49 original games, completed to 57 games in the later DeepMind papers (Badia et al., Agent57,
-ICML 2020, appendix H) and used unchanged by DQN Zoo, Dopamine and rliable. Each is an
-average undiscounted episode return, episodes starting after 1-30 no-ops and capped at
-108,000 frames.
+The values are the random-agent and human scores that DQN Zoo uses to human-normalize Atari
+results (its `_ATARI_DATA` table; the 57-game set of the later DeepMind papers, e.g. Badia et
+al., Agent57, ICML 2020, and the human scores of Mnih et al. 2015 / van Hasselt et al. 2016,
+not the differing ones of the Nature paper's extended data table 2). Each is an average
+undiscounted episode return, episodes starting after 1-30 no-ops and capped at 108,000
+frames.
 
     normalized = (score - random) / (human - random)
 

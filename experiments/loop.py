@@ -117,6 +117,10 @@ class Trainer:
                log: Callable[[str], None] = print):
     if len(run_dirs) != len(config.seeds):
       raise ValueError(f"{len(config.seeds)} seeds need as many run dirs, got {len(run_dirs)}")
+    if config.sequential and config.num_frames > config.schedule.total_frames:
+      # Past its end the schedule has no task to run: the loop would spin without stepping.
+      raise ValueError(f"num_frames={config.num_frames} is past the end of the schedule "
+                       f"({config.schedule.total_frames} frames)")
     self.config = config
     self.log = log
     self._stop_requested = False

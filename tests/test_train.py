@@ -199,6 +199,8 @@ def test_a_stop_request_between_steps_leaves_a_resumable_checkpoint(tmp_path):
     (dict(num_envs=0), "--num_envs must be >= 1"),
     (dict(schedule="sequential", games=["Pong"], frames_per_game=1000), "multiple of"),
     (dict(schedule="sequential", games=["Pong", "Breakoutt"], frames_per_game=3200), "Breakout"),
+    (dict(schedule="sequential", games=["Pong", "Breakout"], frames_per_game=3200,
+          num_frames=1_000_000), "past the end of the schedule"),
     (dict(env="gym:CartPole-v1", sticky_actions=True), "Atari environments only"),
 ])
 def test_bad_flags_fail_before_any_work(tmp_path, flag_values, message):
