@@ -60,7 +60,7 @@ class PerSeed:
   def __len__(self) -> int:
     return len(self.items)
 
-  def __array__(self, dtype=None, copy=None):  # pylint: disable=redefined-outer-name
+  def __array__(self, dtype=None, copy=None):
     del copy
     return np.stack([np.asarray(x, dtype=dtype) for x in self.items])
 

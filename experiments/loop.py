@@ -76,6 +76,14 @@ class RunConfig:
   progress: bool = True
   seed_mode: str = "auto"              # agents.seeds.MODES: how seeds share the process
 
+  def __post_init__(self):
+    # Past its end a schedule has no task to run: the loop would spin without stepping.
+    if self.sequential and self.num_frames > self.schedule.total_frames:
+      raise ValueError(
+          f"--num_frames={self.num_frames} is past the end of the schedule "
+          f"({self.schedule.total_frames} frames = --frames_per_game x games x --cycles); "
+          "--num_frames can stop a sequential run early, not extend it")
+
 
 @dataclasses.dataclass
 class Counters:
@@ -117,10 +125,6 @@ class Trainer:
                log: Callable[[str], None] = print):
     if len(run_dirs) != len(config.seeds):
       raise ValueError(f"{len(config.seeds)} seeds need as many run dirs, got {len(run_dirs)}")
-    if config.sequential and config.num_frames > config.schedule.total_frames:
-      # Past its end the schedule has no task to run: the loop would spin without stepping.
-      raise ValueError(f"num_frames={config.num_frames} is past the end of the schedule "
-                       f"({config.schedule.total_frames} frames)")
     self.config = config
     self.log = log
     self._stop_requested = False

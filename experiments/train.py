@@ -204,11 +204,6 @@ def build_config(f=FLAGS):
       raise ValueError(f"--frames_per_game={schedule.frames_per_game} must be a multiple of "
                        f"num_envs x frame skip = {granularity} so switches fall exactly on it")
     num_frames = f.num_frames if f.num_frames is not None else schedule.total_frames
-    if num_frames > schedule.total_frames:
-      raise ValueError(
-          f"--num_frames={num_frames} is past the end of the schedule ({schedule.total_frames} "
-          "frames = --frames_per_game x games x --cycles); --num_frames can stop a "
-          "sequential run early, not extend it")
   else:
     default_frames = (presets.DEFAULT_FRAMES_DER if f.agent == "der" and family == "atari"
                       else presets.DEFAULT_FRAMES[family])

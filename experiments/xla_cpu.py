@@ -17,6 +17,7 @@ first computation), so it must be called before that; it reports whether it was 
 from __future__ import annotations
 
 import os
+import sys
 from typing import MutableMapping
 
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",)
@@ -37,7 +38,6 @@ def configure(environ: MutableMapping[str, str] | None = None) -> bool:
 
 
 def _backend_started() -> bool:
-  import sys  # pylint: disable=import-outside-toplevel
   if "jax" not in sys.modules:
     return False
   from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
