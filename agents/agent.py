@@ -141,10 +141,14 @@ def make_agent(config: AgentConfig, num_actions: int,
 
 
 def init(agent: Agent, rng: jax.Array, obs_example: chex.Array) -> AgentState:
-  """Fresh state. obs_example [B, *obs_shape] fixes the input shape and dtype."""
+  """Fresh state. obs_example [B, *obs_shape] fixes the input shape and dtype.
+
+  Every leaf is its own buffer (the target network is a copy, not the same arrays), so the
+  state can be donated to a jitted update (the training loop does).
+  """
   param_rng, noise_rng, rng = jax.random.split(rng, 3)
   params = agent.network.init({"params": param_rng, "noise": noise_rng}, obs_example)["params"]
-  return AgentState(params=params, target_params=params,
+  return AgentState(params=params, target_params=jax.tree.map(jnp.copy, params),
                     opt_state=agent.optimizer.init(params), rng=rng,
                     updates=jnp.zeros((), jnp.int32))
 

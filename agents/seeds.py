@@ -89,13 +89,16 @@ class SeedGroup:
       raise ValueError(f"num_seeds must be >= 1, got {self.num_seeds}")
     object.__setattr__(self, "mode", resolve_mode(self.mode))
 
-  def map(self, fn: Callable[..., Any], in_axes: Sequence[int | None]) -> Callable[..., Any]:
+  def map(self, fn: Callable[..., Any], in_axes: Sequence[int | None],
+          donate_argnums: Sequence[int] = ()) -> Callable[..., Any]:
     """`fn` over all seeds. Arguments marked 0 in `in_axes` are per seed (in this group's
     layout, or stacked ``[S, ...]`` arrays, which both modes accept); None ones are shared.
-    Returns fn's outputs in this group's layout."""
+    Returns fn's outputs in this group's layout. Arguments in `donate_argnums` are donated
+    (as `jax.jit`'s): their arrays are invalid after the call and XLA may write the outputs
+    into them."""
     if self.mode == "vmap":
-      return over_seeds(fn, self.num_seeds, in_axes)
-    single = jax.jit(fn)
+      return over_seeds(fn, self.num_seeds, in_axes, donate_argnums)
+    single = jax.jit(fn, donate_argnums=tuple(donate_argnums))
 
     def looped(*args):
       outputs = [single(*(self.get(a, k) if axis == 0 else a for a, axis in zip(args, in_axes)))
@@ -117,13 +120,15 @@ class SeedGroup:
     return jax.tree.map(lambda *xs: PerSeed(xs), *trees)
 
 
-def over_seeds(fn: Callable[..., Any], num_seeds: int,
-               in_axes: Sequence[int | None]) -> Callable[..., Any]:
+def over_seeds(fn: Callable[..., Any], num_seeds: int, in_axes: Sequence[int | None],
+               donate_argnums: Sequence[int] = ()) -> Callable[..., Any]:
   """Jitted `fn` mapped over the leading seed axis of the arguments marked 0 in `in_axes`.
 
   With several seeds it is `jax.vmap`; with one it squeezes the axis, calls `fn` and
-  restores it, so a single-seed run executes exactly the unbatched computation.
+  restores it, so a single-seed run executes exactly the unbatched computation. Arguments
+  in `donate_argnums` are donated to the jitted function.
   """
+  donate_argnums = tuple(donate_argnums)
   if num_seeds < 1:
     raise ValueError(f"num_seeds must be >= 1, got {num_seeds}")
   if num_seeds > 1:
@@ -133,14 +138,14 @@ def over_seeds(fn: Callable[..., Any], num_seeds: int,
       with conv.gemm_convolutions():   # active while jit traces this function
         return mapped(*args)
 
-    return jax.jit(stacked)
+    return jax.jit(stacked, donate_argnums=donate_argnums)
 
   def single(*args):
     args = [jax.tree.map(lambda x: jnp.squeeze(x, 0), a) if axis == 0 else a
             for a, axis in zip(args, in_axes)]
     return jax.tree.map(lambda x: jnp.expand_dims(x, 0), fn(*args))
 
-  return jax.jit(single)
+  return jax.jit(single, donate_argnums=donate_argnums)
 
 
 def stack(trees: Sequence[Any]) -> Any:

@@ -153,9 +153,12 @@ class Trainer:
     self._act = self.group.map(
         lambda params, key, obs, eps: agent_lib.act_step(self.agent, params, key, obs, eps),
         (0, 0, 0, None))
+    # The state is donated: XLA writes the new parameters and optimizer moments into the
+    # old buffers instead of fresh ones (measured 1.1x faster updates on CPU,
+    # scripts/benches/learner.py). Nothing reads the old state after an update.
     self._update = self.group.map(
         lambda state, batch, lr: agent_lib.update_step(self.agent, state, batch, lr),
-        (0, 0, None))
+        (0, 0, None), donate_argnums=(0,))
     self._fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     self._norms = self.group.map(
         lambda p, lr: (nap.param_norms(p), nap.effective_learning_rates(p, lr)), (0, None))

@@ -121,7 +121,7 @@ class UpdateFixture:
 
 
 def make_update(preset: str, conv: str | None = None, num_seeds: int = 1,
-                seed: int = 0, mode: str = "vmap") -> UpdateFixture:
+                seed: int = 0, mode: str = "vmap", donate: bool = True) -> UpdateFixture:
   """Compiles the real agent update as the training loop does and warms it up.
 
   Args:
@@ -130,6 +130,8 @@ def make_update(preset: str, conv: str | None = None, num_seeds: int = 1,
     num_seeds: 1 runs `update_step` itself; more runs that many seeds' updates as
       `--num_seeds` does, in `agents.seeds` mode `mode`: 'vmap' (states stacked, one
       vmapped call) or 'loop' (one call of the single-seed update per seed).
+    donate: donate the state to the update, as the training loop does (False: XLA
+      allocates fresh output buffers every update).
   """
   from agents import agent as agent_lib  # pylint: disable=import-outside-toplevel
   from agents import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
@@ -140,7 +142,8 @@ def make_update(preset: str, conv: str | None = None, num_seeds: int = 1,
     batches = [random_batch(np.random.default_rng(seed + k)) for k in range(num_seeds)]
     if num_seeds == 1:
       state, batch = agent_lib.init(agent, jax.random.PRNGKey(seed), obs), batches[0]
-      fn = jax.jit(agent_lib.update_step, static_argnums=0)
+      fn = jax.jit(agent_lib.update_step, static_argnums=0,
+                   donate_argnums=(1,) if donate else ())
       compiled = fn.lower(agent, state, batch, LR).compile()
     else:
       group = seeds_lib.SeedGroup(num_seeds, mode)
@@ -148,7 +151,7 @@ def make_update(preset: str, conv: str | None = None, num_seeds: int = 1,
       state = group.map(lambda k: agent_lib.init(agent, k, obs), (0,))(keys)
       batch = group.collect(batches)
       compiled = group.map(lambda s, b, lr: agent_lib.update_step(agent, s, b, lr),
-                           (0, 0, None))
+                           (0, 0, None), donate_argnums=(0,) if donate else ())
       if group.mode == "vmap":
         compiled = compiled.lower(state, batch, LR).compile()
   flops = xla_flops(compiled) if hasattr(compiled, "cost_analysis") else float("nan")
@@ -236,6 +239,7 @@ def run(quick: bool) -> dict[str, float | int | str]:
   reps, n = (3, 6) if quick else (7, 15)
   seeds = STACKED_SEEDS
   fixtures = {name: make_update(name) for name in ("dqn", "rainbow", "rainbow_nap")}
+  fixtures["rainbow_no_donation"] = make_update("rainbow", donate=False)
   fixtures["rainbow_gemm_conv"] = make_update("rainbow", conv="gemm")
   fixtures["seeds"] = make_update("rainbow", num_seeds=seeds, mode="auto")   # the agent's
   fixtures["seeds_vmap"] = make_update("rainbow", num_seeds=seeds, mode="vmap")
@@ -254,12 +258,17 @@ def run(quick: bool) -> dict[str, float | int | str]:
       for name in ("dqn", "rainbow", "rainbow_nap")}
   out["learner.rainbow_nap_vs_rainbow"] = round(
       float(np.median(seconds["rainbow"] / seconds["rainbow_nap"])), 3)
+  out["learner.rainbow_donated_vs_not"] = round(
+      float(np.median(seconds["rainbow_no_donation"] / seconds["rainbow"])), 3)
+  out["learner.rainbow_updates_per_s_no_donation"] = round(
+      1.0 / float(np.median(seconds["rainbow_no_donation"])), 2)
   out["learner.flops_per_update"] = flops
   out["learner.flops_per_update_analytic"] = analytic_flops()
   out["learner.flops_per_update_gemm_conv"] = fixtures["rainbow_gemm_conv"].flops
   out["learner.matmul_peak_gflops"] = round(float(np.median(peak)) / 1e9, 1)
   for prefix, name, updates, suffix in (
-      ("", "rainbow", 1, ""), ("", "rainbow_gemm_conv", 1, "_gemm_conv"),
+      ("", "rainbow", 1, ""), ("", "rainbow_no_donation", 1, "_no_donation"),
+      ("", "rainbow_gemm_conv", 1, "_gemm_conv"),
       (f"seeds{seeds}_", "seeds", seeds, ""),
       (f"seeds{seeds}_", "seeds_vmap", seeds, "_vmap"),
       (f"seeds{seeds}_", "seeds_vmap_xla_conv", seeds, "_vmap_xla_conv")):
