@@ -1,7 +1,7 @@
 """Image torsos: the Nature DQN CNN and the IMPALA residual CNN.
 
-Both take uint8 frames ``[B, C, H, W]`` (frame stack first, as ALE delivers them), scale
-them by 1/255 and transpose to NHWC themselves. Normalization (over channels) sits right
+Both take frames ``[B, C, H, W]`` (frame stack first, as ALE delivers them), scale uint8
+ones by 1/255 and transpose to NHWC themselves. Normalization (over channels) sits right
 before every hidden nonlinearity and a convolution/dense layer feeding a norm has no bias.
 
 All convolutions go through the module-level name ``Conv`` so that a drop-in replacement
@@ -25,11 +25,12 @@ Conv = conv.Conv
 
 
 def frames_to_nhwc(x: jax.Array) -> jax.Array:
-  """uint8 ``[B, C, H, W]`` -> float32 ``[B, H, W, C]`` in [0, 1]."""
+  """``[B, C, H, W]`` -> float32 ``[B, H, W, C]``: uint8 frames are scaled to [0, 1], float
+  frames are taken as already scaled (as ``SmallCNN`` does)."""
   if x.ndim != 4:
     raise ValueError(
         f"image torsos expect observations of shape [B, C, H, W]; got shape {x.shape}")
-  x = x.astype(jnp.float32) * (1.0 / 255.0)
+  x = x.astype(jnp.float32) * (1.0 / 255.0) if x.dtype == jnp.uint8 else x.astype(jnp.float32)
   return jnp.transpose(x, (0, 2, 3, 1))
 
 

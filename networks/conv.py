@@ -17,7 +17,9 @@ one GEMM, the vmapped convolution becomes a batched GEMM that XLA:CPU runs well:
 ``Conv`` keeps the ``nn.Conv`` fields, parameter names (``kernel`` ``[kh, kw, cin, cout]``,
 ``bias`` ``[cout]``), shapes and initializers, so parameter trees and checkpoints are
 interchangeable. Configurations outside the fast path (any padding, input/kernel dilation,
-feature groups, masks, non-2D) fall back to ``nn.Conv`` itself.
+feature groups, masks, non-2D) fall back to ``nn.Conv`` itself. The GEMM form has a custom
+VJP (its weight-gradient layout), so it supports reverse-mode autodiff only: ``jax.jvp``
+through it raises, which is why it is opt-in (``gemm_convolutions()``) rather than global.
 
 When it pays (measured on a 2-core x86 CPU, jax 0.10, XLA:CPU with YNNPACK;
 ``scripts/bench.py --only=learner``): for one agent, XLA's own convolutions have caught up
@@ -43,6 +45,7 @@ import flax.linen as nn
 
 
 IMPLS = ('auto', 'gemm', 'xla')
+METHODS = ('auto', 'im2col', 'stack', 'shift')
 # Read while a network is traced (not at run time), like jax's own configuration contexts.
 _GEMM = contextvars.ContextVar('gemm_convolutions', default=False)
 
@@ -136,16 +139,22 @@ def _shift_conv(x, kernel, precision=None):
 
 def conv2d_valid(x, kernel, strides: Sequence[int] = (1, 1), precision=None,
                  method: str = 'auto'):
-  """VALID 2-D convolution, NHWC x HWIO -> NHWC, as im2col + one dot.
+  """VALID 2-D convolution, NHWC x HWIO -> NHWC, as GEMMs (im2col or shifted sums).
 
   Args:
     x: ``[B, H, W, C]``.
     kernel: ``[kh, kw, C, F]``.
     strides: ``(sh, sw)``.
+    method: one of ``METHODS``. 'im2col': patches ``[B*Ho*Wo, kh*kw*C]`` (concatenated
+      slices) times the kernel; 'stack': the same patches built with one stack; 'shift'
+      (stride 1 after space-to-depth): one GEMM over all input pixels then a shifted sum
+      (``_shift_conv``); 'auto': 'shift' where it wastes under 30 % FLOPs, else 'im2col'.
   Returns:
     ``[B, Ho, Wo, F]`` with ``Ho = (H - kh) // sh + 1`` (same as
     ``lax.conv_general_dilated(..., 'VALID', ('NHWC', 'HWIO', 'NHWC'))``).
   """
+  if method not in METHODS:
+    raise ValueError(f"method={method!r}; allowed values: {', '.join(METHODS)}")
   sh, sw = strides
   b, h, w, c = x.shape
   kh, kw, kc, f = kernel.shape
@@ -167,10 +176,7 @@ def conv2d_valid(x, kernel, strides: Sequence[int] = (1, 1), precision=None,
     method = 'shift' if sh == sw == 1 and x.shape[1] * x.shape[2] <= 1.3 * ho * wo else 'im2col'
   if method == 'shift' and sh == sw == 1:
     return _shift_conv(x, kernel, precision)
-  if method == 'stack':
-    cols = [x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)]
-    patches = jnp.stack(cols, axis=3).reshape(b, ho, wo, -1)
-  elif kh == 1 and kw == 1 and sh == 1 and sw == 1:
+  if kh == 1 and kw == 1 and sh == 1 and sw == 1:
     patches = x[:, :ho, :wo, :]
   else:
     cols = [
@@ -183,7 +189,10 @@ def conv2d_valid(x, kernel, strides: Sequence[int] = (1, 1), precision=None,
         for i in range(kh)
         for j in range(kw)
     ]
-    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+    if method == 'stack':   # the same [kh, kw, C] patch order, built by one stack
+      patches = jnp.stack(cols, axis=3).reshape(b, ho, wo, -1)
+    else:
+      patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
   kdim = patches.shape[-1]
   y = _patch_matmul(patches.reshape(b * ho * wo, kdim), kernel.reshape(kdim, f), precision)
   return y.reshape(b, ho, wo, f)
@@ -204,6 +213,8 @@ class Conv(nn.Conv):
   def __post_init__(self):
     if self.impl not in IMPLS:
       raise ValueError(f"Conv impl={self.impl!r}; allowed values: {', '.join(IMPLS)}")
+    if self.method not in METHODS:
+      raise ValueError(f"Conv method={self.method!r}; allowed values: {', '.join(METHODS)}")
     super().__post_init__()
 
   @nn.compact

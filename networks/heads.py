@@ -20,8 +20,9 @@ def _check_head(m) -> None:
   if m.num_atoms is not None and not (
       isinstance(m.num_atoms, int) and not isinstance(m.num_atoms, bool) and m.num_atoms >= 2):
     raise ValueError(f"num_atoms={m.num_atoms!r} must be an int >= 2 (or None for Q-values)")
-  if not m.noisy_sigma_init >= 0:
-    raise ValueError(f"noisy_sigma_init={m.noisy_sigma_init!r} must be >= 0")
+  sigma = m.noisy_sigma_init
+  if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
+    raise ValueError(f"noisy_sigma_init={sigma!r} must be a number >= 0")
 
 
 def q_head(module: nn.Module, x: jax.Array, *, num_actions: int, num_atoms: int | None,

@@ -67,7 +67,9 @@ class Im2ColConv(nn.Module):
 
 
 class SmallCNN(nn.Module):
-  """``[B, H, W, C]`` images -> ``[B, num_outputs]`` logits (``[B, hidden_sizes[-1]]`` if None).
+  """``[B, H, W, C]`` images -> ``[B, num_outputs]`` logits; if ``num_outputs`` is None, the
+  last hidden layer ``[B, hidden_sizes[-1]]`` (the flattened conv features if
+  ``hidden_sizes`` is ``()``).
 
   Layers: ``Conv_i`` (``channels[i]`` filters, ``kernel_size`` x ``kernel_size``,
   ``strides[i]``, SAME padding) for each i, flatten (NHWC, channels last), ``Dense_j``

@@ -47,7 +47,9 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 DPI = 90
 MIN_DPI, MAX_DPI = 30, 300
 MAX_PNG_BYTES = 140_000
-FINAL_FRACTION = 0.1   # final training score: episodes in the last 10 % of a run's frames
+# Final training score: episodes ending in the last 10 % of the frames up to the run's last
+# episode end (the run's own frame count can lie a part-episode beyond it).
+FINAL_FRACTION = 0.1
 MAX_ELR_LAYERS = 12
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 _FIGURE_PREFIXES = ("curves_", "aggregate", "diagnostics", "sequential_")
@@ -548,6 +550,8 @@ def _fmt_num(x: float, digits: int = 3) -> str:
 
 
 def _fmt_ci(iv: stats.Interval, digits: int = 3) -> str:
+    if not (np.isfinite(iv.low) and np.isfinite(iv.high)):
+        return f"{_fmt_num(iv.point, digits)} [–]"      # one seed: no interval
     return f"{_fmt_num(iv.point, digits)} [{_fmt_num(iv.low, digits)}, {_fmt_num(iv.high, digits)}]"
 
 
@@ -692,6 +696,24 @@ def _run_curve(run: runlog.RunLog, metric: str, x: np.ndarray, edges: Optional[n
     return bin_episodes(run.episodes_frames, run.episodes_return, edges)
 
 
+def _common_coverage(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(full, partial)`` of a ``(runs, T)`` curve array (NaN where a run has no value).
+
+    ``full`` keeps only the points every run has reached, so a mean over seeds never changes
+    which seeds it averages part-way along (a short seed ending would otherwise show up as a
+    jump). ``partial`` is the mean of the runs present at the other points, ``(T,)``, NaN
+    where all runs or none have a value.
+    """
+    ok = np.isfinite(values)
+    everyone = ok.all(axis=0)
+    count = ok.sum(axis=0)
+    full = np.where(everyone[None, :], values, np.nan)
+    some = (count > 0) & ~everyone
+    partial = np.full(values.shape[1], np.nan)
+    partial[some] = np.where(ok, values, 0.0).sum(axis=0)[some] / count[some]
+    return full, partial
+
+
 def _grid(runs: Sequence[runlog.RunLog], metric: str, num_points: int):
     """(x, edges) of a common frame grid for `runs` (edges None for eval)."""
     if metric == "eval":
@@ -738,16 +760,18 @@ def _single_task(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors,
              "Return vs frames. Each line is the mean over seeds of the mean eval return "
              "(eval.jsonl) at each evaluation, or, where a game has no eval records, of the "
              f"training episode returns averaged in {b.num_points} equal frame bins; the band is "
-             f"a 95 % percentile bootstrap CI over seeds ({b.reps} resamples). A run still in "
-             "progress contributes up to the point it has reached.", ""]
+             f"a 95 % percentile bootstrap CI over seeds ({b.reps} resamples; none with one "
+             "seed). The solid line stops where the variant's shortest run stops, so it "
+             "averages the same seeds throughout; a thin dashed line continues the mean of "
+             "the runs that went further.", ""]
     all_frames = [r.max_frames for v in by_game.values() for rs in v.values() for r in rs]
     scale, suffix = _frame_scale(max(all_frames))
     xlabel = f"frames ({suffix})" if suffix else "frames"
 
     final_lines = ["## Final scores", "",
                    "Final score of a run: its last evaluation (source `eval`), or the mean "
-                   f"training episode return over the last {int(FINAL_FRACTION * 100)} % of its "
-                   "frames (source `train`); mean over seeds with a 95 % bootstrap CI over "
+                   f"training episode return over the last {int(FINAL_FRACTION * 100)} % of the "
+                   "frames up to its last episode (source `train`); mean over seeds with a 95 % bootstrap CI over "
                    f"seeds ({b.final_reps} resamples). HNS = human-normalized score (random 0, "
                    "human 1) of the mean, for games in the score table.", "",
                    "| game | variant | seeds | frames reached | source | final score [95 % CI] "
@@ -761,10 +785,14 @@ def _single_task(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors,
         fig, axes = _figure(1, 1, w=5.0, h=3.2)
         ax = axes[0, 0]
         for v in sorted(variants):
-            vals = np.stack([_run_curve(r, metric, x, edges) for r in variants[v]])
+            vals, partial = _common_coverage(
+                np.stack([_run_curve(r, metric, x, edges) for r in variants[v]]))
             mean, lo, hi = b.band(vals)
             _band(ax, x, mean, lo, hi, colors[v], label=f"{v} (n={len(variants[v])})",
                   scale=scale)
+            if np.isfinite(partial).any():
+                ax.plot(x / scale, partial, color=colors[v], lw=0.9, ls="--", alpha=0.8,
+                        zorder=2)
             finals = [_final_score(r, metric) for r in variants[v]]
             scores_ = np.asarray([f[0] for f in finals])
             iv = stats.stratified_bootstrap([scores_], stats.aggregate_mean,
@@ -862,7 +890,8 @@ def _aggregate(b: _Builder, by_game, games, variants, colors, game_metric, scale
         "IQM: interquartile mean of all run x game scores (25 % trimmed on each side). Bands "
         f"and intervals: 95 % stratified bootstrap CIs (seeds resampled within each game; "
         f"{b.reps} resamples for curves, {b.final_reps} for the final table), the protocol "
-        "of Agarwal et al. (2021).")
+        "of Agarwal et al. (2021); no interval where no game has two seeds. The curves stop "
+        "where a variant's shortest run stops.")
     lines.append("")
     all_runs = [r for g in agg_games for v in variants for r in by_game[g][v]]
     metrics = {game_metric[g] for g in agg_games}
@@ -877,6 +906,10 @@ def _aggregate(b: _Builder, by_game, games, variants, colors, game_metric, scale
     for v in variants:
         per_game_curves = [_hns(g, np.stack([_run_curve(r, game_metric[g], x, edges)
                                              for r in by_game[g][v]])) for g in agg_games]
+        # Only points every run of every game has reached: the aggregate never changes
+        # which runs it pools part-way along (see `_common_coverage`).
+        everyone = np.all([np.isfinite(c).all(axis=0) for c in per_game_curves], axis=0)
+        per_game_curves = [np.where(everyone[None, :], c, np.nan) for c in per_game_curves]
         for ax, name in zip(axes[0], ("median", "iqm")):
             point, lo, hi = stats.stratified_bootstrap_curve(
                 per_game_curves, stats.AGGREGATES[name], reps=b.reps, seed=b.next_seed())
@@ -1370,7 +1403,9 @@ def _define_flags():
     flags.DEFINE_integer("bootstrap_reps", 2000, "Bootstrap resamples for curve bands.")
     flags.DEFINE_integer("final_bootstrap_reps", 50_000,
                          "Bootstrap resamples for final-score CIs (rliable default).")
-    flags.DEFINE_integer("num_points", 100, "Points per learning curve.")
+    flags.DEFINE_integer("num_points", 100, "Points per learning curve: training-return "
+                         "frame bins; eval curves keep the evaluation frames themselves when "
+                         "there are at most twice this many.")
     flags.DEFINE_integer("seed", 0, "Seed of the bootstrap.")
     flags.DEFINE_integer("dpi", DPI, f"Resolution of the PNG figures ({MIN_DPI}-{MAX_DPI}); "
                          "lower it to keep a committed report small.")

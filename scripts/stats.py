@@ -17,7 +17,9 @@ which does not work with pandas 3:
 - ``stratified_bootstrap``: percentile confidence interval over ``reps`` bootstrap
   replicates where each replicate resamples, with replacement, the runs *within* each game
   (each game keeps its run count; games are never resampled). rliable's defaults are the
-  percentile method, 95 % and 50,000 replicates.
+  percentile method, 95 % and 50,000 replicates. When no game has two runs, resampling
+  cannot vary anything: the interval is then NaN (undefined), not a zero-width one that
+  would read as certainty.
 
 Random draws are reproducible: one ``np.random.default_rng(seed)`` per call; for each game
 in order it draws ``rng.integers(0, n_g, size=(reps, n_g))`` (see `resample_indices`).
@@ -137,6 +139,8 @@ def stratified_bootstrap(per_game: Sequence[np.ndarray], statistic: Statistic,
         if not np.all(np.isfinite(a)):
             raise ValueError(f"per_game[{i}] holds non-finite scores")
     point = float(statistic(arrays))
+    if max(a.shape[0] for a in arrays) < 2:
+        return Interval(point, float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     idx = resample_indices(rng, [a.shape[0] for a in arrays], reps)
     boot = np.asarray(statistic([a[i] for a, i in zip(arrays, idx)]))
@@ -155,7 +159,8 @@ def stratified_bootstrap_curve(per_game: Sequence[np.ndarray], statistic: Statis
       per_game: one array ``(n_g, T)`` per game (runs x curve points); NaN marks a point a
         run has not reached (runs in progress). At each point only the runs with a value
         there are used, and resampled within their game; a point where some game has no
-        run with a value is NaN in all outputs.
+        run with a value is NaN in all outputs; where no game has two runs with a value,
+        ``low``/``high`` are NaN.
       statistic, reps, seed, confidence: as in `stratified_bootstrap`.
       max_elements: memory bound; points are processed in chunks of at most this many
         resampled values.
@@ -190,6 +195,8 @@ def stratified_bootstrap_curve(per_game: Sequence[np.ndarray], statistic: Statis
             continue
         data = [a[r][:, cols].T for a, r in zip(arrays, runs)]  # each (Tp, n_valid_g)
         point[cols] = statistic(data)
+        if max(r.size for r in runs) < 2:
+            continue        # one run per game: no interval (see `stratified_bootstrap`)
         idx = resample_indices(rng, [r.size for r in runs], reps)
         per_point = reps * sum(r.size for r in runs)
         chunk = max(1, int(max_elements // max(per_point, 1)))

@@ -151,3 +151,24 @@ def test_epsilon_and_beta_schedules():
   assert agent_lib.importance_beta_at(config, 0.5) == pytest.approx(0.7)
   assert dataclasses.replace(config, update_every=4,
                              target_update_every=8000).target_update_period_updates == 2000
+
+
+def test_noisy_presets_use_hessels_noisy_streams_and_others_keep_the_torso_dense():
+  """full_rainbow / der: the Nature CNN's 512-unit layer is a noisy hidden layer in each
+  dueling stream (Hessel et al. 2018); dqn / rainbow keep it in the torso, not noisy."""
+  obs = jnp.zeros((1, 4, 84, 84), jnp.uint8)
+  for name in ("full_rainbow", "der"):
+    agent = agent_lib.make_agent(presets.make_config(name), num_actions=6)
+    params = agent_lib.init(agent, jax.random.PRNGKey(0), obs).params
+    assert "Dense_0" not in params["torso"]
+    for stream, out in (("value", 51), ("advantage", 6 * 51)):
+      hidden = params[f"{stream}_hidden_0"]
+      assert hidden["kernel"].shape == hidden["kernel_sigma"].shape == (3136, 512)
+      assert params[f"{stream}_output"]["kernel_sigma"].shape == (512, out)
+    assert agent.apply(params, obs, jax.random.PRNGKey(1)).shape == (1, 6, 51)
+  for name in ("dqn", "rainbow"):
+    agent = agent_lib.make_agent(presets.make_config(name), num_actions=6)
+    params = agent_lib.init(agent, jax.random.PRNGKey(0), obs).params
+    assert params["torso"]["Dense_0"]["kernel"].shape == (3136, 512)
+    assert not any("sigma" in "/".join(map(str, p)) for p, _ in
+                   jax.tree_util.tree_flatten_with_path(params)[0])

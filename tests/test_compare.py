@@ -508,3 +508,17 @@ def test_command_line(tmp_path):
     assert bad.returncode != 0
     assert "--metric='best'" in bad.stderr and "eval, train" in bad.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_curves_keep_one_seed_set_and_continue_dashed():
+    """A seed that stops early ends the solid (banded) curve there instead of turning the
+    mean into a one-seed mean part-way (which showed up as a fake collapse)."""
+    nan = np.nan
+    values = np.array([[0.0, 0.0, 0.0, 0.0],
+                       [10.0, 10.0, nan, nan]])
+    full, partial = cmp._common_coverage(values)
+    np.testing.assert_array_equal(full[:, :2], values[:, :2])
+    assert np.isnan(full[:, 2:]).all()
+    assert np.isnan(partial[:2]).all() and (partial[2:] == 0.0).all()
+    full, partial = cmp._common_coverage(np.full((2, 3), nan))
+    assert np.isnan(full).all() and np.isnan(partial).all()

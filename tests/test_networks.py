@@ -86,6 +86,7 @@ def test_mlp_without_norm_keeps_biases_and_rms_has_scale_only():
     (lambda: networks.QNetwork(networks.MLP(), num_actions=4, num_atoms=1), "num_atoms"),
     (lambda: networks.QNetwork("mlp", num_actions=4), "torso"),
     (lambda: networks.QHead(num_actions=3, norm="batch"), "norm"),
+    (lambda: networks.QHead(num_actions=3, noisy_sigma_init="0.5"), "noisy_sigma_init"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(make, argument):
   with pytest.raises(ValueError, match=argument) as info:
@@ -271,3 +272,34 @@ def test_gemm_conv_matches_flax_conv_values_grads_and_vmap():
   np.testing.assert_array_equal(apply(functools.partial(conv.Conv, impl="gemm")), apply(nn.Conv))
   with pytest.raises(ValueError, match="impl"):
     conv.Conv(4, (3, 3), impl="fft")
+  with pytest.raises(ValueError, match="method='shfit'; allowed values: auto, im2col"):
+    conv.Conv(4, (3, 3), method="shfit")
+
+
+@pytest.mark.parametrize("method", ["im2col", "stack", "shift", "auto"])
+@pytest.mark.parametrize("kernel, stride", [(3, 2), (5, 3), (1, 2), (4, 2), (3, 1)])
+def test_every_gemm_conv_method_equals_lax_conv(method, kernel, stride):
+  """Strides the space-to-depth rewrite cannot remove (kernel not a multiple of the stride)
+  stay in the patch slicing, for every patch layout."""
+  from networks import conv  # pylint: disable=import-outside-toplevel
+  x = jnp.asarray(RNG.normal(size=(2, 11, 13, 3)), jnp.float32)
+  w = jnp.asarray(RNG.normal(size=(kernel, kernel, 3, 4)), jnp.float32)
+  want = jax.lax.conv_general_dilated(x, w, (stride, stride), "VALID",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  got = conv.conv2d_valid(x, w, (stride, stride), method=method)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  grad = lambda f: jax.grad(lambda w: jnp.sum(jnp.sin(f(w))))(w)
+  np.testing.assert_allclose(
+      grad(lambda w: conv.conv2d_valid(x, w, (stride, stride), method=method)),
+      grad(lambda w: jax.lax.conv_general_dilated(x, w, (stride, stride), "VALID",
+                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))),
+      rtol=1e-4, atol=1e-3)
+
+
+def test_image_torsos_scale_uint8_frames_only():
+  frames = RNG.integers(0, 256, size=(2, 4, 8, 8)).astype(np.uint8)
+  np.testing.assert_allclose(cnn.frames_to_nhwc(frames),
+                             frames.transpose(0, 2, 3, 1) / 255.0, rtol=1e-6)
+  scaled = frames.astype(np.float32) / 255.0
+  np.testing.assert_allclose(cnn.frames_to_nhwc(scaled), scaled.transpose(0, 2, 3, 1),
+                             rtol=1e-6)

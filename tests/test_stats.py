@@ -139,8 +139,8 @@ def test_curve_with_runs_in_progress():
     assert (low[:2] <= point[:2]).all() and (point[:2] <= high[:2]).all()
 
     mean, lo, hi = stats.bootstrap_mean_band(game_a, reps=300)
-    # t2: only run 0 has a value (3): mean and band are exactly 3.
-    np.testing.assert_allclose([mean[2], lo[2], hi[2]], [3.0, 3.0, 3.0])
+    # t2: only run 0 has a value (3): the mean is 3 and one run gives no interval.
+    assert mean[2] == 3.0 and np.isnan(lo[2]) and np.isnan(hi[2])
     np.testing.assert_allclose(mean[:2], [2.0, 3.0])
     assert np.isnan(mean[3])
     # Two runs 1 and 3 at t0: resampled means are 1, 2, 3 -> 95 % band [1, 3].
@@ -151,3 +151,13 @@ def test_curve_rejects_bad_shapes():
     with pytest.raises(ValueError, match="runs"):
         stats.stratified_bootstrap_curve([np.zeros((2, 3)), np.zeros((2, 4))],
                                          stats.aggregate_mean)
+
+
+def test_one_run_per_game_gives_no_interval_not_a_zero_width_one():
+    one_each = [np.array([0.3]), np.array([0.7])]
+    iv = stats.stratified_bootstrap(one_each, stats.aggregate_mean, reps=100)
+    assert iv.point == pytest.approx(0.5) and np.isnan(iv.low) and np.isnan(iv.high)
+    # One game with two runs is enough for resampling to vary the statistic.
+    iv = stats.stratified_bootstrap([np.array([0.3]), np.array([0.5, 0.9])],
+                                    stats.aggregate_mean, reps=400)
+    assert 0.4 <= iv.low < iv.point < iv.high <= 0.6
