@@ -257,20 +257,23 @@ def test_intervention_state_survives_a_checkpoint_round_trip(method, hparams):
 
 
 def test_redo_layers_of_the_atari_full_rainbow_network():
-  """NatureCNN torso + dueling noisy C51 head: convs feed convs, the flatten feeds Dense_0,
-  and Dense_0 feeds both output streams (shapes only: nothing is compiled)."""
+  """NatureCNN torso + dueling noisy C51 head: convs feed convs, the flattened Conv_2 feeds
+  both streams' noisy hidden layers, each of which feeds its stream's output (shapes only:
+  nothing is compiled)."""
   config = presets.make_config("full_rainbow", "atari", intervention="redo")
   obs = np.zeros((1, 4, 84, 84), np.uint8)
   agent = agent_lib.make_agent(config, 6, obs_example=obs)
   state = jax.eval_shape(lambda k: agent_lib.init(agent, k, obs), jax.random.PRNGKey(0))
   assert sorted(state.opt_state.last_num_reset) == [
-      "torso/Conv_0_act", "torso/Conv_1_act", "torso/Conv_2_act", "torso/Dense_0_act"]
+      "advantage_hidden_0_act", "torso/Conv_0_act", "torso/Conv_1_act", "torso/Conv_2_act",
+      "value_hidden_0_act"]
   key = jax.random.PRNGKey(0)
   spec = interventions.sequential_layer_spec(agent.network, {"params": state.params}, obs,
                                              rngs={"noise": key})
   assert [l.outgoing for l in spec] == [
-      ("torso/Conv_1/kernel",), ("torso/Conv_2/kernel",), ("torso/Dense_0/kernel",),
-      ("value_output/kernel", "advantage_output/kernel")]
+      ("torso/Conv_1/kernel",), ("torso/Conv_2/kernel",),
+      ("value_hidden_0/kernel", "advantage_hidden_0/kernel"),
+      ("value_output/kernel",), ("advantage_output/kernel",)]
   with pytest.raises(ValueError, match="obs_example"):
     agent_lib.make_agent(config, 6)
 
