@@ -232,6 +232,8 @@ def update_step(agent: Agent, state: AgentState, batch: Batch,
                                grad_norm=optax.global_norm(grads))
 
 
+# Not donating: callers (tests, notebooks) may keep using the state they passed. The training
+# loop donates it (`experiments/loop.py`), which lets XLA update the buffers in place.
 update = jax.jit(update_step, static_argnums=0)
 
 

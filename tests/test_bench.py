@@ -6,6 +6,7 @@ import importlib
 import json
 import math
 
+import jax.numpy as jnp
 import pytest
 from absl.testing import flagsaver
 
@@ -75,3 +76,19 @@ def test_scale_commands_are_valid_train_runs_with_a_learning_phase(stacked):
     assert learning_frames >= scale.INTERVALS * config.log_every
     assert config.eval_every == 0 and config.diagnostics_every == 0
   assert seeds == {0, 1, 2, 3}   # four distinct seeds either way
+
+
+def test_layer_passes_cover_the_update_flops_and_run():
+  """The per-layer breakdown times every convolution/dense pass the update runs: their FLOPs,
+  counted as often as the update runs them, plus the C51 output layer's, are the analytic
+  count of the whole update."""
+  passes = learner.layer_passes(batch_size=2)
+  assert set(passes) == {"conv0_forward", "conv0_weight_grad", "dense0_forward",
+                         "dense0_input_grad", "dense0_weight_grad"} | {
+                             f"conv{i}_{p}" for i in (1, 2)
+                             for p in ("forward", "input_grad", "weight_grad")}
+  output_layer = 4 * 2.0 * 2 * 512 * learner.NUM_ACTIONS * 51   # 2 forwards + dx + dw
+  total = sum(flops * count for _, flops, count in passes.values()) + output_layer
+  assert total == learner.analytic_flops(batch_size=2)
+  out = passes["conv0_forward"][0]()
+  assert out.shape == (2, 20, 20, 32) and bool(jnp.all(jnp.isfinite(out)))

@@ -36,6 +36,14 @@ runs with the launchers' XLA:CPU flags (`experiments/xla_cpu.py`).
   `learner.seeds4_per_seed_vs_one_seed[_vmap]` the per-seed speed of the 4-seed update over
   one seed alone (1.0 = running seeds together is free).
 
+- `learner.rainbow_updates_per_s_no_donation` / `learner.rainbow_donated_vs_not`: the rainbow
+  update called without donating its state (XLA then writes every output to fresh buffers),
+  and the speed-up of donating it, as the training loop does.
+- `learner.layer.<layer>_<pass>_vs_matmul`, `learner.layer_kernels_ms`,
+  `learner.layer_kernels_share_of_update`: every convolution / dense pass of the update timed
+  alone, as a fraction of the matmul rate, and their share of the update's time
+  (`layer_breakdown`): where the missing FLOP rate is.
+
 Run: `python -m scripts.benches.learner` (prints the JSON); `scripts/bench.py` calls `run`.
 """
 
@@ -282,7 +290,83 @@ def run(quick: bool) -> dict[str, float | int | str]:
         float(np.median(seeds * seconds["rainbow"] / seconds[name])), 3)
   from agents import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
   out[f"learner.seeds{seeds}_mode"] = seeds_lib.resolve_mode("auto")
+  out.update(layer_breakdown(quick))
   out.update(default_flags_utilization(quick))
+  return out
+
+
+# The Nature CNN's layers as the Rainbow update runs them at batch 32:
+# (name, input [H, W, C] or [D], kernel, stride, out features).
+NATURE_LAYERS = (("conv0", (84, 84, 4), 8, 4, 32), ("conv1", (20, 20, 32), 4, 2, 64),
+                 ("conv2", (9, 9, 64), 3, 1, 64), ("dense0", (3136,), None, None, 512))
+
+
+def layer_passes(batch_size: int = BATCH) -> dict[str, tuple[Callable[[], Any], float, int]]:
+  """``'<layer>_<pass>' -> (call, flops, times per update)`` for every kernel of the update.
+
+  Each pass is jitted alone on random float32 operands, with the convolution XLA emits for
+  flax's ``nn.Conv`` (NHWC x HWIO): ``forward`` (run twice per update: online net on obs,
+  target net on next_obs), ``input_grad`` (none for the first layer: the frames need no
+  gradient) and ``weight_grad``. Their time, weighted by the count, against the whole update
+  says how much of it these kernels are and how far below the matmul rate each one runs.
+  """
+  rng = np.random.default_rng(0)
+  normal = lambda *shape: jnp.asarray(rng.normal(size=shape).astype(np.float32))
+  passes = {}
+  for name, in_shape, kernel, stride, features in NATURE_LAYERS:
+    x = normal(batch_size, *in_shape)
+    if kernel is None:
+      w = normal(in_shape[0], features)
+      f = lambda x, w: x @ w
+      out_shape = (batch_size, features)
+      flops = 2.0 * batch_size * in_shape[0] * features
+    else:
+      w = normal(kernel, kernel, in_shape[-1], features)
+      f = functools.partial(
+          lambda x, w, s: jax.lax.conv_general_dilated(
+              x, w, (s, s), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")), s=stride)
+      out = (in_shape[0] - kernel) // stride + 1
+      out_shape = (batch_size, out, out, features)
+      flops = 2.0 * batch_size * out * out * kernel * kernel * in_shape[-1] * features
+    g = normal(*out_shape)
+    fwd = jax.jit(f)
+    dx = jax.jit(lambda x, w, g, f=f: jax.vjp(lambda x: f(x, w), x)[1](g)[0])
+    dw = jax.jit(lambda x, w, g, f=f: jax.vjp(lambda w: f(x, w), w)[1](g)[0])
+    passes[f"{name}_forward"] = (functools.partial(fwd, x, w), flops, 2)
+    if name != "conv0":
+      passes[f"{name}_input_grad"] = (functools.partial(dx, x, w, g), flops, 1)
+    passes[f"{name}_weight_grad"] = (functools.partial(dw, x, w, g), flops, 1)
+  for call, _, _ in passes.values():
+    jax.block_until_ready(call())
+  return passes
+
+
+def layer_breakdown(quick: bool) -> dict[str, float]:
+  """Each kernel pass of the update timed alone (`layer_passes`), interleaved with the
+  Rainbow update and the matmul: ``learner.layer.<layer>_<pass>_vs_matmul`` (its FLOP rate
+  over the matmul's), ``learner.layer_kernels_ms`` (their time per update, counted as the
+  update runs them) and ``learner.layer_kernels_share_of_update`` (that over the update's
+  time; the rest is elementwise work, Adam, layout copies, the loss and the batch's
+  transfer)."""
+  reps = 3 if quick else 5
+  passes = layer_passes()
+  fixture = make_update("rainbow")
+  matmul, matmul_flops = make_matmul()
+  calls = {name: (call, 10) for name, (call, _, _) in passes.items()}
+  calls["rainbow"] = (fixture.step, 6 if quick else 10)
+  calls["matmul"] = (matmul, 2)
+  seconds = interleaved_seconds(calls, reps)
+  peak = matmul_flops / seconds["matmul"]
+  out = {}
+  kernels = np.zeros(reps)
+  for name, (_, flops, count) in passes.items():
+    out[f"learner.layer.{name}_vs_matmul"] = round(
+        float(np.median(flops / seconds[name] / peak)), 3)
+    kernels += count * seconds[name]
+  out["learner.layer_kernels_ms"] = round(1e3 * float(np.median(kernels)), 2)
+  out["learner.layer_update_ms"] = round(1e3 * float(np.median(seconds["rainbow"])), 2)
+  out["learner.layer_kernels_share_of_update"] = round(
+      float(np.median(kernels / seconds["rainbow"])), 3)
   return out
 
 
