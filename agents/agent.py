@@ -143,14 +143,17 @@ def make_agent(config: AgentConfig, num_actions: int,
 def init(agent: Agent, rng: jax.Array, obs_example: chex.Array) -> AgentState:
   """Fresh state. obs_example [B, *obs_shape] fixes the input shape and dtype.
 
-  Every leaf is its own buffer (the target network is a copy, not the same arrays), so the
-  state can be donated to a jitted update (the training loop does).
+  Every leaf is its own buffer, so the state can be donated to a jitted update (the
+  training loop does): the target network starts as the same values as the parameters, and
+  some optimizer states (L2-init's anchor, UPGD's zero trees) start from shared arrays too;
+  donating one buffer twice is an error, so every leaf is copied.
   """
   param_rng, noise_rng, rng = jax.random.split(rng, 3)
   params = agent.network.init({"params": param_rng, "noise": noise_rng}, obs_example)["params"]
-  return AgentState(params=params, target_params=jax.tree.map(jnp.copy, params),
-                    opt_state=agent.optimizer.init(params), rng=rng,
-                    updates=jnp.zeros((), jnp.int32))
+  state = AgentState(params=params, target_params=params,
+                     opt_state=agent.optimizer.init(params), rng=rng,
+                     updates=jnp.zeros((), jnp.int32))
+  return jax.tree.map(jnp.copy, state)
 
 
 def act_step(agent: Agent, params: Any, rng: jax.Array, obs: chex.Array,

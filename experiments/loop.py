@@ -154,7 +154,7 @@ class Trainer:
         lambda params, key, obs, eps: agent_lib.act_step(self.agent, params, key, obs, eps),
         (0, 0, 0, None))
     # The state is donated: XLA writes the new parameters and optimizer moments into the
-    # old buffers instead of fresh ones (measured 1.1x faster updates on CPU,
+    # old buffers instead of fresh ones (measured 1.07-1.17x faster updates on CPU,
     # scripts/benches/learner.py). Nothing reads the old state after an update.
     self._update = self.group.map(
         lambda state, batch, lr: agent_lib.update_step(self.agent, state, batch, lr),
@@ -448,12 +448,14 @@ class Trainer:
     available = [s.run_dir.checkpoints() for s in self.seeds]
     common = sorted(set.intersection(*(set(a) for a in available)), reverse=True)
     template = self.group.get(self.state, 0)
+    last_error = None
     for frames in common:
       try:
         loaded = [self._load_seed(s, ckpts[frames], template)
                   for s, ckpts in zip(self.seeds, available)]
       except Exception as e:  # pylint: disable=broad-except
-        self.log(f"checkpoint at {frames:,} frames is unreadable ({type(e).__name__}: {e}); "
+        last_error = f"{type(e).__name__}: {e}"
+        self.log(f"checkpoint at {frames:,} frames is unreadable ({last_error}); "
                  "trying the previous one")
         continue
       self.state = self.group.collect([state for state, _ in loaded])
@@ -466,7 +468,12 @@ class Trainer:
       self.log(f"resumed from {available[0][frames]} at {frames:,} frames")
       return
     if any(available):
-      raise CheckpointError(f"no checkpoint could be loaded from {[s.run_dir.path for s in self.seeds]}")
+      raise CheckpointError(
+          f"no checkpoint could be loaded from {[s.run_dir.path for s in self.seeds]} (last "
+          f"error: {last_error}). If every checkpoint fails the same way, they were written "
+          "by another network or optimizer layout than this configuration builds (another "
+          "preset or --overrides, or full_rainbow/der checkpoints from before their noisy "
+          "streams): resume with that configuration or start a new --run_dir")
     # A fresh start, possibly of a run that crashed before its first checkpoint: its log
     # lines would otherwise be counted twice.
     for s in self.seeds:

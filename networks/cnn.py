@@ -1,7 +1,7 @@
 """Image torsos: the Nature DQN CNN and the IMPALA residual CNN.
 
-Both take frames ``[B, C, H, W]`` (frame stack first, as ALE delivers them), scale uint8
-ones by 1/255 and transpose to NHWC themselves. Normalization (over channels) sits right
+Both take frames ``[B, C, H, W]`` with pixel values 0..255 (frame stack first, as ALE
+delivers them; uint8 or float), scale them by 1/255 and transpose to NHWC themselves. Normalization (over channels) sits right
 before every hidden nonlinearity and a convolution/dense layer feeding a norm has no bias.
 
 All convolutions go through the module-level name ``Conv`` so that a drop-in replacement
@@ -25,12 +25,16 @@ Conv = conv.Conv
 
 
 def frames_to_nhwc(x: jax.Array) -> jax.Array:
-  """``[B, C, H, W]`` -> float32 ``[B, H, W, C]``: uint8 frames are scaled to [0, 1], float
-  frames are taken as already scaled (as ``SmallCNN`` does)."""
+  """Frames ``[B, C, H, W]`` with pixel values 0..255 -> float32 ``[B, H, W, C]`` in [0, 1].
+
+  Any dtype is scaled by 1/255, floats too: ALE gives uint8, and a float copy of the same
+  frames (as `plasticity.metrics` differentiates through for its input Jacobian) must give
+  the same outputs. Unlike ``SmallCNN``, which takes float images as already scaled.
+  """
   if x.ndim != 4:
     raise ValueError(
         f"image torsos expect observations of shape [B, C, H, W]; got shape {x.shape}")
-  x = x.astype(jnp.float32) * (1.0 / 255.0) if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+  x = x.astype(jnp.float32) * (1.0 / 255.0)
   return jnp.transpose(x, (0, 2, 3, 1))
 
 

@@ -21,7 +21,11 @@ def _check_head(m) -> None:
       isinstance(m.num_atoms, int) and not isinstance(m.num_atoms, bool) and m.num_atoms >= 2):
     raise ValueError(f"num_atoms={m.num_atoms!r} must be an int >= 2 (or None for Q-values)")
   sigma = m.noisy_sigma_init
-  if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
+  try:
+    valid = not isinstance(sigma, (bool, str)) and float(sigma) >= 0
+  except (TypeError, ValueError):
+    valid = False
+  if not valid:
     raise ValueError(f"noisy_sigma_init={sigma!r} must be a number >= 0")
 
 

@@ -19,6 +19,12 @@ Default selection (``mask=None``):
   The output layer is not followed by a normalization layer, so it is not scale-invariant:
   fixing its norm would constrain the function (the scale of the outputs), not just the
   parameterization. ``include_output=True`` projects it too (as some public ports do).
+* noisy layers (a ``kernel`` with a sibling ``kernel_sigma``, as ``networks.NoisyDense``):
+  when the kernel is selected, ``kernel`` and ``kernel_sigma`` are held *jointly* at their
+  initial joint norm. The layer's effective weight ``kernel + kernel_sigma * eps`` scales
+  with the pair, so a norm after it makes the function invariant to the pair's scale (not
+  to ``kernel``'s alone); the ratio of the two (the noise level, which noisy nets learn to
+  lower) stays free.
 * normalization layers' ``scale`` and ``bias``/``offset`` (a parent whose leaves are
   ``scale`` plus optionally ``bias``/``offset``): held *jointly* at their initial joint
   norm, ``sqrt(||scale||^2 + ||offset||^2)`` (``sqrt(d)`` for scale=1, offset=0).
@@ -41,6 +47,7 @@ import numpy as np
 import optax
 
 KERNEL_NAMES = ("kernel", "w")
+SIGMA_NAME = "kernel_sigma"   # a noisy layer's noise scale, projected jointly with its kernel
 NORM_PARAM_NAMES = ("scale", "bias", "offset")
 SCOPES = ("layer", "unit")
 
@@ -111,6 +118,9 @@ def default_mask(params, include_output: bool = False,
   selected = set(_kernel_indices(paths, leaves))
   if not include_output:
     selected -= set(_output_indices(paths, sorted(selected)))
+  index = {p: i for i, p in enumerate(paths)}
+  selected |= {index[f"{_split(paths[i])[0]}/{SIGMA_NAME}"] for i in selected
+               if f"{_split(paths[i])[0]}/{SIGMA_NAME}" in index}
   if project_norm_params:
     parents = _norm_parents(paths)
     selected |= {i for i, p in enumerate(paths) if _split(p)[0] in parents}
@@ -157,6 +167,7 @@ def _plan(params, mask, scope, include_output, project_norm_params):
   paths, leaves, treedef = flatten_with_paths(params)
   selected = _resolve_mask(params, mask, include_output, project_norm_params)
   parents = _norm_parents(paths)
+  index = {p: i for i, p in enumerate(paths)}
   joint: dict[str, list[int]] = {}
   groups = []
   for i, (path, leaf, sel) in enumerate(zip(paths, leaves, selected)):
@@ -165,8 +176,14 @@ def _plan(params, mask, scope, include_output, project_norm_params):
     if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
       raise ValueError(f"mask: selected leaf {path!r} is not a floating-point array")
     parent, name = _split(path)
+    sigma, kernel = index.get(f"{parent}/{SIGMA_NAME}"), index.get(f"{parent}/kernel")
     if parent in parents and name in NORM_PARAM_NAMES:
       joint.setdefault(parent, []).append(i)
+    elif name == SIGMA_NAME and kernel is not None and selected[kernel]:
+      continue    # grouped with its kernel
+    elif name == "kernel" and sigma is not None and selected[sigma]:
+      # Same shapes, so 'unit' scope sums both arrays' per-unit squares.
+      groups.append(_Group(path, (i, sigma), scope == "unit" and np.ndim(leaf) >= 2))
     else:
       groups.append(_Group(path, (i,), scope == "unit" and np.ndim(leaf) >= 2))
   groups += [_Group(parent, tuple(idx), False) for parent, idx in joint.items()]
@@ -175,9 +192,8 @@ def _plan(params, mask, scope, include_output, project_norm_params):
 
 def _sq_norm(per_unit: bool, arrays) -> jax.Array:
   if per_unit:
-    (w,) = arrays
-    w = w.astype(jnp.float32)
-    return jnp.sum(w * w, axis=tuple(range(w.ndim - 1)))
+    return sum(jnp.sum(jnp.square(w.astype(jnp.float32)), axis=tuple(range(w.ndim - 1)))
+               for w in arrays)
   return sum(jnp.sum(jnp.square(w.astype(jnp.float32))) for w in arrays)
 
 

@@ -1203,7 +1203,7 @@ def _sequential(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors) -> 
                         sel = ep_games[p] == g
                         rets[sel] = _hns(g, rets[sel])
                 rows.append(bin_episodes(r.episodes_frames, rets, edges))
-            m, lo, hi = b.band(np.stack(rows))
+            m, lo, hi = b.band(_common_coverage(np.stack(rows))[0])
             _band(ax, x, m, lo, hi, colors[v], label=f"{v} (n={len(rows)})", scale=scale)
         # The whole run from frame 0: a game label outside the data's x range would otherwise
         # make tight_layout squeeze the axes to make room for it.
@@ -1261,7 +1261,7 @@ def _sequential(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors) -> 
                     if not rows:
                         continue
                     drawn = True
-                    m, lo, hi = b.band(np.stack(rows))
+                    m, lo, hi = b.band(_common_coverage(np.stack(rows))[0])
                     _band(ax, vx, m, lo, hi, colors[v], ls=styles.get(visit, ":"),
                           label=f"{v} v{visit}", scale=vscale)
                     iv = stats.stratified_bootstrap([np.asarray(finals)], stats.aggregate_mean,

@@ -369,3 +369,35 @@ def test_property_mismatched_masks_raise(mask_bits, extra):
   bad = dict(good, c={"kernel": True}) if extra else {"a": good["a"], "b": {"kernel": True}}
   with pytest.raises(ValueError, match="mask"):
     nap.weight_projection(mask=bad).init(params)
+
+
+@pytest.mark.parametrize("scope", ["layer", "unit"])
+def test_noisy_layer_kernel_and_sigma_are_projected_jointly(scope):
+  """A noisy hidden layer's effective weight is kernel + kernel_sigma * eps: NaP holds the
+  pair's joint norm (the scale a following norm is invariant to) and lets their ratio move;
+  the output layer's sigma stays free like its kernel."""
+  rng = np.random.default_rng(0)
+  params = {"hidden_0": {"kernel": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32),
+                         "kernel_sigma": jnp.full((6, 4), 0.2, jnp.float32),
+                         "bias": jnp.zeros(4)},
+            "output": {"kernel": jnp.asarray(rng.normal(size=(4, 2)), jnp.float32),
+                       "kernel_sigma": jnp.full((4, 2), 0.2, jnp.float32)}}
+  mask = nap.default_mask(params)
+  assert mask["hidden_0"]["kernel"] and mask["hidden_0"]["kernel_sigma"]
+  assert not mask["output"]["kernel"] and not mask["output"]["kernel_sigma"]
+  tx = nap.weight_projection(scope=scope)
+  state = tx.init(params)
+  assert set(state.target_norms) == {"hidden_0/kernel"}
+  # Grow sigma only: the pair is rescaled together, so sigma's share rises.
+  updates = jax.tree.map(jnp.zeros_like, params)
+  updates["hidden_0"]["kernel_sigma"] = jnp.full((6, 4), 0.5)
+  updates["output"]["kernel_sigma"] = jnp.full((4, 2), 0.5)
+  new_u, _ = tx.update(updates, state, params)
+  new = optax.apply_updates(params, new_u)
+  axis = None if scope == "layer" else 0
+  joint = lambda p: np.sqrt(np.sum(np.square(p["kernel"]), axis=axis)
+                            + np.sum(np.square(p["kernel_sigma"]), axis=axis))
+  np.testing.assert_allclose(joint(new["hidden_0"]), joint(params["hidden_0"]), rtol=1e-5)
+  ratio = lambda p: np.linalg.norm(p["kernel_sigma"]) / np.linalg.norm(p["kernel"])
+  assert ratio(new["hidden_0"]) > 2 * ratio(params["hidden_0"])
+  np.testing.assert_allclose(new["output"]["kernel_sigma"], 0.7, rtol=1e-6)   # not projected

@@ -140,10 +140,16 @@ def test_seed_group_donates_the_arguments_it_is_told_to(mode, num_seeds):
   np.testing.assert_array_equal(np.asarray(kept["w"])[:, 0, 0], np.arange(num_seeds) + 2.0)
 
 
-def test_fresh_agent_state_has_no_shared_buffers_so_it_can_be_donated():
+@pytest.mark.parametrize("intervention", ["none", "l2_init", "upgd"])
+def test_fresh_agent_state_has_no_shared_buffers_so_it_can_be_donated(intervention):
+  """The target network and some optimizer states (L2-init's anchor, UPGD's zero trees)
+  start from shared arrays; donating a state that holds one buffer twice is an error."""
   from agents import agent as agent_lib, presets  # pylint: disable=import-outside-toplevel
-  agent = agent_lib.make_agent(presets.make_config("dqn"), num_actions=3)
-  state = agent_lib.init(agent, jax.random.PRNGKey(0), np.zeros((1, 4, 84, 84), np.uint8))
+  config = presets.make_config("dqn", "classic", intervention=intervention)
+  agent = agent_lib.make_agent(config, num_actions=3)
+  state = agent_lib.init(agent, jax.random.PRNGKey(0), np.zeros((1, 4), np.float32))
   pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
   assert len(set(pointers)) == len(pointers)
   jax.tree.map(np.testing.assert_array_equal, state.params, state.target_params)
+  donated = jax.jit(lambda s: s, donate_argnums=0)
+  jax.block_until_ready(donated(state))   # raises if a buffer were donated twice

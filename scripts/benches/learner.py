@@ -40,9 +40,10 @@ runs with the launchers' XLA:CPU flags (`experiments/xla_cpu.py`).
   update called without donating its state (XLA then writes every output to fresh buffers),
   and the speed-up of donating it, as the training loop does.
 - `learner.layer.<layer>_<pass>_vs_matmul`, `learner.layer_kernels_ms`,
-  `learner.layer_kernels_share_of_update`: every convolution / dense pass of the update timed
-  alone, as a fraction of the matmul rate, and their share of the update's time
-  (`layer_breakdown`): where the missing FLOP rate is.
+  `learner.layer_update_ms`, `learner.layer_kernels_share_of_update`,
+  `learner.layer_kernels_utilization_cap`: every convolution / dense pass of the update timed
+  alone, as a fraction of the matmul rate, their share of the update's time and the
+  utilization they alone would allow (`layer_breakdown`): where the missing FLOP rate is.
 
 Run: `python -m scripts.benches.learner` (prints the JSON); `scripts/bench.py` calls `run`.
 """
@@ -57,7 +58,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -301,14 +302,42 @@ NATURE_LAYERS = (("conv0", (84, 84, 4), 8, 4, 32), ("conv1", (20, 20, 32), 4, 2,
                  ("conv2", (9, 9, 64), 3, 1, 64), ("dense0", (3136,), None, None, 512))
 
 
-def layer_passes(batch_size: int = BATCH) -> dict[str, tuple[Callable[[], Any], float, int]]:
-  """``'<layer>_<pass>' -> (call, flops, times per update)`` for every kernel of the update.
+LAYER_CHAIN = 10   # passes per timed call of `layer_passes`
 
-  Each pass is jitted alone on random float32 operands, with the convolution XLA emits for
-  flax's ``nn.Conv`` (NHWC x HWIO): ``forward`` (run twice per update: online net on obs,
-  target net on next_obs), ``input_grad`` (none for the first layer: the frames need no
-  gradient) and ``weight_grad``. Their time, weighted by the count, against the whole update
-  says how much of it these kernels are and how far below the matmul rate each one runs.
+
+class LayerPass(NamedTuple):
+  call: Callable[[], Any]   # runs the pass LAYER_CHAIN times, each depending on the last
+  flops: float              # of one pass
+  per_update: int           # times the update runs it
+
+
+def _chained(fn: Callable[..., jax.Array], args: tuple, dep: int) -> Callable[[], jax.Array]:
+  """A call running ``fn(*args)`` LAYER_CHAIN times in one jitted function, each run reading
+  a scalar of the previous one's output (added to one element of ``args[dep]``): the passes
+  form a dependent chain inside one executable, as the update's kernels do, with neither
+  overlap between independent calls nor a dispatch and sync per pass. Unrolled, not a
+  ``fori_loop``: inside a loop body XLA:CPU lowers the gradient convolutions far more slowly
+  (measured 0.01 of the matmul rate), which the update does not do."""
+
+  def run(*args):
+    arg, c = args[dep], jnp.zeros((), jnp.float32)
+    for _ in range(LAYER_CHAIN):
+      arg = arg.at[(0,) * arg.ndim].add(c)
+      c = fn(*args[:dep], arg, *args[dep + 1:]).reshape(-1)[0] * 1e-30
+    return c
+
+  run = jax.jit(run)
+  return lambda: run(*args)
+
+
+def layer_passes(batch_size: int = BATCH) -> dict[str, LayerPass]:
+  """``'<layer>_<pass>' -> LayerPass`` for every convolution / dense kernel of the update.
+
+  Each pass runs alone on random float32 operands, with the convolution XLA emits for flax's
+  ``nn.Conv`` (NHWC x HWIO): ``forward`` (twice per update: online net on obs, target net on
+  next_obs), ``input_grad`` (none for the first layer: the frames need no gradient) and
+  ``weight_grad``. Their time, weighted by the count, against the whole update says how much
+  of it these kernels are and how far below the matmul rate each one runs.
   """
   rng = np.random.default_rng(0)
   normal = lambda *shape: jnp.asarray(rng.normal(size=shape).astype(np.float32))
@@ -329,15 +358,14 @@ def layer_passes(batch_size: int = BATCH) -> dict[str, tuple[Callable[[], Any], 
       out_shape = (batch_size, out, out, features)
       flops = 2.0 * batch_size * out * out * kernel * kernel * in_shape[-1] * features
     g = normal(*out_shape)
-    fwd = jax.jit(f)
-    dx = jax.jit(lambda x, w, g, f=f: jax.vjp(lambda x: f(x, w), x)[1](g)[0])
-    dw = jax.jit(lambda x, w, g, f=f: jax.vjp(lambda w: f(x, w), w)[1](g)[0])
-    passes[f"{name}_forward"] = (functools.partial(fwd, x, w), flops, 2)
+    dx = lambda x, w, g, f=f: jax.vjp(lambda x: f(x, w), x)[1](g)[0]
+    dw = lambda x, w, g, f=f: jax.vjp(lambda w: f(x, w), w)[1](g)[0]
+    passes[f"{name}_forward"] = LayerPass(_chained(f, (x, w), 0), flops, 2)
     if name != "conv0":
-      passes[f"{name}_input_grad"] = (functools.partial(dx, x, w, g), flops, 1)
-    passes[f"{name}_weight_grad"] = (functools.partial(dw, x, w, g), flops, 1)
-  for call, _, _ in passes.values():
-    jax.block_until_ready(call())
+      passes[f"{name}_input_grad"] = LayerPass(_chained(dx, (x, w, g), 2), flops, 1)
+    passes[f"{name}_weight_grad"] = LayerPass(_chained(dw, (x, w, g), 2), flops, 1)
+  for p in passes.values():
+    jax.block_until_ready(p.call())
   return passes
 
 
@@ -345,28 +373,34 @@ def layer_breakdown(quick: bool) -> dict[str, float]:
   """Each kernel pass of the update timed alone (`layer_passes`), interleaved with the
   Rainbow update and the matmul: ``learner.layer.<layer>_<pass>_vs_matmul`` (its FLOP rate
   over the matmul's), ``learner.layer_kernels_ms`` (their time per update, counted as the
-  update runs them) and ``learner.layer_kernels_share_of_update`` (that over the update's
-  time; the rest is elementwise work, Adam, layout copies, the loss and the batch's
-  transfer)."""
+  update runs them), ``learner.layer_update_ms`` (the update's own time in this rotation),
+  ``learner.layer_kernels_share_of_update`` (their ratio; the rest is elementwise work,
+  Adam, layout copies, the loss and the batch's transfer) and
+  ``learner.layer_kernels_utilization_cap`` (the update's FLOPs over the kernels' time, as a
+  fraction of the matmul peak: the FLOP utilization the update would reach if everything
+  but these kernels took no time)."""
   reps = 3 if quick else 5
   passes = layer_passes()
   fixture = make_update("rainbow")
   matmul, matmul_flops = make_matmul()
-  calls = {name: (call, 10) for name, (call, _, _) in passes.items()}
+  calls = {name: (p.call, 1) for name, p in passes.items()}
   calls["rainbow"] = (fixture.step, 6 if quick else 10)
   calls["matmul"] = (matmul, 2)
   seconds = interleaved_seconds(calls, reps)
   peak = matmul_flops / seconds["matmul"]
   out = {}
   kernels = np.zeros(reps)
-  for name, (_, flops, count) in passes.items():
+  for name, p in passes.items():
+    per_pass = seconds[name] / LAYER_CHAIN
     out[f"learner.layer.{name}_vs_matmul"] = round(
-        float(np.median(flops / seconds[name] / peak)), 3)
-    kernels += count * seconds[name]
+        float(np.median(p.flops / per_pass / peak)), 3)
+    kernels += p.per_update * per_pass
   out["learner.layer_kernels_ms"] = round(1e3 * float(np.median(kernels)), 2)
   out["learner.layer_update_ms"] = round(1e3 * float(np.median(seconds["rainbow"])), 2)
   out["learner.layer_kernels_share_of_update"] = round(
       float(np.median(kernels / seconds["rainbow"])), 3)
+  out["learner.layer_kernels_utilization_cap"] = round(
+      float(np.median(fixture.flops / kernels / peak)), 3)
   return out
 
 
