@@ -3,8 +3,9 @@
 Seeds. A trainer runs S >= 1 independent agents ("seeds") in one process (`agents.seeds`:
 on CPU the single-seed `act`/`update` are called once per seed, on GPU/TPU the seeds' states
 are stacked and vmapped); they share one batched emulator of S x num_envs environments, and
-each seed has its own replay memory, random streams and run directory. Everything a seed does is derived from its own seed, so
-seed s inside a group follows the same trajectory as seed s run alone.
+each seed has its own replay memory, random streams and run directory. Everything a seed
+does is derived from its own seed, so seed s inside a group follows the same trajectory as
+seed s run alone.
 
 Overlap. Each iteration sends the actions to the emulator (`step_async`), then dispatches
 the learner updates that are due and only then waits for the emulator (`step_wait`). JAX

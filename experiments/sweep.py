@@ -775,8 +775,8 @@ class Report:
       extra["sps"] = summary["sps"]
     self._finish(trial, status, extra)
     if status == "incomplete":
-      print(f"    {trial.name} stopped at {frames or 0} of {trial.num_frames or 'its'} frames; rerun the "
-            "sweep to resume it", file=sys.stderr, flush=True)
+      print(f"    {trial.name} stopped at {frames or 0} of {trial.num_frames or 'its'} frames; "
+            "rerun the sweep to resume it", file=sys.stderr, flush=True)
     elif status == "failed":
       log = os.path.join(trial.run_dir, "train.log")
       if not os.path.exists(log):

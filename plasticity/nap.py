@@ -85,6 +85,12 @@ def _split(path: str) -> tuple[str, str]:
   return parent, name
 
 
+def _sibling(path: str, name: str) -> str:
+  """The path of leaf `name` next to `path` (same parent)."""
+  parent = _split(path)[0]
+  return f"{parent}/{name}" if parent else name
+
+
 def _is_output(path: str) -> bool:
   return any("output" in part.lower() for part in path.split("/"))
 
@@ -119,8 +125,8 @@ def default_mask(params, include_output: bool = False,
   if not include_output:
     selected -= set(_output_indices(paths, sorted(selected)))
   index = {p: i for i, p in enumerate(paths)}
-  selected |= {index[f"{_split(paths[i])[0]}/{SIGMA_NAME}"] for i in selected
-               if f"{_split(paths[i])[0]}/{SIGMA_NAME}" in index}
+  sigmas = (index.get(_sibling(paths[i], SIGMA_NAME)) for i in selected)
+  selected |= {i for i in sigmas if i is not None}
   if project_norm_params:
     parents = _norm_parents(paths)
     selected |= {i for i, p in enumerate(paths) if _split(p)[0] in parents}
@@ -176,7 +182,7 @@ def _plan(params, mask, scope, include_output, project_norm_params):
     if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
       raise ValueError(f"mask: selected leaf {path!r} is not a floating-point array")
     parent, name = _split(path)
-    sigma, kernel = index.get(f"{parent}/{SIGMA_NAME}"), index.get(f"{parent}/kernel")
+    sigma, kernel = index.get(_sibling(path, SIGMA_NAME)), index.get(_sibling(path, "kernel"))
     if parent in parents and name in NORM_PARAM_NAMES:
       joint.setdefault(parent, []).append(i)
     elif name == SIGMA_NAME and kernel is not None and selected[kernel]:

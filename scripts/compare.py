@@ -696,19 +696,22 @@ def _run_curve(run: runlog.RunLog, metric: str, x: np.ndarray, edges: Optional[n
     return bin_episodes(run.episodes_frames, run.episodes_return, edges)
 
 
-def _common_coverage(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(full, partial)`` of a ``(runs, T)`` curve array (NaN where a run has no value).
+def _common_points(curves: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``(runs, T)`` curve arrays (NaN where a run has no value) keeping only the points
+    every run of every array has reached, so a mean over runs never changes which runs it
+    averages part-way along (a short seed ending would otherwise show up as a jump)."""
+    everyone = np.all([np.isfinite(c).all(axis=0) for c in curves], axis=0)
+    return [np.where(everyone[None, :], c, np.nan) for c in curves]
 
-    ``full`` keeps only the points every run has reached, so a mean over seeds never changes
-    which seeds it averages part-way along (a short seed ending would otherwise show up as a
-    jump). ``partial`` is the mean of the runs present at the other points, ``(T,)``, NaN
-    where all runs or none have a value.
-    """
+
+def _common_coverage(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(full, partial)`` of a ``(runs, T)`` curve array: ``full`` as `_common_points`,
+    ``partial`` the mean of the runs present at the other points, ``(T,)``, NaN where all
+    runs or none have a value."""
+    (full,) = _common_points([values])
     ok = np.isfinite(values)
-    everyone = ok.all(axis=0)
     count = ok.sum(axis=0)
-    full = np.where(everyone[None, :], values, np.nan)
-    some = (count > 0) & ~everyone
+    some = (count > 0) & ~np.isfinite(full).any(axis=0)
     partial = np.full(values.shape[1], np.nan)
     partial[some] = np.where(ok, values, 0.0).sum(axis=0)[some] / count[some]
     return full, partial
@@ -771,8 +774,8 @@ def _single_task(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors,
     final_lines = ["## Final scores", "",
                    "Final score of a run: its last evaluation (source `eval`), or the mean "
                    f"training episode return over the last {int(FINAL_FRACTION * 100)} % of the "
-                   "frames up to its last episode (source `train`); mean over seeds with a 95 % bootstrap CI over "
-                   f"seeds ({b.final_reps} resamples). HNS = human-normalized score (random 0, "
+                   "frames up to its last episode (source `train`); mean over seeds with a "
+                   f"95 % bootstrap CI over seeds ({b.final_reps} resamples). HNS = human-normalized score (random 0, "
                    "human 1) of the mean, for games in the score table.", "",
                    "| game | variant | seeds | frames reached | source | final score [95 % CI] "
                    "| HNS |", "|---|---|---|---|---|---|---|"]
@@ -906,10 +909,7 @@ def _aggregate(b: _Builder, by_game, games, variants, colors, game_metric, scale
     for v in variants:
         per_game_curves = [_hns(g, np.stack([_run_curve(r, game_metric[g], x, edges)
                                              for r in by_game[g][v]])) for g in agg_games]
-        # Only points every run of every game has reached: the aggregate never changes
-        # which runs it pools part-way along (see `_common_coverage`).
-        everyone = np.all([np.isfinite(c).all(axis=0) for c in per_game_curves], axis=0)
-        per_game_curves = [np.where(everyone[None, :], c, np.nan) for c in per_game_curves]
+        per_game_curves = _common_points(per_game_curves)
         for ax, name in zip(axes[0], ("median", "iqm")):
             point, lo, hi = stats.stratified_bootstrap_curve(
                 per_game_curves, stats.AGGREGATES[name], reps=b.reps, seed=b.next_seed())
@@ -1203,7 +1203,7 @@ def _sequential(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors) -> 
                         sel = ep_games[p] == g
                         rets[sel] = _hns(g, rets[sel])
                 rows.append(bin_episodes(r.episodes_frames, rets, edges))
-            m, lo, hi = b.band(_common_coverage(np.stack(rows))[0])
+            m, lo, hi = b.band(_common_points([np.stack(rows)])[0])
             _band(ax, x, m, lo, hi, colors[v], label=f"{v} (n={len(rows)})", scale=scale)
         # The whole run from frame 0: a game label outside the data's x range would otherwise
         # make tight_layout squeeze the axes to make room for it.
@@ -1261,7 +1261,7 @@ def _sequential(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors) -> 
                     if not rows:
                         continue
                     drawn = True
-                    m, lo, hi = b.band(_common_coverage(np.stack(rows))[0])
+                    m, lo, hi = b.band(_common_points([np.stack(rows)])[0])
                     _band(ax, vx, m, lo, hi, colors[v], ls=styles.get(visit, ":"),
                           label=f"{v} v{visit}", scale=vscale)
                     iv = stats.stratified_bootstrap([np.asarray(finals)], stats.aggregate_mean,

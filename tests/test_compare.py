@@ -522,3 +522,7 @@ def test_curves_keep_one_seed_set_and_continue_dashed():
     assert np.isnan(partial[:2]).all() and (partial[2:] == 0.0).all()
     full, partial = cmp._common_coverage(np.full((2, 3), nan))
     assert np.isnan(full).all() and np.isnan(partial).all()
+    # Across games (the aggregate): a point survives only where every run of every game is.
+    a, b = cmp._common_points([np.array([[1.0, 2.0, 3.0]]), np.array([[4.0, nan, 6.0]])])
+    np.testing.assert_array_equal(a, [[1.0, nan, 3.0]])
+    np.testing.assert_array_equal(b, [[4.0, nan, 6.0]])

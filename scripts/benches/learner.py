@@ -194,6 +194,43 @@ def xla_flops(compiled) -> float:
   return float(analysis["flops"])
 
 
+NATURE_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))   # (features, kernel, stride)
+NATURE_DENSE = 512
+
+
+class Layer(NamedTuple):
+  name: str
+  in_shape: tuple[int, ...]    # [H, W, C] for a convolution, [D] for a dense layer
+  kernel: int | None           # None: dense
+  stride: int | None
+  features: int
+
+  @property
+  def out_shape(self) -> tuple[int, ...]:
+    if self.kernel is None:
+      return (self.features,)
+    out = (self.in_shape[0] - self.kernel) // self.stride + 1
+    return (out, out, self.features)
+
+  @property
+  def macs(self) -> int:
+    """Multiply-adds of one forward pass for one sample."""
+    if self.kernel is None:
+      return self.in_shape[0] * self.features
+    return int(np.prod(self.out_shape)) * self.kernel ** 2 * self.in_shape[-1]
+
+
+def nature_layers(hw: int = 84, channels: int = 4) -> tuple[Layer, ...]:
+  """The Nature CNN torso's layers (``Conv_0..2``, ``Dense_0``) on ``hw x hw x channels``."""
+  layers = []
+  shape = (hw, hw, channels)
+  for i, (features, kernel, stride) in enumerate(NATURE_CONVS):
+    layers.append(Layer(f"conv{i}", shape, kernel, stride, features))
+    shape = layers[-1].out_shape
+  layers.append(Layer("dense0", (int(np.prod(shape)),), None, None, NATURE_DENSE))
+  return tuple(layers)
+
+
 def analytic_flops(batch_size: int = BATCH, num_outputs: int = NUM_ACTIONS * 51,
                    online_passes: int = 1, hw: int = 84, channels: int = 4) -> float:
   """Multiply-add FLOPs (2 per MAC) of one Nature-CNN TD update.
@@ -204,13 +241,8 @@ def analytic_flops(batch_size: int = BATCH, num_outputs: int = NUM_ACTIONS * 51,
   each as many MACs as that layer's forward pass. Biases, activations, the loss and the
   optimizer are left out (they are the small difference to XLA's count).
   """
-  macs = []
-  for features, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
-    out = (hw - kernel) // stride + 1
-    macs.append(out * out * kernel * kernel * channels * features)
-    hw, channels = out, features
-  macs.append(hw * hw * channels * 512)      # Dense_0
-  macs.append(512 * num_outputs)              # output layer
+  macs = [layer.macs for layer in nature_layers(hw, channels)]
+  macs.append(NATURE_DENSE * num_outputs)     # output layer
   forward = 2 * sum(macs)
   backward = 2 * forward - 2 * macs[0]
   return float(batch_size * ((online_passes + 1) * forward + backward))
@@ -291,15 +323,9 @@ def run(quick: bool) -> dict[str, float | int | str]:
         float(np.median(seeds * seconds["rainbow"] / seconds[name])), 3)
   from agents import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
   out[f"learner.seeds{seeds}_mode"] = seeds_lib.resolve_mode("auto")
-  out.update(layer_breakdown(quick))
+  out.update(layer_breakdown(quick, fixtures["rainbow"], (matmul, matmul_flops)))
   out.update(default_flags_utilization(quick))
   return out
-
-
-# The Nature CNN's layers as the Rainbow update runs them at batch 32:
-# (name, input [H, W, C] or [D], kernel, stride, out features).
-NATURE_LAYERS = (("conv0", (84, 84, 4), 8, 4, 32), ("conv1", (20, 20, 32), 4, 2, 64),
-                 ("conv2", (9, 9, 64), 3, 1, 64), ("dense0", (3136,), None, None, 512))
 
 
 LAYER_CHAIN = 10   # passes per timed call of `layer_passes`
@@ -342,22 +368,20 @@ def layer_passes(batch_size: int = BATCH) -> dict[str, LayerPass]:
   rng = np.random.default_rng(0)
   normal = lambda *shape: jnp.asarray(rng.normal(size=shape).astype(np.float32))
   passes = {}
-  for name, in_shape, kernel, stride, features in NATURE_LAYERS:
+  for layer in nature_layers():
+    name, in_shape = layer.name, layer.in_shape
     x = normal(batch_size, *in_shape)
-    if kernel is None:
-      w = normal(in_shape[0], features)
+    if layer.kernel is None:
+      w = normal(in_shape[0], layer.features)
       f = lambda x, w: x @ w
-      out_shape = (batch_size, features)
-      flops = 2.0 * batch_size * in_shape[0] * features
     else:
-      w = normal(kernel, kernel, in_shape[-1], features)
+      w = normal(layer.kernel, layer.kernel, in_shape[-1], layer.features)
       f = functools.partial(
           lambda x, w, s: jax.lax.conv_general_dilated(
-              x, w, (s, s), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")), s=stride)
-      out = (in_shape[0] - kernel) // stride + 1
-      out_shape = (batch_size, out, out, features)
-      flops = 2.0 * batch_size * out * out * kernel * kernel * in_shape[-1] * features
-    g = normal(*out_shape)
+              x, w, (s, s), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")),
+          s=layer.stride)
+    flops = 2.0 * batch_size * layer.macs
+    g = normal(batch_size, *layer.out_shape)
     dx = lambda x, w, g, f=f: jax.vjp(lambda x: f(x, w), x)[1](g)[0]
     dw = lambda x, w, g, f=f: jax.vjp(lambda w: f(x, w), w)[1](g)[0]
     passes[f"{name}_forward"] = LayerPass(_chained(f, (x, w), 0), flops, 2)
@@ -369,7 +393,9 @@ def layer_passes(batch_size: int = BATCH) -> dict[str, LayerPass]:
   return passes
 
 
-def layer_breakdown(quick: bool) -> dict[str, float]:
+def layer_breakdown(quick: bool, fixture: UpdateFixture | None = None,
+                    matmul: tuple[Callable[[], jax.Array], float] | None = None
+                    ) -> dict[str, float]:
   """Each kernel pass of the update timed alone (`layer_passes`), interleaved with the
   Rainbow update and the matmul: ``learner.layer.<layer>_<pass>_vs_matmul`` (its FLOP rate
   over the matmul's), ``learner.layer_kernels_ms`` (their time per update, counted as the
@@ -378,11 +404,12 @@ def layer_breakdown(quick: bool) -> dict[str, float]:
   Adam, layout copies, the loss and the batch's transfer) and
   ``learner.layer_kernels_utilization_cap`` (the update's FLOPs over the kernels' time, as a
   fraction of the matmul peak: the FLOP utilization the update would reach if everything
-  but these kernels took no time)."""
+  but these kernels took no time). `fixture` / `matmul`: `run`'s compiled rainbow update
+  and matmul (built here if not given)."""
   reps = 3 if quick else 5
   passes = layer_passes()
-  fixture = make_update("rainbow")
-  matmul, matmul_flops = make_matmul()
+  fixture = fixture or make_update("rainbow")
+  matmul, matmul_flops = matmul or make_matmul()
   calls = {name: (p.call, 1) for name, p in passes.items()}
   calls["rainbow"] = (fixture.step, 6 if quick else 10)
   calls["matmul"] = (matmul, 2)
