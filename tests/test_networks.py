@@ -296,6 +296,68 @@ def test_every_gemm_conv_method_equals_lax_conv(method, kernel, stride):
       rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("kernel, stride, size", [(8, 4, 23), (4, 2, 9), (6, 3, 12)])
+def test_strided_conv_values_and_derivatives_equal_lax_conv(kernel, stride, size):
+  """strided_conv: XLA's forward (bit-equal), space-to-depth derivatives equal to XLA's in
+  reverse and forward mode (the input-Jacobian diagnostic uses jvp), also vmapped over
+  seeds' kernels; input sizes the windows do not tile (23 = 4*5 + 3) get zero gradient in
+  the rows no window reads."""
+  from networks import conv  # pylint: disable=import-outside-toplevel
+  x = jnp.asarray(RNG.normal(size=(2, size, size + 1, 3)), jnp.float32)
+  w = jnp.asarray(RNG.normal(size=(kernel, kernel, 3, 5)), jnp.float32)
+  strides = (stride, stride)
+  assert conv.strided_conv_applies(x.shape, w.shape, strides)
+  ref = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, "VALID",
+                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  fast = lambda x, w: conv.strided_conv(x, w, strides)
+  np.testing.assert_array_equal(jax.jit(fast)(x, w), jax.jit(ref)(x, w))
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-4)
+  got, want = (jax.jit(jax.grad(loss(f), (0, 1)))(x, w) for f in (fast, ref))
+  jax.tree.map(close, got, want)
+  assert float(jnp.max(jnp.abs(got[0]))) > 0.1
+  used = (size - kernel) // stride * stride + kernel
+  assert used < size or kernel != 8
+  np.testing.assert_array_equal(got[0][:, used:], 0.0)
+  dx, dw = jnp.ones_like(x), jnp.cos(w)
+  for tangents in ((dx, dw), (dx, jnp.zeros_like(w))):
+    close(jax.jvp(fast, (x, w), tangents)[1], jax.jvp(ref, (x, w), tangents)[1])
+  close(jax.jvp(lambda x: fast(x, w), (x,), (dx,))[1], jax.jvp(lambda x: ref(x, w), (x,), (dx,))[1])
+  ws = jnp.stack([w, 2 * w])
+  got, want = (jax.vmap(jax.grad(loss(f), 1), (None, 0))(x, ws) for f in (fast, ref))
+  close(got, want)
+
+
+def test_conv_takes_space_to_depth_derivatives_on_cpu_only_where_they_apply():
+  """Conv(impl='auto') outside gemm_convolutions() keeps nn.Conv's parameters and values;
+  on CPU its strided layers' input gradient is no longer XLA's zero-dilated convolution;
+  stride-1, padded and non-dividing-stride layers are nn.Conv itself."""
+  from networks import conv  # pylint: disable=import-outside-toplevel
+  assert jax.default_backend() == "cpu"
+  x = jnp.asarray(RNG.normal(size=(2, 20, 20, 4)), jnp.float32)
+
+  def input_grad_hlo(make, **kwargs):
+    layer = make(6, (4, 4), **kwargs)
+    variables = layer.init(KEY, x)
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(layer.apply(variables, x) ** 2)))
+    return variables, layer.apply(variables, x), grad.lower(x).compile().as_text()
+
+  for kwargs in (dict(strides=2, padding="VALID"), dict(strides=1, padding="VALID"),
+                 dict(strides=2, padding="SAME"), dict(strides=3, padding="VALID")):
+    (v_auto, y_auto, hlo_auto), (v_flax, y_flax, hlo_flax) = (
+        input_grad_hlo(make, **kwargs) for make in (conv.Conv, nn.Conv))
+    assert jax.tree.map(jnp.shape, v_auto) == jax.tree.map(jnp.shape, v_flax)
+    np.testing.assert_array_equal(y_auto, y_flax)
+    takes_s2d = kwargs == dict(strides=2, padding="VALID")
+    assert ("lhs_dilate" in hlo_flax) == (kwargs["strides"] > 1)
+    assert ("lhs_dilate" in hlo_auto) == (kwargs["strides"] > 1 and not takes_s2d), kwargs
+  _, _, hlo_xla = input_grad_hlo(functools.partial(conv.Conv, impl="xla"), strides=2,
+                                 padding="VALID")
+  assert "lhs_dilate" in hlo_xla
+  with pytest.raises(ValueError, match="allowed values: auto, gemm, xla_s2d, xla"):
+    conv.Conv(4, (3, 3), impl="s2d")
+
+
 def test_image_torsos_give_uint8_frames_and_their_float_copy_the_same_input():
   """The input Jacobian diagnostic differentiates through a float copy of uint8 frames."""
   frames = RNG.integers(0, 256, size=(2, 4, 8, 8)).astype(np.uint8)

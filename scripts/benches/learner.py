@@ -20,9 +20,12 @@ runs with the launchers' XLA:CPU flags (`experiments/xla_cpu.py`).
   repetitions: the machine's measured matmul rate.
 - `learner.achieved_gflops` = flops_per_update x rainbow updates/s and
   `learner.flop_utilization` = achieved / matmul peak (median over repetitions of the
-  per-repetition ratio), for the update the agent runs with one seed (flax's `nn.Conv`:
-  `networks.conv.Conv` is exactly that outside `gemm_convolutions()`). `..._gemm_conv`: the
-  same update with the GEMM convolution forced, the faster choice before XLA:CPU's own
+  per-repetition ratio), for the update the agent runs with one seed (`networks.conv.Conv`
+  outside `gemm_convolutions()`: XLA's convolutions, the strided ones differentiated through
+  their space-to-depth form, `networks.conv.strided_conv`). `..._xla_grads`: the same update
+  with flax's `nn.Conv` (XLA's own convolution derivatives), the 'before' of that change, and
+  `learner.rainbow_s2d_grads_vs_xla` the speed-up (median of per-repetition ratios).
+  `..._gemm_conv`: the GEMM convolution forced, the faster choice before XLA:CPU's own
   convolutions caught up, kept as the comparison.
 - `learner.flop_utilization_xla_default_flags` and `learner.rainbow_updates_per_s_xla_default_flags`:
   the same measurement in a child process without those flags (XLA's default YNNPACK
@@ -282,6 +285,7 @@ def run(quick: bool) -> dict[str, float | int | str]:
   fixtures = {name: make_update(name) for name in ("dqn", "rainbow", "rainbow_nap")}
   fixtures["rainbow_no_donation"] = make_update("rainbow", donate=False)
   fixtures["rainbow_gemm_conv"] = make_update("rainbow", conv="gemm")
+  fixtures["rainbow_xla_grads"] = make_update("rainbow", conv="xla")
   fixtures["seeds"] = make_update("rainbow", num_seeds=seeds, mode="auto")   # the agent's
   fixtures["seeds_vmap"] = make_update("rainbow", num_seeds=seeds, mode="vmap")
   fixtures["seeds_vmap_xla_conv"] = make_update("rainbow", conv="xla", num_seeds=seeds,
@@ -301,6 +305,8 @@ def run(quick: bool) -> dict[str, float | int | str]:
       float(np.median(seconds["rainbow"] / seconds["rainbow_nap"])), 3)
   out["learner.rainbow_donated_vs_not"] = round(
       float(np.median(seconds["rainbow_no_donation"] / seconds["rainbow"])), 3)
+  out["learner.rainbow_s2d_grads_vs_xla"] = round(
+      float(np.median(seconds["rainbow_xla_grads"] / seconds["rainbow"])), 3)
   out["learner.rainbow_updates_per_s_no_donation"] = round(
       1.0 / float(np.median(seconds["rainbow_no_donation"])), 2)
   out["learner.flops_per_update"] = flops
@@ -309,7 +315,7 @@ def run(quick: bool) -> dict[str, float | int | str]:
   out["learner.matmul_peak_gflops"] = round(float(np.median(peak)) / 1e9, 1)
   for prefix, name, updates, suffix in (
       ("", "rainbow", 1, ""), ("", "rainbow_no_donation", 1, "_no_donation"),
-      ("", "rainbow_gemm_conv", 1, "_gemm_conv"),
+      ("", "rainbow_gemm_conv", 1, "_gemm_conv"), ("", "rainbow_xla_grads", 1, "_xla_grads"),
       (f"seeds{seeds}_", "seeds", seeds, ""),
       (f"seeds{seeds}_", "seeds_vmap", seeds, "_vmap"),
       (f"seeds{seeds}_", "seeds_vmap_xla_conv", seeds, "_vmap_xla_conv")):
@@ -359,12 +365,15 @@ def _chained(fn: Callable[..., jax.Array], args: tuple, dep: int) -> Callable[[]
 def layer_passes(batch_size: int = BATCH) -> dict[str, LayerPass]:
   """``'<layer>_<pass>' -> LayerPass`` for every convolution / dense kernel of the update.
 
-  Each pass runs alone on random float32 operands, with the convolution XLA emits for flax's
-  ``nn.Conv`` (NHWC x HWIO): ``forward`` (twice per update: online net on obs, target net on
+  Each pass runs alone on random float32 operands, as the agent's convolution
+  (`networks.conv.Conv`) runs it on CPU: XLA's convolution (NHWC x HWIO), the strided
+  layers' gradients taken through `networks.conv.strided_conv`'s space-to-depth form:
+  ``forward`` (twice per update: online net on obs, target net on
   next_obs), ``input_grad`` (none for the first layer: the frames need no gradient) and
   ``weight_grad``. Their time, weighted by the count, against the whole update says how much
   of it these kernels are and how far below the matmul rate each one runs.
   """
+  from networks import conv  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   normal = lambda *shape: jnp.asarray(rng.normal(size=shape).astype(np.float32))
   passes = {}
@@ -376,10 +385,14 @@ def layer_passes(batch_size: int = BATCH) -> dict[str, LayerPass]:
       f = lambda x, w: x @ w
     else:
       w = normal(layer.kernel, layer.kernel, in_shape[-1], layer.features)
-      f = functools.partial(
-          lambda x, w, s: jax.lax.conv_general_dilated(
-              x, w, (s, s), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")),
-          s=layer.stride)
+      strides = (layer.stride, layer.stride)
+      if conv.strided_conv_applies(x.shape, w.shape, strides):
+        f = functools.partial(lambda x, w, s: conv.strided_conv(x, w, s), s=strides)
+      else:
+        f = functools.partial(
+            lambda x, w, s: jax.lax.conv_general_dilated(
+                x, w, s, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")),
+            s=strides)
     flops = 2.0 * batch_size * layer.macs
     g = normal(batch_size, *layer.out_shape)
     dx = lambda x, w, g, f=f: jax.vjp(lambda x: f(x, w), x)[1](g)[0]
