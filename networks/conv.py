@@ -1,6 +1,7 @@
-"""A drop-in for ``flax.linen.Conv`` whose convolutions are plain matrix products.
+"""A drop-in for ``flax.linen.Conv`` with two faster CPU forms: GEMM convolutions for vmapped
+seeds, and space-to-depth derivatives for strided convolutions.
 
-Why: XLA:CPU lowers ``lax.conv_general_dilated`` to YNNPACK/Eigen convolution kernels.
+GEMM form. XLA:CPU lowers ``lax.conv_general_dilated`` to YNNPACK/Eigen convolution kernels.
 Under ``vmap`` over per-seed kernels (several agents in one process), JAX rewrites the
 convolution as a grouped one (``feature_group_count`` = seeds), which those kernels run far
 below the machine's matmul rate, backward passes included. Written as explicit patches and
@@ -27,7 +28,8 @@ When it pays (measured on a 2-core x86 CPU, jax 0.10, XLA:CPU with YNNPACK;
 ``vmap`` over stacked seeds' parameters, where XLA turns ``nn.Conv`` into a grouped
 convolution, the GEMM form makes the 4-seed update 1.7-1.8x faster.
 
-The derivatives of a strided convolution are the other weak spot of XLA:CPU. It computes the
+Space-to-depth derivatives. The derivatives of a strided convolution are the other weak
+spot of XLA:CPU. It computes the
 input gradient of a stride-s convolution as a convolution over the output gradient dilated
 with zeros, at half the speed of the same sums written as the stride-1 convolution of the
 space-to-depth form (the Nature CNN's 4x4/2 layer: 2.1 against 1.0 ms at batch 32).
@@ -35,7 +37,8 @@ space-to-depth form (the Nature CNN's 4x4/2 layer: 2.1 against 1.0 ms at batch 3
 (``jvp``, hence also ``grad``) through the space-to-depth form, whose transpose is that fast
 stride-1 convolution (the "sub-pixel" form); the weight gradient comes out 5-10% faster too.
 It is a ``custom_jvp``, so forward-mode autodiff (the input-Jacobian diagnostic) keeps
-working. The Rainbow update runs 1.03-1.14x faster with it (``learner.s2d_grads_vs_xla``).
+working. The Rainbow update runs 1.03-1.14x faster with it
+(``learner.rainbow_s2d_grads_vs_xla``).
 
 So ``Conv(impl='auto')``, the default, takes the GEMM form while it is traced inside
 ``gemm_convolutions()`` (``agents.seeds.over_seeds`` opens that block around its ``vmap``),
@@ -66,7 +69,8 @@ _GEMM = contextvars.ContextVar('gemm_convolutions', default=False)
 
 @contextlib.contextmanager
 def gemm_convolutions(enabled: bool = True) -> Iterator[None]:
-  """``Conv(impl='auto')`` traced inside this block uses the GEMM form (else ``nn.Conv``).
+  """``Conv(impl='auto')`` traced inside this block uses the GEMM form (else 'xla_s2d' on
+  CPU, ``nn.Conv`` elsewhere).
 
   Open it around a ``vmap`` over stacked parameters (seeds), where the GEMM form is the
   faster one on CPU; a function must be traced (first called or lowered) inside it.
@@ -121,11 +125,11 @@ def _space_to_depth_conv(x, kernel, strides, precision):
   return _lax_conv(x, _kernel_space_to_depth(kernel, sh, sw), (1, 1), precision)
 
 
-def strided_conv_applies(x_shape, kernel_shape, strides) -> bool:
-  """Whether ``strided_conv`` takes the space-to-depth derivatives: a 2-D convolution
-  (``[B, H, W, C]`` input) with a stride above 1 that divides the kernel size."""
-  return (len(x_shape) == 4 and len(kernel_shape) == 4 and tuple(strides) != (1, 1)
-          and all(s >= 1 and k % s == 0 for k, s in zip(kernel_shape[:2], strides)))
+def strided_conv_applies(kernel_size: Sequence[int], strides: Sequence[int]) -> bool:
+  """Whether ``strided_conv`` takes a 2-D convolution with this ``(kh, kw)`` kernel and
+  ``(sh, sw)`` strides: a stride above 1 that divides the kernel size."""
+  return (len(kernel_size) == 2 and len(strides) == 2 and tuple(strides) != (1, 1)
+          and all(s >= 1 and k % s == 0 for k, s in zip(kernel_size, strides)))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
@@ -138,13 +142,22 @@ def strided_conv(x, kernel, strides: tuple[int, int], precision=None):
   'NHWC'))`` exactly; derivatives equal XLA's to float32 rounding (the same sums in another
   order). See the module docstring for why.
   """
+  _check_strided_conv(x, kernel, strides)
   return _lax_conv(x, kernel, strides, precision)
+
+
+def _check_strided_conv(x, kernel, strides) -> None:
+  if x.ndim != 4 or kernel.ndim != 4 or not strided_conv_applies(kernel.shape[:2], strides):
+    raise ValueError(f"strided_conv takes x [B, H, W, C], kernel [kh, kw, C, F] and strides "
+                     f"above 1 dividing the kernel size; got x {x.shape}, kernel "
+                     f"{kernel.shape}, strides {tuple(strides)}")
 
 
 @functools.partial(strided_conv.defjvp, symbolic_zeros=True)
 def _strided_conv_jvp(strides, precision, primals, tangents):
   x, kernel = primals
   dx, dkernel = tangents
+  _check_strided_conv(x, kernel, strides)
   y = _lax_conv(x, kernel, strides, precision)
   # Symbolic zeros (the frames of a first layer, the kernel in an input-Jacobian probe) get
   # no convolution at all.
@@ -153,8 +166,7 @@ def _strided_conv_jvp(strides, precision, primals, tangents):
     terms.append(_space_to_depth_conv(dx, kernel, strides, precision))
   if not isinstance(dkernel, SymbolicZero):
     terms.append(_space_to_depth_conv(x, dkernel, strides, precision))
-  dy = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
-  return y, dy
+  return y, functools.reduce(jnp.add, terms)   # JAX skips the rule when both are zero
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -317,7 +329,7 @@ class Conv(nn.Conv):
       # IMPALA-CNN gradient 3x slower, while the unpadded (Nature CNN) ones win.
       fast = all(tuple(p) == (0, 0) for p in pads)
     if impl == 'xla_s2d':
-      fast = fast and strided_conv_applies((1, 1, 1, 1), ksize + (1, 1), strides)
+      fast = fast and strided_conv_applies(ksize, strides)
     if not fast:
       return nn.Conv.__call__(self, inputs)
 

@@ -73,7 +73,8 @@ def test_two_seed_run_resumes_every_seed_dir_after_a_crash(tmp_path):
 
 def test_stacked_seeds_trace_gemm_convolutions_and_one_seed_xla_ones():
   """over_seeds(S > 1) traces inside networks.conv.gemm_convolutions() (vmapped grouped
-  convolutions are slow on CPU); one seed keeps flax's own convolution."""
+  convolutions are slow on CPU); one seed keeps XLA's convolution (networks.conv.Conv's
+  'xla_s2d' form on CPU)."""
   import networks  # pylint: disable=import-outside-toplevel
   model = networks.NatureCNN()
   frames = np.zeros((2, 4, 36, 36), np.uint8)

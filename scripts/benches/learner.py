@@ -386,7 +386,7 @@ def layer_passes(batch_size: int = BATCH) -> dict[str, LayerPass]:
     else:
       w = normal(layer.kernel, layer.kernel, in_shape[-1], layer.features)
       strides = (layer.stride, layer.stride)
-      if conv.strided_conv_applies(x.shape, w.shape, strides):
+      if conv.strided_conv_applies(w.shape[:2], strides):
         f = functools.partial(lambda x, w, s: conv.strided_conv(x, w, s), s=strides)
       else:
         f = functools.partial(
