@@ -45,6 +45,19 @@ def test_every_area_has_a_run_function(area):
   assert callable(module.run)
 
 
+def test_matmul_peak_takes_the_faster_implementation_in_each_repetition():
+  """The peak is not taken from XLA's default (YNNPACK) matmul alone: on CPU the same product
+  compiled without YNNPACK (Eigen) is timed too, and each repetition's faster one counts."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  matmuls = learner.make_matmul(64)
+  assert set(matmuls.calls) == {"matmul", "matmul_eigen"} and matmuls.flops == 2 * 64 ** 3
+  np.testing.assert_allclose(matmuls.calls["matmul_eigen"](), matmuls.calls["matmul"](),
+                             rtol=1e-5)
+  seconds = {"matmul": np.array([2.0, 1.0, 3.0]), "matmul_eigen": np.array([1.0, 4.0, 3.0])}
+  np.testing.assert_allclose(matmuls.peak(seconds), matmuls.flops / np.array([1.0, 1.0, 3.0]))
+  assert set(matmuls.timed(3)) == set(matmuls.calls)
+
+
 def test_learner_flops_analytic_count_agrees_with_xla_cost_analysis():
   counts = {conv: learner.update_flops("rainbow", conv, compile_it=False)
             for conv in learner.CONV_IMPLS}

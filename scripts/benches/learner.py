@@ -17,7 +17,9 @@ runs with the launchers' XLA:CPU flags (`experiments/xla_cpu.py`).
   out), and `learner.flops_per_update_gemm_conv`, XLA's count of the update with the GEMM
   form of `networks/conv.py`, whose shift convolution does some redundant multiply-adds.
 - `learner.matmul_peak_gflops`: a plain float32 2048 x 2048 `jnp.dot` timed in the same
-  repetitions: the machine's measured matmul rate.
+  repetitions, through XLA's default path (`learner.matmul_gflops`: YNNPACK on CPU) and,
+  on CPU, compiled without YNNPACK (`learner.matmul_eigen_gflops`: XLA's Eigen dot); the
+  peak is the faster of the two in each repetition: the machine's measured matmul rate.
 - `learner.achieved_gflops` = flops_per_update x rainbow updates/s and
   `learner.flop_utilization` = achieved / matmul peak (median over repetitions of the
   per-repetition ratio), for the update the agent runs with one seed (`networks.conv.Conv`
@@ -251,13 +253,43 @@ def analytic_flops(batch_size: int = BATCH, num_outputs: int = NUM_ACTIONS * 51,
   return float(batch_size * ((online_passes + 1) * forward + backward))
 
 
-def make_matmul(n: int = MATMUL_N) -> tuple[Callable[[], jax.Array], float]:
-  """(call, flops): a jitted float32 [n, n] @ [n, n] on fixed random operands."""
+# Per-executable XLA option for the matmul compiled without YNNPACK: XLA's own dot (Eigen).
+_NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+class Matmuls(NamedTuple):
+  """Plain float32 [n, n] @ [n, n] matmuls, one per implementation XLA offers here."""
+
+  calls: dict[str, Callable[[], jax.Array]]   # "matmul" (XLA's default path), "matmul_eigen"
+  flops: float                                # of one call
+
+  def timed(self, calls_per_rep: int = 2) -> dict[str, tuple[Callable[[], Any], int]]:
+    return {name: (call, calls_per_rep) for name, call in self.calls.items()}
+
+  def peak(self, seconds: dict[str, np.ndarray]) -> np.ndarray:
+    """[reps] FLOP/s of the fastest implementation in each repetition: the machine's
+    measured matmul peak."""
+    return self.flops / np.min([seconds[name] for name in self.calls], axis=0)
+
+
+def make_matmul(n: int = MATMUL_N) -> Matmuls:
+  """The matmul through XLA's default path (YNNPACK on CPU, under the launchers' flags) and,
+  on CPU, the same matmul compiled without YNNPACK (XLA's Eigen dot), on fixed random
+  operands. Both count: on this 2-core AVX-512 VM Eigen's 2048^2 matmul ran 1.1-1.2x faster
+  than YNNPACK's, so a peak taken from the default path alone would overstate utilization."""
   rng = np.random.default_rng(0)
   a, b = (jnp.asarray(rng.random((n, n), dtype=np.float32)) for _ in range(2))
-  dot = jax.jit(jnp.dot)
-  jax.block_until_ready(dot(a, b))
-  return (lambda: dot(a, b)), 2.0 * n ** 3
+  lowered = jax.jit(jnp.dot).lower(a, b)
+  compiled = {"matmul": lowered.compile()}
+  if jax.default_backend() == "cpu":
+    try:
+      compiled["matmul_eigen"] = lowered.compile(compiler_options=_NO_YNN)
+    except Exception:  # pylint: disable=broad-except  # a jaxlib without this option
+      pass
+  calls = {name: (lambda c=c: c(a, b)) for name, c in compiled.items()}
+  for call in calls.values():
+    jax.block_until_ready(call())
+  return Matmuls(calls, 2.0 * n ** 3)
 
 
 def interleaved_seconds(calls: dict[str, tuple[Callable[[], Any], int]],
@@ -290,14 +322,14 @@ def run(quick: bool) -> dict[str, float | int | str]:
   fixtures["seeds_vmap"] = make_update("rainbow", num_seeds=seeds, mode="vmap")
   fixtures["seeds_vmap_xla_conv"] = make_update("rainbow", conv="xla", num_seeds=seeds,
                                                 mode="vmap")
-  matmul, matmul_flops = make_matmul()
+  matmuls = make_matmul()
   calls = {name: (f.step, max(2, n // (seeds if name.startswith("seeds") else 1)))
            for name, f in fixtures.items()}
-  calls["matmul"] = (matmul, 2)
+  calls.update(matmuls.timed())
   seconds = interleaved_seconds(calls, reps)
 
   flops = update_flops("rainbow", "xla")   # the direct algorithm's, whatever the agent runs
-  peak = matmul_flops / seconds["matmul"]                       # [reps] FLOP/s
+  peak = matmuls.peak(seconds)                                  # [reps] FLOP/s
   out: dict[str, float | int | str] = {
       f"learner.{name}_updates_per_s": round(1.0 / float(np.median(seconds[name])), 2)
       for name in ("dqn", "rainbow", "rainbow_nap")}
@@ -313,6 +345,9 @@ def run(quick: bool) -> dict[str, float | int | str]:
   out["learner.flops_per_update_analytic"] = analytic_flops()
   out["learner.flops_per_update_gemm_conv"] = fixtures["rainbow_gemm_conv"].flops
   out["learner.matmul_peak_gflops"] = round(float(np.median(peak)) / 1e9, 1)
+  for name in matmuls.calls:
+    out[f"learner.{name}_gflops"] = round(
+        float(np.median(matmuls.flops / seconds[name])) / 1e9, 1)
   for prefix, name, updates, suffix in (
       ("", "rainbow", 1, ""), ("", "rainbow_no_donation", 1, "_no_donation"),
       ("", "rainbow_gemm_conv", 1, "_gemm_conv"), ("", "rainbow_xla_grads", 1, "_xla_grads"),
@@ -329,7 +364,7 @@ def run(quick: bool) -> dict[str, float | int | str]:
         float(np.median(seeds * seconds["rainbow"] / seconds[name])), 3)
   from agents import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
   out[f"learner.seeds{seeds}_mode"] = seeds_lib.resolve_mode("auto")
-  out.update(layer_breakdown(quick, fixtures["rainbow"], (matmul, matmul_flops)))
+  out.update(layer_breakdown(quick, fixtures["rainbow"], matmuls))
   out.update(default_flags_utilization(quick))
   return out
 
@@ -407,7 +442,7 @@ def layer_passes(batch_size: int = BATCH) -> dict[str, LayerPass]:
 
 
 def layer_breakdown(quick: bool, fixture: UpdateFixture | None = None,
-                    matmul: tuple[Callable[[], jax.Array], float] | None = None
+                    matmuls: Matmuls | None = None
                     ) -> dict[str, float]:
   """Each kernel pass of the update timed alone (`layer_passes`), interleaved with the
   Rainbow update and the matmul: ``learner.layer.<layer>_<pass>_vs_matmul`` (its FLOP rate
@@ -417,17 +452,17 @@ def layer_breakdown(quick: bool, fixture: UpdateFixture | None = None,
   Adam, layout copies, the loss and the batch's transfer) and
   ``learner.layer_kernels_utilization_cap`` (the update's FLOPs over the kernels' time, as a
   fraction of the matmul peak: the FLOP utilization the update would reach if everything
-  but these kernels took no time). `fixture` / `matmul`: `run`'s compiled rainbow update
-  and matmul (built here if not given)."""
+  but these kernels took no time). `fixture` / `matmuls`: `run`'s compiled rainbow update
+  and matmuls (built here if not given)."""
   reps = 3 if quick else 5
   passes = layer_passes()
   fixture = fixture or make_update("rainbow")
-  matmul, matmul_flops = matmul or make_matmul()
+  matmuls = matmuls or make_matmul()
   calls = {name: (p.call, 1) for name, p in passes.items()}
   calls["rainbow"] = (fixture.step, 6 if quick else 10)
-  calls["matmul"] = (matmul, 2)
+  calls.update(matmuls.timed())
   seconds = interleaved_seconds(calls, reps)
-  peak = matmul_flops / seconds["matmul"]
+  peak = matmuls.peak(seconds)
   out = {}
   kernels = np.zeros(reps)
   for name, p in passes.items():
@@ -448,12 +483,12 @@ def utilization_only(quick: bool) -> dict[str, float]:
   """Rainbow updates/s and FLOP utilization alone (interleaved with the matmul)."""
   reps, n = (3, 6) if quick else (7, 15)
   fixture = make_update("rainbow")
-  matmul, matmul_flops = make_matmul()
-  seconds = interleaved_seconds({"rainbow": (fixture.step, n), "matmul": (matmul, 2)}, reps)
+  matmuls = make_matmul()
+  seconds = interleaved_seconds({"rainbow": (fixture.step, n), **matmuls.timed()}, reps)
   flops = update_flops("rainbow", "xla")
   return {"rainbow_updates_per_s": round(1.0 / float(np.median(seconds["rainbow"])), 2),
           "flop_utilization": round(float(np.median(
-              flops / seconds["rainbow"] / (matmul_flops / seconds["matmul"]))), 3)}
+              flops / seconds["rainbow"] / matmuls.peak(seconds))), 3)}
 
 
 def default_flags_utilization(quick: bool) -> dict[str, float]:
