@@ -1,8 +1,9 @@
 """Image torsos: the Nature DQN CNN and the IMPALA residual CNN.
 
 Both take frames ``[B, C, H, W]`` with pixel values 0..255 (frame stack first, as ALE
-delivers them; uint8 or float), scale them by 1/255 and transpose to NHWC themselves. Normalization (over channels) sits right
-before every hidden nonlinearity and a convolution/dense layer feeding a norm has no bias.
+delivers them; uint8 or float), scale them by 1/255 and transpose to NHWC themselves.
+Normalization (over channels) sits right before every hidden nonlinearity and a
+convolution/dense layer feeding a norm has no bias.
 
 All convolutions go through the module-level name ``Conv`` so that a drop-in replacement
 with ``nn.Conv``'s parameter layout (``kernel [kh, kw, in, out]``, ``bias [out]``) can be
@@ -21,7 +22,7 @@ from networks import common, conv
 
 # networks/conv.py: nn.Conv's parameters and values; inside conv.gemm_convolutions() (seeds
 # vmapped by agents.seeds) a GEMM form, 1.7-1.8x faster on CPU; elsewhere on CPU the strided
-# layers take space-to-depth derivatives (1.03-1.14x faster updates); on GPU/TPU nn.Conv.
+# layers take space-to-depth derivatives (about 1.07x faster updates); on GPU/TPU nn.Conv.
 Conv = conv.Conv
 
 

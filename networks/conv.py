@@ -29,16 +29,16 @@ When it pays (measured on a 2-core x86 CPU, jax 0.10, XLA:CPU with YNNPACK;
 convolution, the GEMM form makes the 4-seed update 1.7-1.8x faster.
 
 Space-to-depth derivatives. The derivatives of a strided convolution are the other weak
-spot of XLA:CPU. It computes the
-input gradient of a stride-s convolution as a convolution over the output gradient dilated
-with zeros, at half the speed of the same sums written as the stride-1 convolution of the
-space-to-depth form (the Nature CNN's 4x4/2 layer: 2.1 against 1.0 ms at batch 32).
+spot of XLA:CPU. It computes the input gradient of a stride-s convolution as a convolution
+over the output gradient dilated with zeros, at half the speed of the same sums written as
+the stride-1 convolution of the space-to-depth form (the Nature CNN's 4x4/2 layer: 2.1
+against 1.0 ms at batch 32).
 ``strided_conv`` keeps XLA's convolution for the forward pass and takes its derivatives
 (``jvp``, hence also ``grad``) through the space-to-depth form, whose transpose is that fast
 stride-1 convolution (the "sub-pixel" form); the weight gradient comes out 5-10% faster too.
 It is a ``custom_jvp``, so forward-mode autodiff (the input-Jacobian diagnostic) keeps
-working. The Rainbow update runs 1.03-1.14x faster with it
-(``learner.rainbow_s2d_grads_vs_xla``).
+working. The Rainbow update runs about 1.07x faster with it: 1.03-1.14x in interleaved A/B
+runs, 0.89-1.10 in the bench's noisier ``learner.rainbow_s2d_grads_vs_xla``.
 
 So ``Conv(impl='auto')``, the default, takes the GEMM form while it is traced inside
 ``gemm_convolutions()`` (``agents.seeds.over_seeds`` opens that block around its ``vmap``),

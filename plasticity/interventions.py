@@ -411,7 +411,7 @@ def reset_units(params: PyTree, layer_spec: Sequence[UnitLayer], unit_masks: Map
       rows = w.shape[-2]
       rm = _rows_mask(m, rows)
       if absorb_means is not None:
-        bias = _parent(p) + "/bias" if _parent(p) else "bias"
+        bias = nap.sibling_path(p, "bias")
         if bias in new and np.shape(new[bias]) == (w.shape[-1],):
           contrib = jnp.where(rm, _rows_values(absorb_means[layer.activation], rows) * w, 0.0)
           new[bias] = new[bias] + jnp.sum(contrib, axis=tuple(range(w.ndim - 1))).astype(
@@ -420,7 +420,7 @@ def reset_units(params: PyTree, layer_spec: Sequence[UnitLayer], unit_masks: Map
       mark(p, rm)
       # A noisy outgoing layer (NoisyDense) also feeds the unit through its noise scales:
       # zero those rows too, or the fresh unit's activation still reaches the next layer.
-      sigma = _parent(p) + "/kernel_sigma" if _parent(p) else "kernel_sigma"
+      sigma = nap.sibling_path(p, nap.SIGMA_NAME)
       if sigma in new and np.shape(new[sigma]) == np.shape(w):
         new[sigma] = jnp.where(rm, jnp.zeros_like(new[sigma]), new[sigma])
         mark(sigma, rm)

@@ -85,7 +85,7 @@ def _split(path: str) -> tuple[str, str]:
   return parent, name
 
 
-def _sibling(path: str, name: str) -> str:
+def sibling_path(path: str, name: str) -> str:
   """The path of leaf `name` next to `path` (same parent)."""
   parent = _split(path)[0]
   return f"{parent}/{name}" if parent else name
@@ -125,7 +125,7 @@ def default_mask(params, include_output: bool = False,
   if not include_output:
     selected -= set(_output_indices(paths, sorted(selected)))
   index = {p: i for i, p in enumerate(paths)}
-  sigmas = (index.get(_sibling(paths[i], SIGMA_NAME)) for i in selected)
+  sigmas = (index.get(sibling_path(paths[i], SIGMA_NAME)) for i in selected)
   selected |= {i for i in sigmas if i is not None}
   if project_norm_params:
     parents = _norm_parents(paths)
@@ -182,7 +182,8 @@ def _plan(params, mask, scope, include_output, project_norm_params):
     if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
       raise ValueError(f"mask: selected leaf {path!r} is not a floating-point array")
     parent, name = _split(path)
-    sigma, kernel = index.get(_sibling(path, SIGMA_NAME)), index.get(_sibling(path, "kernel"))
+    sigma = index.get(sibling_path(path, SIGMA_NAME))
+    kernel = index.get(sibling_path(path, "kernel"))
     if parent in parents and name in NORM_PARAM_NAMES:
       joint.setdefault(parent, []).append(i)
     elif name == SIGMA_NAME and kernel is not None and selected[kernel]:

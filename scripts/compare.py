@@ -775,8 +775,9 @@ def _single_task(b: _Builder, runs: dict[str, runlog.RunLog], labels, colors,
                    "Final score of a run: its last evaluation (source `eval`), or the mean "
                    f"training episode return over the last {int(FINAL_FRACTION * 100)} % of the "
                    "frames up to its last episode (source `train`); mean over seeds with a "
-                   f"95 % bootstrap CI over seeds ({b.final_reps} resamples). HNS = human-normalized score (random 0, "
-                   "human 1) of the mean, for games in the score table.", "",
+                   f"95 % bootstrap CI over seeds ({b.final_reps} resamples). HNS = "
+                   "human-normalized score (random 0, human 1) of the mean, for games in the "
+                   "score table.", "",
                    "| game | variant | seeds | frames reached | source | final score [95 % CI] "
                    "| HNS |", "|---|---|---|---|---|---|---|"]
     seed_counts: dict[str, dict[str, int]] = {}

@@ -296,8 +296,9 @@ def test_every_gemm_conv_method_equals_lax_conv(method, kernel, stride):
       rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("kernel, stride, size", [((8, 8), (4, 4), (23, 24)), ((4, 4), (2, 2), (9, 10)),
-                                                  ((6, 4), (3, 2), (13, 11)), ((4, 2), (2, 1), (9, 9))])
+@pytest.mark.parametrize("kernel, stride, size", [
+    ((8, 8), (4, 4), (23, 24)), ((4, 4), (2, 2), (9, 10)), ((6, 4), (3, 2), (13, 11)),
+    ((4, 2), (2, 1), (9, 9))])
 def test_strided_conv_values_and_derivatives_equal_lax_conv(kernel, stride, size):
   """strided_conv: XLA's forward (bit-equal), space-to-depth derivatives equal to XLA's in
   reverse and forward mode (the input-Jacobian diagnostic uses jvp), also vmapped over

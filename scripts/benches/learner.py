@@ -275,7 +275,7 @@ class Matmuls(NamedTuple):
 def make_matmul(n: int = MATMUL_N) -> Matmuls:
   """The matmul through XLA's default path (YNNPACK on CPU, under the launchers' flags) and,
   on CPU, the same matmul compiled without YNNPACK (XLA's Eigen dot), on fixed random
-  operands. Both count: on this 2-core AVX-512 VM Eigen's 2048^2 matmul ran 1.1-1.2x faster
+  operands. Both count: on this 2-core AVX-512 VM Eigen's 2048^2 matmul ran 1.04-1.2x faster
   than YNNPACK's, so a peak taken from the default path alone would overstate utilization."""
   rng = np.random.default_rng(0)
   a, b = (jnp.asarray(rng.random((n, n), dtype=np.float32)) for _ in range(2))
@@ -420,14 +420,12 @@ def layer_passes(batch_size: int = BATCH) -> dict[str, LayerPass]:
       f = lambda x, w: x @ w
     else:
       w = normal(layer.kernel, layer.kernel, in_shape[-1], layer.features)
-      strides = (layer.stride, layer.stride)
-      if conv.strided_conv_applies(w.shape[:2], strides):
-        f = functools.partial(lambda x, w, s: conv.strided_conv(x, w, s), s=strides)
+      s = (layer.stride, layer.stride)
+      if conv.strided_conv_applies(w.shape[:2], s):
+        f = lambda x, w, s=s: conv.strided_conv(x, w, s)
       else:
-        f = functools.partial(
-            lambda x, w, s: jax.lax.conv_general_dilated(
-                x, w, s, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")),
-            s=strides)
+        f = lambda x, w, s=s: jax.lax.conv_general_dilated(
+            x, w, s, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     flops = 2.0 * batch_size * layer.macs
     g = normal(batch_size, *layer.out_shape)
     dx = lambda x, w, g, f=f: jax.vjp(lambda x: f(x, w), x)[1](g)[0]
