@@ -132,8 +132,9 @@ def make_agent(config: AgentConfig, num_actions: int,
   optimizer = iv.chain(
       optax.scale_by_adam(eps=config.adam_eps), scale_by_learning_rate_arg(), pre=pre,
       post=update_transforms, layer_spec=layer_spec, init_fn=init_fn,
-      projection=nap.weight_projection(every_k_steps=config.nap_every_k) if config.nap
-      else None,
+      projection=nap.weight_projection(
+          every_k_steps=config.nap_every_k, norm_params=config.nap_norm_params,
+          norm_decay=config.nap_norm_decay) if config.nap else None,
       upgd_kwargs=dict(learning_rate=None, adaptive=True, eps=config.adam_eps))
   return Agent(config=config, num_actions=num_actions, network=network,
                optimizer=optimizer, learning_rate=learning_rate,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from plasticity.nap import DEFAULT_NORM_DECAY, check_norm_params
+
 TORSOS = ("nature", "impala", "mlp")
 NORMS = ("none", "layer", "rms")
 ACTIVATIONS = ("relu", "leaky_relu")
@@ -63,9 +65,13 @@ class AgentConfig:
   lr_schedule: str = ""          # plasticity.schedules spec; empty = constant `lr`
   adam_eps: float = 1.5e-4
   max_grad_norm: float = 0.0     # 0 disables clipping
-  # Normalize-and-Project: weight projection after every optimizer step.
+  # Normalize-and-Project: weight projection after every optimizer step. `nap_norm_params`
+  # is the paper's treatment of LayerNorm scale/offset (plasticity.nap.NORM_PARAM_TREATMENTS):
+  # free in its single-task runs, decay in its continual and sequential ones.
   nap: bool = False
   nap_every_k: int = 1
+  nap_norm_params: str = "free"
+  nap_norm_decay: float = DEFAULT_NORM_DECAY
   # A plasticity intervention (plasticity.interventions.METHODS) in the optimizer, with
   # hyperparameter overrides as sorted (name, value) pairs (hashable); 'layernorm' and
   # 'leaky_relu' are network options and must match `network`.
@@ -88,6 +94,10 @@ class AgentConfig:
   eval_epsilon: float = 0.001
   reward_clip: float = 1.0       # 0 disables clipping
 
+  # Every agent steps with Adam (UPGD's adaptive form is a normalized step too), so the ELR
+  # rule of `plasticity.nap.effective_learning_rates` is Adam's: lr / ||W||.
+  elr_rule = "adam"
+
   @property
   def target_update_period_updates(self) -> int:
     """Target sync period in learner updates (the update counter is what the state holds)."""
@@ -103,6 +113,7 @@ class AgentConfig:
       raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
     if self.lr <= 0:
       raise ValueError(f"lr must be positive, got {self.lr}")
+    check_norm_params(self.nap_norm_params, self.nap_norm_decay)
     self._validate_intervention()
     if self.min_replay < self.batch_size:
       raise ValueError(f"min_replay ({self.min_replay}) must be >= batch_size ({self.batch_size})")

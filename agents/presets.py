@@ -13,7 +13,7 @@ from typing import Any
 
 from agents.config import AgentConfig, NetworkConfig
 
-AGENTS = ("dqn", "rainbow", "full_rainbow", "der")
+AGENTS = ("dqn", "rainbow", "full_rainbow", "der", "rainbow_dqnzoo")
 ENV_FAMILIES = ("atari", "classic", "minatar")
 
 _ATARI = {
@@ -28,6 +28,16 @@ _ATARI = {
         network=NetworkConfig(distributional=True, dueling=True, noisy=True),
         n_step=3, prioritized=True, double_q=True,
         epsilon_start=0.0, epsilon_end=0.0, eval_epsilon=0.0),
+    # DQN Zoo's Rainbow (run_atari.py defaults), the paper's baseline: every component, noisy
+    # sigma_0 0.1, Adam eps 0.005/32, gradient clipping at 10, a target sync every 32k frames
+    # (8k agent steps), an update every 16 frames (4 agent steps), learning from 2% of a 1M
+    # replay. Its environment options (no sticky actions, life loss as terminal) are below.
+    "rainbow_dqnzoo": AgentConfig(
+        network=NetworkConfig(distributional=True, dueling=True, noisy=True,
+                              noisy_sigma_init=0.1),
+        n_step=3, prioritized=True, double_q=True, lr=6.25e-5, adam_eps=0.005 / 32,
+        max_grad_norm=10.0, replay_capacity=1_000_000, min_replay=20_000, update_every=4,
+        target_update_every=8_000, epsilon_start=0.0, epsilon_end=0.0, eval_epsilon=0.0),
     # Data-efficient Rainbow (Atari 100k): n-step 10, an update every agent step.
     "der": AgentConfig(
         network=NetworkConfig(distributional=True, dueling=True, noisy=True),
@@ -51,8 +61,11 @@ _FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
         epsilon_end=0.1, eval_epsilon=0.0),
 }
 
-# Environment options a preset implies (DER uses the Atari-100k protocol).
-ENV_OPTIONS = {"der": dict(sticky_actions=False, life_loss_terminal=True)}
+# Environment options a preset implies: DER uses the Atari-100k protocol; DQN Zoo plays
+# without sticky actions, up to 30 no-op starts (the default) and a life loss ends the
+# bootstrapping (discount 0) but not the episode.
+ENV_OPTIONS = {"der": dict(sticky_actions=False, life_loss_terminal=True),
+               "rainbow_dqnzoo": dict(sticky_actions=False, life_loss_terminal=True)}
 # Default run length in Atari frames (or environment steps for small environments).
 DEFAULT_FRAMES = {"atari": 10_000_000, "classic": 50_000, "minatar": 1_000_000}
 DEFAULT_FRAMES_DER = 400_000
@@ -71,7 +84,7 @@ def make_config(agent: str, family: str = "atari", **overrides: Any) -> AgentCon
   if family not in ENV_FAMILIES:
     raise ValueError(f"env family {family!r} unknown; allowed values: {', '.join(ENV_FAMILIES)}")
   family_changes = dict(_FAMILY_OVERRIDES[family])
-  if agent in ("full_rainbow", "der"):
+  if _ATARI[agent].network.noisy:
     # Noisy nets explore on their own; the small-env epsilon schedule is not wanted (the
     # user's overrides, applied after, still win).
     family_changes.update(epsilon_start=0.0, epsilon_end=0.0)
@@ -93,3 +106,56 @@ def _apply(config: AgentConfig, changes: dict[str, Any]) -> AgentConfig:
   if network is not None:
     changes["network"] = network
   return dataclasses.replace(config, **changes)
+
+
+# The paper's agents (Lyle et al. 2024, Section 5): the preset, + LayerNorm before every
+# hidden nonlinearity, + NaP (LayerNorm and the weight projection), + NaP with an explicit
+# learning-rate schedule. Named "<agent><suffix>", e.g. "rainbow+nap+schedule".
+VARIANT_SUFFIXES = ("", "+ln", "+nap", "+nap+schedule")
+VARIANTS = tuple(agent + suffix for agent in AGENTS for suffix in VARIANT_SUFFIXES)
+# The single-task schedule: linear from the preset's rate to SCHEDULE_END_LR, reached at
+# half of the run (the paper's best endpoint; it roughly follows Rainbow's norm growth).
+SCHEDULE_END_LR = 1e-6
+SCHEDULE_END_FRACTION = 0.5
+# The sequential protocol's per-game schedule: warm-up from SEQUENTIAL_INIT_LR to the
+# preset's rate over SEQUENTIAL_WARMUP_UPDATES learner updates, cosine to SCHEDULE_END_LR at
+# the game's end, restarted (with a fresh optimizer) at every switch.
+SEQUENTIAL_INIT_LR = 1e-8
+SEQUENTIAL_WARMUP_UPDATES = 1_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """What a named variant sets: the preset, the norm, NaP, and whether it has a schedule."""
+
+  agent: str
+  norm: str
+  nap: bool
+  schedule: bool
+
+
+def variant(name: str) -> Variant:
+  """`Variant` of a name in `VARIANTS`; raises ValueError listing them otherwise."""
+  if name not in VARIANTS:
+    raise ValueError(f"variant {name!r} is not one of the paper's variants; allowed values: "
+                     + ", ".join(VARIANTS))
+  agent, *tokens = name.split("+")
+  return Variant(agent=agent, norm="none" if not tokens else "layer", nap="nap" in tokens,
+                 schedule="schedule" in tokens)
+
+
+def linear_schedule_spec(lr: float, num_frames: int) -> str:
+  """The `+schedule` variants' single-task schedule over frames (plasticity.schedules)."""
+  steps = max(1, int(num_frames * SCHEDULE_END_FRACTION))
+  return f"linear:init={lr!r},end={SCHEDULE_END_LR!r},steps={steps}"
+
+
+def sequential_schedule_spec(lr: float, frames_per_game: int, frames_per_update: int) -> str:
+  """The sequential protocol's per-game warm-up + cosine schedule over frames.
+
+  The warm-up is `SEQUENTIAL_WARMUP_UPDATES` updates (frames_per_update frames each), cut to
+  half a game when a game is shorter than twice that (short test runs).
+  """
+  warmup = min(SEQUENTIAL_WARMUP_UPDATES * frames_per_update, frames_per_game // 2)
+  return (f"warmup_cosine:peak={lr!r},warmup={warmup},steps={frames_per_game},"
+          f"init={SEQUENTIAL_INIT_LR!r},end={SCHEDULE_END_LR!r}")

@@ -77,6 +77,12 @@ flags.DEFINE_list("methods", list(interventions.METHODS),
                   flag_values=_FLAGS)
 flags.DEFINE_string("nap", "both", "NaP (LayerNorm + weight projection): off, on or both.",
                     flag_values=_FLAGS)
+flags.DEFINE_string("nap_norm_params", "decay", "With NaP, LayerNorm scale/offset: free, joint "
+                    "(held at their initial joint norm) or decay (pulled toward (1, 0) each "
+                    "step; the paper's continual setting).", flag_values=_FLAGS)
+flags.DEFINE_float("nap_norm_decay", nap_lib.DEFAULT_NORM_DECAY, "1 - a of "
+                   "--nap_norm_params=decay: (s, b) <- (a s + 1 - a, a b) per step.",
+                   flag_values=_FLAGS)
 flags.DEFINE_integer("steps_per_task", 500, "Optimizer steps per task.", flag_values=_FLAGS)
 flags.DEFINE_integer("num_tasks", 30, "Number of tasks (label resets).", flag_values=_FLAGS)
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (vmapped).", flag_values=_FLAGS)
@@ -115,6 +121,8 @@ class Config:
   nets: tuple[str, ...] = ("mlp",)
   methods: tuple[str, ...] = interventions.METHODS
   nap: str = "both"
+  nap_norm_params: str = "decay"
+  nap_norm_decay: float = nap_lib.DEFAULT_NORM_DECAY
   steps_per_task: int = 500
   num_tasks: int = 30
   seeds: int = 3
@@ -207,6 +215,9 @@ def validate(cfg: Config) -> Config:
   if len(set(cfg.methods)) != len(cfg.methods):
     raise ValueError(f"--methods={','.join(cfg.methods)!r} lists a method twice")
   _choice("nap", cfg.nap, NAP_MODES)
+  _choice("nap_norm_params", cfg.nap_norm_params, nap_lib.NORM_PARAM_TREATMENTS)
+  if not 0.0 < cfg.nap_norm_decay < 1.0:
+    raise ValueError(f"--nap_norm_decay={cfg.nap_norm_decay!r} must be in (0, 1)")
   for name in ("steps_per_task", "num_tasks", "seeds", "batch_size", "log_every", "probe_size",
                "eval_size", "jacobian_projections"):
     _positive(name, getattr(cfg, name))
@@ -248,7 +259,8 @@ def config_from_flags(fv: flags.FlagValues = _FLAGS) -> Config:
   return validate(Config(
       out=fv.out, benchmark=fv.benchmark, dataset=fv.dataset, data_dir=fv.data_dir,
       num_examples=fv.num_examples, nets=tuple(fv.net), methods=tuple(fv.methods),
-      nap=fv.nap, steps_per_task=fv.steps_per_task, num_tasks=fv.num_tasks, seeds=fv.seeds,
+      nap=fv.nap, nap_norm_params=fv.nap_norm_params, nap_norm_decay=fv.nap_norm_decay,
+      steps_per_task=fv.steps_per_task, num_tasks=fv.num_tasks, seeds=fv.seeds,
       seed=fv.seed, batch_size=fv.batch_size, lr=fv.lr, optimizer=fv.optimizer,
       hidden_sizes=ints("hidden_sizes"), cnn_channels=ints("cnn_channels"),
       cnn_strides=ints("cnn_strides"), cnn_hidden=ints("cnn_hidden"),
@@ -310,7 +322,9 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
     return model.init(key, sample)["params"]
 
   tx = iv.optimizer(cfg.lr, base=cfg.optimizer, layer_spec=spec, init_fn=init_fn,
-                    projection=nap_lib.weight_projection() if run.nap else None,
+                    projection=nap_lib.weight_projection(
+                        norm_params=cfg.nap_norm_params, norm_decay=cfg.nap_norm_decay)
+                    if run.nap else None,
                     seed=cfg.seed)
   seeds = np.arange(cfg.seed, cfg.seed + cfg.seeds)
   root = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
@@ -360,7 +374,7 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
         "final_loss": final_loss, "final_accuracy": final_acc,
         "param_norm": metrics.global_param_norm(p),
         "param_norms": metrics.param_norms(p),
-        "elr": metrics.effective_learning_rates(p, cfg.lr),
+        "elr": metrics.effective_learning_rates(p, cfg.lr, cfg.optimizer),
         "jacobian_norm": jac,
         "dormant": metrics.dormant_fractions(hidden),
         "dormant_zero": metrics.dormant_fractions(hidden, 0.0),

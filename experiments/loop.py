@@ -162,7 +162,9 @@ class Trainer:
         (0, 0, None), donate_argnums=(0,))
     self._fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     self._norms = self.group.map(
-        lambda p, lr: (nap.param_norms(p), nap.effective_learning_rates(p, lr)), (0, None))
+        lambda p, lr: (nap.param_norms(p),
+                       nap.effective_learning_rates(p, lr, optimizer=config.agent.elr_rule)),
+        (0, None))
     self.counters = Counters()
     self._losses: list[jax.Array] = []
     self._grad_norms: list[jax.Array] = []

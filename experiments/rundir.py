@@ -34,7 +34,8 @@ RESUME_FREE_FLAGS = frozenset({
     "seed_mode"})
 # Flags added after runs were recorded, with the value every older run implicitly used: an
 # old run without them still resumes.
-ADDED_FLAG_DEFAULTS = {"intervention": "none", "intervention_hparams": [], "seed_mode": "auto"}
+ADDED_FLAG_DEFAULTS = {"intervention": "none", "intervention_hparams": [], "seed_mode": "auto",
+                       "variant": None, "nap_norm_params": None, "nap_norm_decay": None}
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "rlax", "numpy", "ale-py",
              "gymnasium", "nap-rl")
 KEEP_CHECKPOINTS = 2
@@ -230,6 +231,12 @@ def open_run_dir(path: str, config: dict[str, Any], overwrite: bool) -> tuple[Ru
                      "choose another directory or pass --overwrite")
   if old is not None and not overwrite:
     diff = _config_diff(old.get("flags", {}), config["flags"])
+    # Settings resolved from the flags can still differ (a +schedule variant's decay ends at
+    # half of --num_frames): compare the resolved agent where both runs recorded it.
+    old_agent = old.get("agent_config", {})
+    new_agent = json.loads(json.dumps(config.get("agent_config", {})))   # tuples as lists
+    diff += [f"agent_config.{k}: {old_agent[k]!r} -> {new_agent[k]!r}"
+             for k in sorted(set(old_agent) & set(new_agent)) if old_agent[k] != new_agent[k]]
     if diff:
       raise ValueError(
           f"--run_dir={path} holds a run with a different configuration ({'; '.join(diff)}). "

@@ -59,9 +59,10 @@ def define_flags() -> None:
   the same names (--games, --num_frames), and both modules are imported by the tests."""
   flags.DEFINE_list("games", None, "Environment ids, e.g. 'Pong,Breakout' or "
                     "'gym:CartPole-v1' (anything experiments/train.py accepts as --env).")
-  flags.DEFINE_list("variants", None, "Variant names: built-in '<agent>[+nap][+layernorm|"
-                    "+rmsnorm]' (agent: dqn, rainbow, full_rainbow, der), or names defined in "
-                    "--config's \"variants\".")
+  flags.DEFINE_list("variants", None, "Variant names: the paper's '<agent>', '<agent>+ln', "
+                    "'<agent>+nap', '<agent>+nap+schedule' (train's --variant), other built-in "
+                    "'<agent>[+nap][+layernorm|+rmsnorm]', or names defined in --config's "
+                    "\"variants\".")
   flags.DEFINE_list("seeds", ["0"], "Seeds, e.g. '0,1,2' (one trial per seed).")
   flags.DEFINE_integer("num_seeds", None, "Shorthand for --seeds=0,...,S-1.")
   flags.DEFINE_integer("num_frames", None, "--num_frames of every trial (default: the preset's; "
@@ -126,8 +127,11 @@ class Sweep:
 
 # --- building the grid -------------------------------------------------------------------------
 def builtin_variant_flags(name: str) -> list[str] | None:
-  """'rainbow+nap' -> ['--agent=rainbow', '--nap']; None if `name` is not a built-in variant."""
+  """'rainbow+nap' -> ['--variant=rainbow+nap'] (the paper's names), 'der+nap+rmsnorm' ->
+  ['--agent=der', '--nap', '--norm=rms']; None if `name` is not a built-in variant."""
   from agents import presets  # pylint: disable=import-outside-toplevel
+  if name in presets.VARIANTS:
+    return [f"--variant={name}"]
   agent, *tokens = name.split("+")
   if agent not in presets.AGENTS:
     return None
@@ -202,7 +206,7 @@ def resolve_variant(name: str, defined: dict[str, list[str]]) -> list[str]:
         + (f"; the config defines {', '.join(known)}" if known else
            "; define others in a --config file's \"variants\""))
   args = (builtin or []) + defined.get(name, [])
-  agent = last_value(args, "agent")
+  agent = agent_of(args)
   if agent is None:
     raise SweepError(f"variant {name!r} is not a built-in name and its flags set no --agent; "
                      f"add e.g. '--agent=rainbow' (allowed: {', '.join(presets.AGENTS)})")
@@ -210,6 +214,15 @@ def resolve_variant(name: str, defined: dict[str, list[str]]) -> list[str]:
     raise SweepError(f"variant {name!r}: --agent={agent} is not a preset; allowed values: "
                      f"{', '.join(presets.AGENTS)}")
   return args
+
+
+def agent_of(args: list[str]) -> str | None:
+  """The preset a trial's flags run: --agent, or the agent of a --variant."""
+  from agents import presets  # pylint: disable=import-outside-toplevel
+  name = last_value(args, "variant")
+  if name in presets.VARIANTS:
+    return presets.variant(name).agent
+  return last_value(args, "agent")
 
 
 def check_game(game: str) -> None:
@@ -227,7 +240,7 @@ def default_frames(game: str, args: list[str]) -> int | None:
     return None
   family = ("classic" if game.startswith("gym:") else
             "minatar" if game.startswith("minatar:") else "atari")
-  if last_value(args, "agent") == "der" and family == "atari":
+  if agent_of(args) == "der" and family == "atari":
     return presets.DEFAULT_FRAMES_DER
   return presets.DEFAULT_FRAMES[family]
 

@@ -21,10 +21,15 @@ from agents import presets
 from agents.config import AgentConfig, NORMS
 from envs import sequential
 from experiments import xla_cpu
+from plasticity import nap as nap_lib
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("agent", "rainbow", presets.AGENTS, "Agent preset.")
+flags.DEFINE_enum("variant", None, presets.VARIANTS, "One of the paper's agents by name: "
+                  "<agent>, <agent>+ln (LayerNorm), <agent>+nap (NaP), <agent>+nap+schedule "
+                  "(NaP with a linear decay to 1e-6 ending at half of --num_frames). Sets "
+                  "--agent, --norm, --nap and --lr_schedule, which must then not be given.")
 flags.DEFINE_string("env", "Pong", "Environment id: an Atari game ('Pong' or 'ale:Pong'), "
                     "'gym:CartPole-v1' or 'minatar:breakout'.")
 flags.DEFINE_integer("seed", 0, "Random seed; fixes everything on CPU.")
@@ -42,6 +47,13 @@ flags.DEFINE_integer("num_envs", None, "Parallel environments (default 8 Atari, 
 flags.DEFINE_string("run_dir", None, "Output directory (created; resumed if it holds this run).")
 flags.DEFINE_bool("nap", False, "Normalize-and-Project: LayerNorm before every hidden "
                   "nonlinearity plus weight projection to the initial norms.")
+flags.DEFINE_enum("nap_norm_params", None, nap_lib.NORM_PARAM_TREATMENTS, "With --nap, "
+                  "LayerNorm scale/offset: free, joint (held at their initial joint norm) or "
+                  "decay (pulled toward (1, 0) each update). Default, as the paper: free for "
+                  "one game, decay for --schedule=sequential.")
+flags.DEFINE_float("nap_norm_decay", None, "1 - a of --nap_norm_params=decay, "
+                   "(s, b) <- (a s + 1 - a, a b) per update (default "
+                   f"{nap_lib.DEFAULT_NORM_DECAY}).")
 flags.DEFINE_enum("norm", None, NORMS, "Normalization before hidden nonlinearities "
                   "(default: 'layer' with --nap, else 'none'). --norm=layer without --nap is "
                   "the paper's LN baseline.")
@@ -78,9 +90,10 @@ flags.DEFINE_integer("cycles", None, "Passes over the game list (sequential; def
 flags.DEFINE_enum("replay_on_switch", None, ["keep", "clear"], "Replay at a game switch "
                   "(sequential; default keep).")
 flags.DEFINE_bool("reset_optimizer_on_switch", None, "Reset Adam's moments at each game switch "
-                  "(sequential).")
+                  "(sequential; default on with --nap, the paper's protocol).")
 flags.DEFINE_bool("lr_restart_on_switch", None, "Restart --lr_schedule at each game switch "
-                  "(sequential).")
+                  "(sequential; default on with --nap, whose default schedule is the paper's "
+                  "per-game warm-up + cosine).")
 
 _FAMILY_DEFAULTS = {
     #           num_envs, eval_every, checkpoint_every, log_every
@@ -156,17 +169,24 @@ def build_config(f=FLAGS):
       raise ValueError(f"--{', --'.join(given)} only apply with --schedule=sequential")
   elif family != "atari":
     raise ValueError("--schedule=sequential plays Atari games; --env must be an Atari game")
+  chosen = resolve_variant(f)
   intervention, intervention_hparams = parse_intervention(f)
   implied = interventions.NETWORK_OPTIONS.get(intervention, {})
-  norm = f.norm if f.norm is not None else (
-      "layer" if f.nap else implied.get("norm", "none"))
-  if f.nap and norm == "none":
+  norm = chosen.norm if chosen.norm is not None else (
+      "layer" if chosen.nap else implied.get("norm", "none"))
+  if chosen.nap and norm == "none":
     raise ValueError("--nap needs normalization: drop --norm=none or use --norm=layer|rms")
   if implied.get("norm", norm) != norm:
     raise ValueError(f"--intervention={intervention} means --norm={implied['norm']}; got "
                      f"--norm={norm}")
   if f.lr_schedule:
     schedules.make_schedule(f.lr_schedule)   # raises with the valid forms
+  for name in ("nap_norm_params", "nap_norm_decay"):
+    if getattr(f, name) is not None and not chosen.nap:
+      raise ValueError(f"--{name} applies with --nap (or a +nap --variant)")
+  norm_decay = nap_lib.DEFAULT_NORM_DECAY if f.nap_norm_decay is None else f.nap_norm_decay
+  if not 0.0 < norm_decay < 1.0:
+    raise ValueError(f"--nap_norm_decay={norm_decay} must be in (0, 1)")
   overrides = parse_overrides(f.overrides)
   network = dict(overrides.pop("network", {}), norm=norm)
   if "activation" in implied:
@@ -181,8 +201,10 @@ def build_config(f=FLAGS):
     if f.lr <= 0:
       raise ValueError(f"--lr must be positive, got {f.lr}")
     overrides["lr"] = f.lr
-  agent = presets.make_config(f.agent, family, network=network, nap=f.nap,
-                              lr_schedule=f.lr_schedule, **overrides)
+  agent = presets.make_config(
+      chosen.agent, family, network=network, nap=chosen.nap, lr_schedule=f.lr_schedule,
+      nap_norm_params=f.nap_norm_params or ("decay" if sequential_run else "free"),
+      nap_norm_decay=norm_decay, **overrides)
 
   if f.num_seeds < 1:
     raise ValueError(f"--num_seeds must be >= 1, got {f.num_seeds}")
@@ -191,7 +213,7 @@ def build_config(f=FLAGS):
   if num_envs < 1:
     raise ValueError(f"--num_envs must be >= 1, got {num_envs}")
   frames_per_step = 4 if family == "atari" else 1
-  env_options = _env_options(f, family, sequential_run)
+  env_options = _env_options(f, chosen.agent, family, sequential_run)
   if sequential_run:
     games = tuple(f.games) if f.games else sequential.DEFAULT_GAMES
     schedule = sequential.GameSchedule(
@@ -205,12 +227,25 @@ def build_config(f=FLAGS):
                        f"num_envs x frame skip = {granularity} so switches fall exactly on it")
     num_frames = f.num_frames if f.num_frames is not None else schedule.total_frames
   else:
-    default_frames = (presets.DEFAULT_FRAMES_DER if f.agent == "der" and family == "atari"
+    default_frames = (presets.DEFAULT_FRAMES_DER if chosen.agent == "der" and family == "atari"
                       else presets.DEFAULT_FRAMES[family])
     num_frames = f.num_frames if f.num_frames is not None else default_frames
     schedule = sequential.GameSchedule.single(f.env, num_frames)
   if num_frames <= 0:
     raise ValueError(f"--num_frames must be positive, got {num_frames}")
+  # The paper's protocols: a +schedule variant decays linearly over the first half of the
+  # run; a sequential NaP run resets the optimizer and restarts a warm-up + cosine schedule
+  # at every game switch (each part can be turned off with its flag).
+  paper_protocol = sequential_run and chosen.nap
+  if chosen.schedule:
+    agent = dataclasses.replace(agent, lr_schedule=presets.linear_schedule_spec(agent.lr,
+                                                                                num_frames))
+  elif paper_protocol and not f.lr_schedule:
+    agent = dataclasses.replace(agent, lr_schedule=presets.sequential_schedule_spec(
+        agent.lr, schedule.frames_per_game, agent.update_every * frames_per_step))
+  reset_optimizer = (paper_protocol if f.reset_optimizer_on_switch is None
+                     else f.reset_optimizer_on_switch)
+  lr_restart = paper_protocol if f.lr_restart_on_switch is None else f.lr_restart_on_switch
   for name, value in (("eval_every", f.eval_every), ("checkpoint_every", f.checkpoint_every),
                       ("log_every", f.log_every), ("diagnostics_every", f.diagnostics_every)):
     if value is not None and value < 0:
@@ -237,11 +272,28 @@ def build_config(f=FLAGS):
       checkpoint_every=f.checkpoint_every or checkpoint_every,
       log_every=f.log_every or log_every, diagnostics_every=f.diagnostics_every,
       replay_on_switch=f.replay_on_switch or "keep",
-      reset_optimizer_on_switch=bool(f.reset_optimizer_on_switch),
-      lr_restart_on_switch=bool(f.lr_restart_on_switch),
+      reset_optimizer_on_switch=reset_optimizer, lr_restart_on_switch=lr_restart,
       tensorboard=f.tensorboard, progress=f.progress, seed_mode=f.seed_mode)
   flag_values = {name: _jsonable(f[name].value) for name in _OWN_FLAGS}
   return config, flag_values
+
+
+def resolve_variant(f=FLAGS) -> presets.Variant:
+  """The agent, norm, NaP and schedule choice: from --variant, else from --agent/--norm/--nap
+  (norm None: decided by --nap and --intervention; schedule False: --lr_schedule as given)."""
+  if f.variant is None:
+    return presets.Variant(agent=f.agent, norm=f.norm, nap=f.nap, schedule=False)
+  given = [name for name in ("agent", "norm", "nap", "lr_schedule")
+           if not f[name].using_default_value]
+  if given:
+    raise ValueError(f"--variant={f.variant} sets --agent, --norm, --nap and --lr_schedule; "
+                     f"drop --{', --'.join(given)} (or drop --variant)")
+  chosen = presets.variant(f.variant)
+  if chosen.schedule and f.schedule == "sequential":
+    raise ValueError(f"--variant={f.variant}: the linear schedule is the single-task protocol; "
+                     "sequential NaP runs already follow the paper's per-game warm-up + cosine "
+                     f"schedule (use --variant={f.variant.removesuffix('+schedule')})")
+  return chosen
 
 
 def parse_intervention(f=FLAGS) -> tuple[str, tuple[tuple[str, Any], ...]]:
@@ -279,13 +331,13 @@ def _positive(name: str, value: int | None, default: int) -> int:
   return value
 
 
-def _env_options(f, family: str, sequential_run: bool) -> dict[str, Any]:
+def _env_options(f, agent: str, family: str, sequential_run: bool) -> dict[str, Any]:
   if family != "atari":
     for name in ("sticky_actions", "full_action_space"):
       if getattr(f, name) is not None:
         raise ValueError(f"--{name} applies to Atari environments only")
     return {}
-  options = dict(presets.ENV_OPTIONS.get(f.agent, {}))
+  options = dict(presets.ENV_OPTIONS.get(agent, {}))
   if f.sticky_actions is not None:
     options["sticky_actions"] = f.sticky_actions
   full = f.full_action_space if f.full_action_space is not None else sequential_run
@@ -308,7 +360,8 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-_OWN_FLAGS = ("agent", "env", "seed", "num_seeds", "seed_mode", "num_frames", "num_envs", "run_dir", "nap", "norm", "lr",
+_OWN_FLAGS = ("agent", "variant", "env", "seed", "num_seeds", "seed_mode", "num_frames",
+              "num_envs", "run_dir", "nap", "nap_norm_params", "nap_norm_decay", "norm", "lr",
               "lr_schedule", "eval_every", "eval_episodes", "checkpoint_every", "log_every",
               "diagnostics_every", "tensorboard", "overwrite", "progress", "sticky_actions",
               "full_action_space", "overrides", "schedule", "games", "frames_per_game",
@@ -317,15 +370,19 @@ _OWN_FLAGS = ("agent", "env", "seed", "num_seeds", "seed_mode", "num_frames", "n
 
 
 def variant_name(f=FLAGS) -> str:
-  """E.g. 'rainbow+nap', 'dqn+layernorm+cosine', 'rainbow+nap+redo(tau=0.1)'."""
-  name = f.agent
-  norm = f.norm if f.norm is not None else (
+  """E.g. 'rainbow+nap', 'dqn+ln', 'rainbow+nap+schedule', 'dqn+ln+cosine',
+  'rainbow+nap+redo(tau=0.1)': the paper's variant names, extended."""
+  chosen = resolve_variant(f)
+  name = chosen.agent
+  norm = chosen.norm if chosen.norm is not None else (
       "layer" if f.intervention == "layernorm" else None)
-  if f.nap:
+  if chosen.nap:
     name += "+nap"
   elif norm not in (None, "none"):
-    name += f"+{norm}norm"
-  if f.lr_schedule:
+    name += "+ln" if norm == "layer" else f"+{norm}"
+  if chosen.schedule:
+    name += "+schedule"
+  elif f.lr_schedule:
     name += f"+{f.lr_schedule.split(':')[0]}"
   # layernorm is already in the name as the norm; the rest are named with their overrides,
   # so runs that compare.py groups under one variant ran the same method.
@@ -348,10 +405,13 @@ def run_config_json(config, flag_values: dict[str, Any], seed: int,
   """config.json of the run of `seed` (see docs/design.md)."""
   from experiments import rundir  # pylint: disable=import-outside-toplevel
   return {
-      "flags": flag_values, "variant": variant_name(f), "agent": f.agent,
+      "flags": flag_values, "variant": variant_name(f), "agent": resolve_variant(f).agent,
       "env": config.schedule.games[0], "games": list(config.schedule.games),
       "schedule": "sequential" if config.sequential else "single",
       "nap": config.agent.nap, "norm": config.agent.network.norm,
+      "nap_norm_params": config.agent.nap_norm_params if config.agent.nap else None,
+      "reset_optimizer_on_switch": config.reset_optimizer_on_switch,
+      "lr_restart_on_switch": config.lr_restart_on_switch,
       "lr_schedule": config.agent.lr_schedule, "seed": seed,
       "intervention": config.agent.intervention,
       "intervention_hparams": _intervention_hparams(config.agent),

@@ -52,10 +52,12 @@ def param_norms(params: PyTree) -> dict[str, Array]:
   return nap.param_norms(params)
 
 
-def effective_learning_rates(params: PyTree, learning_rate) -> dict[str, Array]:
-  """Per-layer effective learning rates (~ lr / ||W||^2), from `plasticity.nap`."""
+def effective_learning_rates(params: PyTree, learning_rate,
+                             optimizer: str = "adam") -> dict[str, Array]:
+  """Per-layer effective learning rates (lr / ||W|| for Adam, lr / ||W||^2 for SGD), from
+  `plasticity.nap.effective_learning_rates`."""
   from plasticity import nap  # pylint: disable=import-outside-toplevel
-  return nap.effective_learning_rates(params, learning_rate)
+  return nap.effective_learning_rates(params, learning_rate, optimizer=optimizer)
 
 
 def global_param_norm(params: PyTree) -> Array:
@@ -270,7 +272,8 @@ def exact_jacobian_norm(fn: Callable[[Array], Array], x: Array) -> Array:
 
 
 def diagnostics(apply_fn: Callable[..., Any], variables: Mapping[str, Any], x: Array,
-                key: Array, *, learning_rate=None, grads: PyTree | None = None,
+                key: Array, *, learning_rate=None, optimizer: str = "adam",
+                grads: PyTree | None = None,
                 tau: float = DEFAULT_TAU, features_name: str = "features",
                 num_projections: int = 16, apply_kwargs: Mapping[str, Any] | None = None
                 ) -> dict[str, Any]:
@@ -282,6 +285,7 @@ def diagnostics(apply_fn: Callable[..., Any], variables: Mapping[str, Any], x: A
     x: `[B, ...]` probe batch (cast to float32 for the Jacobian).
     key: PRNG key for the Jacobian probes.
     learning_rate: when given, per-layer ELR is included.
+    optimizer: the ELR rule (`plasticity.nap.ELR_EXPONENTS`): the optimizer that trains.
     grads: when given, `grad_norm` is included.
     tau: dormant threshold.
     features_name: the sown penultimate features (matched as a '/'-suffix of the name).
@@ -314,7 +318,7 @@ def diagnostics(apply_fn: Callable[..., Any], variables: Mapping[str, Any], x: A
   out["param_norms"] = param_norms(params)
   out["param_norm"] = global_param_norm(params)
   if learning_rate is not None:
-    out["elr"] = effective_learning_rates(params, learning_rate)
+    out["elr"] = effective_learning_rates(params, learning_rate, optimizer)
   if grads is not None:
     out["grad_norm"] = grad_norm(grads)
   return out

@@ -26,9 +26,18 @@ Default selection (``mask=None``):
   to ``kernel``'s alone); the ratio of the two (the noise level, which noisy nets learn to
   lower) stays free.
 * normalization layers' ``scale`` and ``bias``/``offset`` (a parent whose leaves are
-  ``scale`` plus optionally ``bias``/``offset``): held *jointly* at their initial joint
-  norm, ``sqrt(||scale||^2 + ||offset||^2)`` (``sqrt(d)`` for scale=1, offset=0).
-  ``project_norm_params=False`` leaves them free.
+  ``scale`` plus optionally ``bias``/``offset``), one of the paper's three treatments
+  (``norm_params``):
+
+  - ``'free'`` (default): trained like any other parameter. The paper's default and its
+    single-task Atari setting.
+  - ``'joint'``: held *jointly* at their initial joint norm,
+    ``sqrt(||scale||^2 + ||offset||^2)`` (``sqrt(d)`` for scale 1, offset 0); the paper's
+    option for ReLU networks.
+  - ``'decay'``: pulled a little toward (1, 0) after every update,
+    ``(s, b) <- (a s + (1 - a) 1, a b)`` with ``a = 1 - norm_decay``; the paper's setting for
+    its continual and sequential-Atari runs, where it calls regularizing these parameters
+    critical.
 
 A ``mask`` (pytree of bools with the params' structure, or a callable ``params -> mask``)
 overrides the default selection; selected norm ``scale``/``bias``/``offset`` leaves are still
@@ -50,6 +59,14 @@ KERNEL_NAMES = ("kernel", "w")
 SIGMA_NAME = "kernel_sigma"   # a noisy layer's noise scale, projected jointly with its kernel
 NORM_PARAM_NAMES = ("scale", "bias", "offset")
 SCOPES = ("layer", "unit")
+NORM_PARAM_TREATMENTS = ("free", "joint", "decay")
+# 1 - a of the 'decay' treatment. The paper does not state a; ours is mild by construction:
+# under Adam a parameter moves at most about lr per step, so a constant push is balanced at a
+# distance of about lr / norm_decay from (1, 0) (0.6 at the Rainbow rate of 6.25e-5), and a
+# parameter left alone returns with a half-life of about 6,900 updates.
+DEFAULT_NORM_DECAY = 1e-4
+# ELR exponent k in lr / ||W||^k per optimizer family (see `effective_learning_rates`).
+ELR_EXPONENTS = {"adam": 1, "rmsprop": 1, "sgd": 2, "momentum": 2}
 
 
 class WeightProjectionState(NamedTuple):
@@ -117,9 +134,11 @@ def _norm_parents(paths) -> set[str]:
           if "scale" in names and names <= set(NORM_PARAM_NAMES)}
 
 
-def default_mask(params, include_output: bool = False,
-                 project_norm_params: bool = True):
-  """The default selection as a pytree of bools with ``params``' structure."""
+def default_mask(params, include_output: bool = False, norm_params: str = "free"):
+  """The default projection selection as a pytree of bools with ``params``' structure.
+
+  Normalization parameters are selected only for ``norm_params='joint'``.
+  """
   paths, leaves, treedef = flatten_with_paths(params)
   selected = set(_kernel_indices(paths, leaves))
   if not include_output:
@@ -127,16 +146,16 @@ def default_mask(params, include_output: bool = False,
   index = {p: i for i, p in enumerate(paths)}
   sigmas = (index.get(sibling_path(paths[i], SIGMA_NAME)) for i in selected)
   selected |= {i for i in sigmas if i is not None}
-  if project_norm_params:
+  if norm_params == "joint":
     parents = _norm_parents(paths)
     selected |= {i for i, p in enumerate(paths) if _split(p)[0] in parents}
   return jax.tree_util.tree_unflatten(treedef, [i in selected for i in range(len(paths))])
 
 
-def _resolve_mask(params, mask, include_output, project_norm_params) -> list[bool]:
+def _resolve_mask(params, mask, include_output, norm_params) -> list[bool]:
   paths, _, _ = flatten_with_paths(params)
   if mask is None:
-    mask = default_mask(params, include_output, project_norm_params)
+    mask = default_mask(params, include_output, norm_params)
   elif callable(mask):
     mask = mask(params)
   mpaths, mleaves, _ = flatten_with_paths(mask)
@@ -169,9 +188,16 @@ class _Group(NamedTuple):
   per_unit: bool
 
 
-def _plan(params, mask, scope, include_output, project_norm_params):
+class _Plan(NamedTuple):
+  leaves: list[Any]
+  treedef: Any
+  groups: list[_Group]               # projected onto their recorded norms
+  decayed: tuple[tuple[int, float], ...]   # (leaf index, value it decays toward)
+
+
+def _plan(params, mask, scope, include_output, norm_params) -> _Plan:
   paths, leaves, treedef = flatten_with_paths(params)
-  selected = _resolve_mask(params, mask, include_output, project_norm_params)
+  selected = _resolve_mask(params, mask, include_output, norm_params)
   parents = _norm_parents(paths)
   index = {p: i for i, p in enumerate(paths)}
   joint: dict[str, list[int]] = {}
@@ -194,7 +220,12 @@ def _plan(params, mask, scope, include_output, project_norm_params):
     else:
       groups.append(_Group(path, (i,), scope == "unit" and np.ndim(leaf) >= 2))
   groups += [_Group(parent, tuple(idx), False) for parent, idx in joint.items()]
-  return paths, leaves, treedef, groups
+  decayed = ()
+  if norm_params == "decay":
+    decayed = tuple((i, 1.0 if _split(p)[1] == "scale" else 0.0)
+                    for i, p in enumerate(paths)
+                    if _split(p)[0] in parents and not selected[i])
+  return _Plan(leaves, treedef, groups, decayed)
 
 
 def _sq_norm(per_unit: bool, arrays) -> jax.Array:
@@ -215,9 +246,10 @@ def _group_norms(leaves, layout):
   return [jnp.sqrt(_sq_norm(per_unit, [leaves[i] for i in idx])) for idx, per_unit in layout]
 
 
-@functools.partial(jax.jit, static_argnames="layout")
-def _project(p_leaves, u_leaves, targets, project, layout):
-  """New updates: ``target * (p + u) / ||p + u|| - p`` on each group (where ``project``)."""
+@functools.partial(jax.jit, static_argnames=("layout", "decayed"))
+def _project(p_leaves, u_leaves, targets, project, layout, decayed, keep):
+  """New updates: ``target * (p + u) / ||p + u|| - p`` on each group (where ``project``);
+  ``keep * (p + u) + (1 - keep) * c - p`` on each decayed leaf (``c`` its resting value)."""
   new_u = list(u_leaves)
   for (idx, per_unit), target in zip(layout, targets):
     new = [p_leaves[i] + u_leaves[i] for i in idx]
@@ -227,6 +259,9 @@ def _project(p_leaves, u_leaves, targets, project, layout):
       p = p_leaves[i]
       u = (w * factor.astype(w.dtype)).astype(p.dtype) - p
       new_u[i] = u if project is None else jnp.where(project, u, u_leaves[i])
+  for i, rest in decayed:
+    p = p_leaves[i]
+    new_u[i] = (keep * (p + u_leaves[i]) + (1.0 - keep) * rest).astype(p.dtype) - p
   return new_u
 
 
@@ -242,13 +277,25 @@ def _check_positive(target, key: str) -> None:
         "with `mask`")
 
 
+def check_norm_params(norm_params: str, norm_decay: float = DEFAULT_NORM_DECAY) -> None:
+  """Raises ``ValueError`` for an unknown treatment or a decay outside (0, 1) (a traced
+  decay, as under ``optax.inject_hyperparams``, is not checked)."""
+  if norm_params not in NORM_PARAM_TREATMENTS:
+    raise ValueError(f"norm_params={norm_params!r} is not supported; allowed values: "
+                     + ", ".join(repr(t) for t in NORM_PARAM_TREATMENTS))
+  if isinstance(norm_decay, (int, float)) and not 0.0 < norm_decay < 1.0:
+    raise ValueError(f"norm_decay={norm_decay!r} must be in (0, 1) (the pull toward (1, 0) "
+                     "per update; a = 1 - norm_decay)")
+
+
 # ----------------------------------------------------------------------------- transform
 
 
 def weight_projection(
     scope: str = "layer",
     include_output: bool = False,
-    project_norm_params: bool = True,
+    norm_params: str = "free",
+    norm_decay: float = DEFAULT_NORM_DECAY,
     mask: Any = None,
     every_k_steps: int = 1,
 ) -> optax.GradientTransformation:
@@ -257,37 +304,46 @@ def weight_projection(
   ``init(params)`` records each selected group's norm; ``update(updates, state, params)``
   returns updates ``u'`` such that ``optax.apply_updates(params, u')`` equals
   ``target * (params + updates) / ||params + updates||`` on selected groups (so each selected
-  weight lands exactly back on its recorded norm) and ``params + updates`` elsewhere.
+  weight lands exactly back on its recorded norm) and ``params + updates`` elsewhere (but for
+  normalization parameters under ``norm_params='decay'``).
 
   Args:
-    scope: ``'layer'`` (Frobenius norm of the whole kernel) or ``'unit'`` (each output
-      unit's incoming weights, i.e. all axes but the last, separately).
+    scope: ``'layer'`` (Frobenius norm of the whole kernel, the paper's choice) or
+      ``'unit'`` (each output unit's incoming weights, i.e. all axes but the last).
     include_output: also project the output layer's kernel (see the module docstring).
-    project_norm_params: hold normalization scale and offset jointly at their initial joint
-      norm; False leaves them free.
+    norm_params: normalization scale and offset: ``'free'`` (the paper's default),
+      ``'joint'`` (held at their initial joint norm) or ``'decay'`` (pulled toward (1, 0)
+      after every update, also between projections when ``every_k_steps > 1``).
+    norm_decay: ``1 - a`` of the ``'decay'`` treatment (``DEFAULT_NORM_DECAY``: ours, the
+      paper gives no value; see the constant's comment).
     mask: pytree of bools (params' structure) or callable ``params -> mask``; overrides the
-      default selection. With ``optax.inject_hyperparams`` pass ``static_args='mask'`` for a
-      callable mask.
+      default projection selection. With ``optax.inject_hyperparams`` pass
+      ``static_args='mask'`` for a callable mask.
     every_k_steps: project after every k-th update (updates k, 2k, ...); otherwise pass the
-      updates through. ``1`` (default) projects every step.
+      updates through. ``1`` (default) projects every step. The paper found every step and
+      every 1,000 steps nearly identical in Rainbow.
 
   Raises:
-    ValueError: unknown ``scope``, ``every_k_steps < 1``, a ``mask`` whose structure does not
-      match the params, zero-norm selected weights at ``init`` (checked when ``init`` runs
-      outside ``jit``), or ``update`` called without ``params``.
+    ValueError: unknown ``scope`` or ``norm_params``, ``norm_decay`` outside (0, 1),
+      ``every_k_steps < 1``, a ``mask`` whose structure does not match the params,
+      zero-norm selected weights at ``init`` (checked when ``init`` runs outside ``jit``),
+      or ``update`` called without ``params``.
   """
   if scope not in SCOPES:
     raise ValueError(f"scope={scope!r} is not supported; allowed values: 'layer', 'unit'")
+  check_norm_params(norm_params, norm_decay)
   if isinstance(every_k_steps, (bool, float)) or (
       isinstance(every_k_steps, int) and every_k_steps < 1):
     raise ValueError(f"every_k_steps={every_k_steps!r} must be an int >= 1")
   static_every_step = isinstance(every_k_steps, int) and every_k_steps == 1
+  plan = functools.partial(_plan, mask=mask, scope=scope, include_output=include_output,
+                           norm_params=norm_params)
 
   def init_fn(params):
-    _, leaves, _, groups = _plan(params, mask, scope, include_output, project_norm_params)
-    norms = _group_norms(leaves, layout=_layout(groups))
+    p = plan(params)
+    norms = _group_norms(p.leaves, layout=_layout(p.groups))
     targets = {}
-    for g, target in zip(groups, norms):
+    for g, target in zip(p.groups, norms):
       _check_positive(target, g.key)
       targets[g.key] = target
     return WeightProjectionState(jnp.zeros([], jnp.int32), targets)
@@ -297,18 +353,18 @@ def weight_projection(
       raise ValueError(
           "params: weight_projection.update needs the current parameters; call "
           "tx.update(updates, state, params)")
-    _, p_leaves, treedef, groups = _plan(params, mask, scope, include_output,
-                                         project_norm_params)
-    if {g.key for g in groups} != set(state.target_norms):
+    p = plan(params)
+    if {g.key for g in p.groups} != set(state.target_norms):
       raise ValueError(
           "params: the selected parameters differ from those seen at init "
           f"({sorted(state.target_norms)[:5]}...); re-run init for the new parameters")
-    u_leaves = treedef.flatten_up_to(updates)
+    u_leaves = p.treedef.flatten_up_to(updates)
     count = optax.safe_int32_increment(state.count)
     project = None if static_every_step else (count % every_k_steps) == 0
-    new_u = _project(p_leaves, u_leaves, [state.target_norms[g.key] for g in groups],
-                     project, layout=_layout(groups))
-    return jax.tree_util.tree_unflatten(treedef, new_u), WeightProjectionState(
+    new_u = _project(p.leaves, u_leaves, [state.target_norms[g.key] for g in p.groups],
+                     project, layout=_layout(p.groups), decayed=p.decayed,
+                     keep=1.0 - norm_decay)
+    return jax.tree_util.tree_unflatten(p.treedef, new_u), WeightProjectionState(
         count, state.target_norms)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -343,31 +399,56 @@ def param_norms(params, mask: Any = None) -> dict[str, jax.Array]:
   if mask is None:
     chosen = _kernel_indices(paths, leaves)
   else:
-    sel = _resolve_mask(params, mask, False, False)
+    sel = _resolve_mask(params, mask, False, "free")
     chosen = [i for i, s in enumerate(sel) if s]
   norms = _group_norms(leaves, layout=tuple(((i,), False) for i in chosen))
   return dict(zip((paths[i] for i in chosen), norms))
 
 
-def effective_learning_rates(params, lr, include_output: bool = False,
-                             mask: Any = None) -> dict[str, jax.Array]:
-  """Per-layer effective learning rate ``{path: lr / ||W||_F^2}``.
+def check_optimizer(optimizer: str) -> None:
+  if optimizer not in ELR_EXPONENTS:
+    raise ValueError(f"optimizer={optimizer!r} has no ELR rule here; allowed values: "
+                     + ", ".join(repr(o) for o in ELR_EXPONENTS))
 
-  Definition: for a scale-invariant weight ``W`` (``f(cW) = f(W)`` for ``c > 0``, as for a
-  kernel followed by a normalization layer), ``grad f(cW) = grad f(W) / c``, so a gradient
-  step of size ``lr`` at ``cW`` moves the *direction* ``W / ||W||`` as much as a step of
-  ``lr / c^2`` at ``W``. The ELR is therefore ``lr / ||W||^2`` (Lyle et al. 2024; van Laarhoven
-  2017): norm growth is an implicit learning-rate decay, which NaP removes by holding
-  ``||W||`` fixed. Computed for the default projection selection of kernels (hidden layers;
-  ``include_output`` adds the output layer, whose "ELR" is only nominal) or for ``mask``.
-  ``lr`` may be a float or a traced scalar.
+
+def effective_learning_rates(params, lr, optimizer: str = "adam",
+                             include_output: bool = False,
+                             mask: Any = None) -> dict[str, jax.Array]:
+  """Per-layer effective learning rate ``{path: lr / ||W||^k}``, ``k`` set by ``optimizer``.
+
+  A weight ``W`` followed by a normalization layer is scale-invariant: ``f(cW) = f(W)`` for
+  ``c > 0``. Differentiating, ``grad f(cW) = grad f(W) / c``, and only the direction
+  ``W / ||W||`` matters, which a step ``d`` turns by about ``||d_perp|| / ||W||``. So the ELR
+  of ``W`` is the rate at which a step of nominal size ``lr`` turns the direction of a
+  unit-norm weight (Lyle et al. 2024, Definition 1; van Laarhoven 2017):
+
+  * ``'sgd'`` / ``'momentum'`` (raw gradient steps, ``d = -lr g``): at ``cW`` the step is
+    ``lr g / c`` and the turn ``lr ||g|| / c^2``: the ELR is ``lr / ||W||^2``.
+  * ``'adam'`` / ``'rmsprop'`` (normalized steps, ``d = -lr m / sqrt(v)``, unchanged when
+    the gradient is rescaled): the step stays ``lr``-sized and the turn is ``lr / c``: the
+    ELR is ``lr / ||W||``. Under Adam, norm growth of 60x is a 60x learning-rate decay
+    (the paper's appendix: 6.25e-5 -> 1e-6).
+
+  Norms are per layer: the kernel (with its ``kernel_sigma``, jointly, for noisy layers: the
+  scale a following norm ignores). Computed for the hidden kernels of the default
+  projection selection (``include_output`` adds the output layer, whose "ELR" is only
+  nominal: it is not scale-invariant) or for ``mask``. ``lr`` may be a float or a traced
+  scalar.
   """
+  check_optimizer(optimizer)
   paths, leaves, _ = flatten_with_paths(params)
   if mask is None:
     chosen = _kernel_indices(paths, leaves)
     if not include_output:
       out = set(_output_indices(paths, chosen))
       chosen = [i for i in chosen if i not in out]
-    mask = jax.tree_util.tree_unflatten(
-        jax.tree_util.tree_structure(params), [i in chosen for i in range(len(paths))])
-  return {k: lr / jnp.square(v) for k, v in param_norms(params, mask).items()}
+  else:
+    sel = _resolve_mask(params, mask, False, "free")
+    chosen = [i for i, s in enumerate(sel) if s]
+  index = {p: i for i, p in enumerate(paths)}
+  layout = tuple(((i,) + ((index[sibling_path(paths[i], SIGMA_NAME)],)
+                          if sibling_path(paths[i], SIGMA_NAME) in index else ()), False)
+                 for i in chosen)
+  norms = _group_norms(leaves, layout=layout)
+  k = ELR_EXPONENTS[optimizer]
+  return {paths[i]: lr / n**k for i, n in zip(chosen, norms)}

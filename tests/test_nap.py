@@ -78,8 +78,9 @@ def _train(model, params, tx, steps):
 @functools.cache
 def _trained():
   p0 = _p0()
-  both = _train_many(_mlp(), p0, (optax.chain(optax.adam(1e-2), nap.weight_projection()),
-                                  optax.adam(1e-2)), 300)
+  both = _train_many(_mlp(), p0, (
+      optax.chain(optax.adam(1e-2), nap.weight_projection(norm_params="joint")),
+      optax.adam(1e-2)), 300)
   (with_nap, hist_nap), (without, hist_plain) = both
   return p0, with_nap, hist_nap, without, hist_plain
 
@@ -96,7 +97,7 @@ def test_projection_holds_norms_and_plain_adam_drifts():
     assert _rel(n_plain[k], n0[k]) > 1e-2, (k, n_plain[k], n0[k])
   # The output layer is not projected by default, so it moves.
   assert _rel(n_nap["output/kernel"], n0["output/kernel"]) > 1e-2
-  # LayerNorm scale/bias are held jointly at sqrt(d) = 8.
+  # With norm_params='joint', LayerNorm scale/bias are held jointly at sqrt(d) = 8.
   for layer in ("Dense_0_norm", "Dense_1_norm"):
     joint = jnp.sqrt(jnp.sum(with_nap[layer]["scale"] ** 2) + jnp.sum(with_nap[layer]["bias"] ** 2))
     assert _rel(joint, 8.0) < 1e-5
@@ -120,12 +121,12 @@ def test_scale_invariance_of_hidden_kernels_but_not_output():
 def test_elr_constant_with_nap_and_decaying_without():
   p0, _, hist_nap, _, hist_plain = _trained()
   lr = 1e-2
-  elr0 = nap.effective_learning_rates(p0, lr)
+  elr0 = nap.effective_learning_rates(p0, lr)     # Adam: lr / ||W||
   assert set(elr0) == set(HIDDEN)
   for k in HIDDEN:
-    np.testing.assert_allclose(float(elr0[k]), lr / float(nap.param_norms(p0)[k]) ** 2, rtol=1e-6)
-    elr_nap = lr / hist_nap[k] ** 2
-    elr_plain = lr / hist_plain[k] ** 2
+    np.testing.assert_allclose(float(elr0[k]), lr / float(nap.param_norms(p0)[k]), rtol=1e-6)
+    elr_nap = lr / hist_nap[k]
+    elr_plain = lr / hist_plain[k]
     np.testing.assert_allclose(elr_nap, float(elr0[k]), rtol=1e-5)
     assert float(elr_plain[-1]) < 0.95 * float(elr0[k])
     # decays: the late average is below the early average.
@@ -177,9 +178,11 @@ def test_haiku_tree_default_selection_and_projection():
   mask = nap.default_mask(params)
   assert mask["linear"]["w"] and mask["linear_1"]["w"]
   assert not mask["linear_2"]["w"] and not mask["linear_2"]["b"]  # output: last in natural order
+  assert not mask["layer_norm"]["scale"] and not mask["layer_norm"]["offset"]   # free
+  mask = nap.default_mask(params, norm_params="joint")
   assert mask["layer_norm"]["scale"] and mask["layer_norm"]["offset"]
 
-  tx = optax.chain(optax.adam(1e-2), nap.weight_projection())
+  tx = optax.chain(optax.adam(1e-2), nap.weight_projection(norm_params="joint"))
   state = tx.init(params)
   assert "layer_norm" in state[1].target_norms
   np.testing.assert_allclose(state[1].target_norms["layer_norm"], np.sqrt(32), rtol=1e-6)
@@ -222,7 +225,7 @@ def test_include_output_and_free_norm_params():
   model = _mlp()
   params = _p0()
   tx = optax.chain(optax.adam(1e-2),
-                   nap.weight_projection(include_output=True, project_norm_params=False))
+                   nap.weight_projection(include_output=True, norm_params="free"))
   assert set(tx.init(params)[1].target_norms) == set(HIDDEN) | {"output/kernel"}
   trained, _ = _train(model, params, tx, 50)
   n0, n1 = nap.param_norms(params), nap.param_norms(trained)
@@ -308,6 +311,12 @@ def test_bad_inputs_raise_clear_errors():
     nap.weight_projection(scope="row")
   with pytest.raises(ValueError, match="every_k_steps"):
     nap.weight_projection(every_k_steps=0)
+  with pytest.raises(ValueError, match="norm_params=.*'free', 'joint', 'decay'"):
+    nap.weight_projection(norm_params="project")
+  with pytest.raises(ValueError, match="norm_decay"):
+    nap.weight_projection(norm_params="decay", norm_decay=1.5)
+  with pytest.raises(ValueError, match="optimizer=.*'adam'"):
+    nap.effective_learning_rates(params, 1e-3, optimizer="lion")
   tx = nap.weight_projection()
   state = tx.init(params)
   with pytest.raises(ValueError, match="params"):
@@ -401,3 +410,55 @@ def test_noisy_layer_kernel_and_sigma_are_projected_jointly(scope):
   ratio = lambda p: np.linalg.norm(p["kernel_sigma"]) / np.linalg.norm(p["kernel"])
   assert ratio(new["hidden_0"]) > 2 * ratio(params["hidden_0"])
   np.testing.assert_allclose(new["output"]["kernel_sigma"], 0.7, rtol=1e-6)   # not projected
+
+
+# ----------------------------------------------------------------------------- the paper's rules
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_elr_rule_matches_the_measured_turn_of_a_scale_invariant_weight(optimizer):
+  """Scaling a hidden kernel by c leaves the function unchanged; one optimizer step then
+  turns the kernel's direction less, by the ratio `effective_learning_rates` predicts:
+  c under Adam (lr / ||W||), c^2 under SGD (lr / ||W||^2)."""
+  model, c, layer = _mlp(), 4.0, "Dense_0"
+  p0 = _p0(5)
+  scaled = dict(p0, **{layer: {"kernel": p0[layer]["kernel"] * c}})
+  np.testing.assert_allclose(_apply({"params": scaled}, X), _apply({"params": p0}, X),
+                             rtol=1e-4, atol=1e-5)
+  tx = optax.adam(1e-4) if optimizer == "adam" else optax.sgd(1e-3)
+
+  def turn(params):
+    grads = jax.grad(lambda p: jnp.mean((model.apply({"params": p}, X) - Y) ** 2))(params)
+    u, _ = tx.update(grads, tx.init(params), params)
+    w0 = np.asarray(params[layer]["kernel"], np.float64).ravel()
+    w1 = w0 + np.asarray(u[layer]["kernel"], np.float64).ravel()
+    cos = w0 @ w1 / (np.linalg.norm(w0) * np.linalg.norm(w1))
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+  measured = turn(p0) / turn(scaled)
+  k = f"{layer}/kernel"
+  predicted = float(nap.effective_learning_rates(p0, 1.0, optimizer=optimizer)[k]
+                    / nap.effective_learning_rates(scaled, 1.0, optimizer=optimizer)[k])
+  np.testing.assert_allclose(predicted, c if optimizer == "adam" else c**2, rtol=1e-5)
+  assert abs(measured / predicted - 1.0) < 0.1, (optimizer, measured, predicted)
+
+
+def test_norm_params_free_and_decay_treatments():
+  """'free' (the default) lets LayerNorm scale/offset move like any parameter; 'decay' pulls
+  them toward (1, 0) by (s, b) <- (a s + (1 - a), a b) after the optimizer's step."""
+  params = {"h": {"kernel": jnp.eye(3)}, "h_norm": {"scale": jnp.full((3,), 2.0),
+                                                    "bias": jnp.full((3,), 0.5)},
+            "output": {"kernel": jnp.ones((3, 1))}}
+  updates = jax.tree.map(lambda x: jnp.full_like(x, 0.1), params)
+  free = nap.weight_projection()
+  assert set(free.init(params).target_norms) == {"h/kernel"}
+  new = optax.apply_updates(params, free.update(updates, free.init(params), params)[0])
+  np.testing.assert_allclose(new["h_norm"]["scale"], 2.1, rtol=1e-6)
+  np.testing.assert_allclose(new["h_norm"]["bias"], 0.6, rtol=1e-6)
+  decay = nap.weight_projection(norm_params="decay", norm_decay=0.1)
+  assert set(decay.init(params).target_norms) == {"h/kernel"}
+  new = optax.apply_updates(params, decay.update(updates, decay.init(params), params)[0])
+  np.testing.assert_allclose(new["h_norm"]["scale"], 0.9 * 2.1 + 0.1, rtol=1e-6)
+  np.testing.assert_allclose(new["h_norm"]["bias"], 0.9 * 0.6, rtol=1e-6)
+  np.testing.assert_allclose(jnp.linalg.norm(new["h"]["kernel"]), np.sqrt(3.0), rtol=1e-6)
+  np.testing.assert_allclose(new["output"]["kernel"], 1.1, rtol=1e-6)   # untouched

@@ -282,7 +282,7 @@ def test_flags_map_network_interventions_and_name_the_variant(tmp_path):
   base = dict(run_dir=str(tmp_path / "x"), env="gym:CartPole-v1", agent="dqn")
   ln, ln_json = _config(intervention="layernorm", **base)
   assert ln.agent.network.norm == "layer" and not ln.agent.nap
-  assert ln_json["variant"] == "dqn+layernorm"   # the same run as --norm=layer
+  assert ln_json["variant"] == "dqn+ln"   # the same run as --norm=layer
   leaky, leaky_json = _config(intervention="leaky_relu", **base)
   assert leaky.agent.network.activation == "leaky_relu"
   assert leaky_json["variant"] == "dqn+leaky_relu"

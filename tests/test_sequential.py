@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from envs.sequential import DEFAULT_GAMES, GameSchedule
-from tests.test_train import _lines, _run
+from tests.test_train import _lines, _run, _trainer
 
 
 def test_schedule_tasks_and_switch_frames():
@@ -73,3 +73,44 @@ def test_resume_mid_schedule_continues_on_the_right_game(tmp_path):
   for kind in ("switch", "episode", "train"):
     assert untimed(_lines(tmp_path / "a/metrics.jsonl", kind)) == \
         untimed(_lines(tmp_path / "b/metrics.jsonl", kind))
+
+
+def test_nap_runs_follow_the_papers_sequential_protocol(tmp_path):
+  """With NaP a sequential run resets Adam at every switch, restarts the warm-up + cosine
+  schedule, and (norm_params 'decay') keeps LayerNorm scales near 1."""
+  import optax
+  from agents import presets
+  from plasticity import schedules
+  seq = {k: v for k, v in SEQ.items() if k not in ("lr_schedule", "lr_restart_on_switch")}
+  seq.update(cycles=1, nap=True, overrides=SEQ["overrides"] + ["lr=1e-3"])
+  trainer = _trainer(tmp_path / "nap", **seq)
+  moments_at_start = []
+  original = trainer._start_task
+
+  def start_task(task):
+    original(task)
+    adam = [s for s in jax.tree.leaves(trainer.state.opt_state,
+                                       is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+            if isinstance(s, optax.ScaleByAdamState)]
+    moments_at_start.append(max(float(np.abs(x).max()) for s in adam
+                                for x in jax.tree.leaves((s.mu, s.nu))))
+
+  trainer._start_task = start_task
+  trainer.run()
+  assert trainer.config.reset_optimizer_on_switch and trainer.config.lr_restart_on_switch
+  assert moments_at_start[0] == 0.0 and moments_at_start[1] == 0.0   # reset at the switch
+  config = json.load(open(tmp_path / "nap/config.json"))
+  spec = config["agent_config"]["lr_schedule"]
+  assert config["nap_norm_params"] == "decay" and spec.startswith("warmup_cosine:peak=0.001")
+  assert spec == presets.sequential_schedule_spec(1e-3, 2_000, 16)
+  schedule = schedules.make_schedule(spec)
+  for t in _lines(tmp_path / "nap/metrics.jsonl", "train"):
+    since_switch = t["frames"] - (t["frames"] - 1) // 2_000 * 2_000
+    assert t["lr"] == pytest.approx(float(schedule(since_switch)), rel=1e-5), t["frames"]
+  early = [t["lr"] for t in _lines(tmp_path / "nap/metrics.jsonl", "train")
+           if 2_000 < t["frames"] <= 2_600]
+  assert early and max(early) < 0.6e-3                 # warming up again after the switch
+  scales = [np.asarray(x) for path, x in jax.tree_util.tree_leaves_with_path(
+      trainer.state.params) if "norm" in jax.tree_util.keystr(path) and
+      jax.tree_util.keystr(path).endswith("'scale']")]
+  assert scales and max(float(np.abs(s - 1.0).max()) for s in scales) < 0.05

@@ -179,13 +179,14 @@ def test_dry_run_prints_commands_and_starts_nothing(tmp_path):
   assert len(commands) == 12
   assert any("--env=Breakout --seed=2" in c and c.rstrip().endswith("Breakout_rainbow+nap_s2"
                                                                      "/train.log")
-             and "--agent=rainbow --nap" in c for c in commands)
+             and "--variant=rainbow+nap" in c for c in commands)
   assert not out.exists()
 
 
 def test_variants_and_trial_layout():
-  assert sweep.builtin_variant_flags("rainbow+nap") == ["--agent=rainbow", "--nap"]
-  assert sweep.builtin_variant_flags("dqn") == ["--agent=dqn"]
+  assert sweep.builtin_variant_flags("rainbow+nap") == ["--variant=rainbow+nap"]
+  assert sweep.builtin_variant_flags("dqn+nap+schedule") == ["--variant=dqn+nap+schedule"]
+  assert sweep.builtin_variant_flags("dqn") == ["--variant=dqn"]
   assert sweep.builtin_variant_flags("der+nap+rmsnorm") == ["--agent=der", "--nap", "--norm=rms"]
   assert sweep.builtin_variant_flags("dqn+layernorm+rmsnorm") is None
   assert sweep.builtin_variant_flags("ppo") is None

@@ -230,3 +230,63 @@ def test_cartpole_learns(tmp_path, agent):
   windows = np.convolve(returns, np.ones(20) / 20, mode="valid")
   assert windows.max() >= 195.0, (agent, np.round(windows[::10]).tolist())
   assert returns[-50:].mean() >= 100.0, (agent, returns[-50:].tolist())
+
+
+@pytest.mark.parametrize("agent", ["dqn", "rainbow"])
+def test_paper_variants_resolve_to_their_settings(tmp_path, agent):
+  """Each named variant sets the preset, LayerNorm, NaP and the schedule, and config.json
+  records the resolved settings."""
+  n = 4_000_000
+  expected = {"": ("none", False), "+ln": ("layer", False), "+nap": ("layer", True),
+              "+nap+schedule": ("layer", True)}
+  for suffix, (norm, use_nap) in expected.items():
+    config, record = _config(run_dir=str(tmp_path / "x"), variant=agent + suffix,
+                             num_frames=n)
+    a = config.agent
+    assert (a.network.norm, a.nap, record["variant"], record["agent"]) == (
+        norm, use_nap, agent + suffix, agent)
+    assert record["agent_config"]["network"]["norm"] == norm
+    assert record["agent_config"]["lr_schedule"] == a.lr_schedule
+    assert record["nap_norm_params"] == ("free" if use_nap else None)   # single task: free
+  from plasticity import schedules
+  lr = schedules.make_schedule(a.lr_schedule)
+  values = [float(lr(f)) for f in (0, n // 4, n // 2, n)]
+  np.testing.assert_allclose(values, [6.25e-5, (6.25e-5 + 1e-6) / 2, 1e-6, 1e-6], rtol=1e-5)
+
+
+def test_dqnzoo_rainbow_preset_follows_dqn_zoo():
+  config, record = _config(run_dir="/tmp/never", agent="rainbow_dqnzoo")
+  a = config.agent
+  assert (a.adam_eps, a.max_grad_norm, a.target_update_every * 4, a.update_every * 4) == (
+      0.005 / 32, 10.0, 32_000, 16)
+  assert a.network.noisy and a.network.dueling and a.double_q and a.network.noisy_sigma_init == 0.1
+  options = dict(config.env_options)
+  assert options["sticky_actions"] is False and options["life_loss_terminal"] is True
+
+
+@pytest.mark.parametrize("flag_values, message", [
+    (dict(variant="rainbow+nap", nap=True), "drop --nap"),
+    (dict(variant="rainbow+nap+schedule", schedule="sequential", games=["Pong", "Breakout"],
+          frames_per_game=3200), "single-task protocol"),
+    (dict(nap_norm_params="decay"), "applies with --nap"),
+    (dict(nap=True, nap_norm_decay=2.0), "must be in"),
+])
+def test_bad_variant_flags_fail_before_any_work(tmp_path, flag_values, message):
+  with pytest.raises(ValueError, match=message):
+    _config(run_dir=str(tmp_path / "never"), **flag_values)
+  assert not os.path.exists(tmp_path / "never")
+
+
+def test_unknown_variant_or_norm_treatment_names_the_allowed_values(tmp_path):
+  import subprocess
+  import sys
+  for flag, allowed in (("--variant=rainbow+napp", "rainbow+nap+schedule"),
+                        ("--nap_norm_params=project", "free|joint|decay")):
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", flag, "--nap",
+                           f"--run_dir={tmp_path / 'never'}"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode != 0 and allowed in proc.stderr, proc.stderr[-2000:]
+  assert not os.path.exists(tmp_path / "never")
+  with pytest.raises(ValueError, match="allowed values: dqn, dqn\\+ln"):
+    from agents import presets
+    presets.variant("dqn+bn")
