@@ -546,7 +546,7 @@ def write_synthetic_run(path: str, *, variant: str = "rainbow", agent: str = "ra
                 "loss": round(1.0 / (1.0 + i), 5), "lr": 6.25e-5, "sps": 1000.0,
                 "param_norms": {l: round(10.0 * growth * (1 + j / 10), 5)
                                 for j, l in enumerate(layers)},
-                "elr": {l: 6.25e-5 / (10.0 * growth * (1 + j / 10)) ** 2
+                "elr": {l: 6.25e-5 / (10.0 * growth * (1 + j / 10))
                         for j, l in enumerate(layers)}}))
     if diagnostics_every:
         for fr in range(diagnostics_every, total_frames + 1, diagnostics_every):
