@@ -98,6 +98,7 @@ class Counters:
   task_index: int = -1          # last task whose start was handled
   lr_origin: int = 0            # frame the learning-rate schedule is measured from
   next_log: int = 0
+  last_log: int = 0             # frames of the last training line
   next_eval: int = 0
   next_checkpoint: int = 0
 
@@ -300,7 +301,9 @@ class Trainer:
         obs = step.obs
         if progress is not None:
           progress.update(frames_per_iter)
-        if c.frames >= c.next_log:
+        # A training line every --log_every frames, and one at the run's end, so a run
+        # shorter than --log_every still leaves its loss, norms and ELR.
+        if c.frames >= c.next_log or (c.frames >= cfg.num_frames and c.last_log < c.frames):
           interval_start = self._log_train(interval_start, progress)
         if cfg.eval_every and c.frames >= c.next_eval:
           self._evaluate(task.game)
@@ -376,6 +379,7 @@ class Trainer:
       shown = [r for r in returns if r is not None]
       progress.set_postfix(sps=f"{sps * self.num_seeds:.0f}",
                            ret=f"{np.mean(shown):.1f}" if shown else "-", refresh=False)
+    c.last_log = c.frames
     while c.next_log <= c.frames:
       c.next_log += self.config.log_every
     return now, c.agent_steps

@@ -21,7 +21,7 @@ flags.DEFINE_integer("seed", 0, "Seed of both runs.")
 flags.DEFINE_string("out", "runs/quickstart", "Directory for the two runs and the report.")
 FLAGS = flags.FLAGS
 
-VARIANTS = {"rainbow": [], "rainbow_nap": ["--nap"]}
+VARIANTS = ("rainbow", "rainbow+nap")   # the paper's names (agents.presets.VARIANTS)
 MIN_REPLAY = 5_000       # transitions before learning (the published protocol: 20,000)
 CURVE_POINTS = 20        # train lines (norms, ELR) per run, so a short run still has curves
 # Learner updates between diagnostics: the trainer's 1,000 would leave a 100k-frame run
@@ -41,16 +41,15 @@ def main(argv):
   if FLAGS.num_frames <= 0:
     raise app.UsageError(f"--num_frames must be positive, got {FLAGS.num_frames}")
   run_dirs = []
-  for name, extra in VARIANTS.items():
-    run_dir = os.path.join(FLAGS.out, f"{FLAGS.env.lower()}_{name}_s{FLAGS.seed}")
+  for name in VARIANTS:
+    run_dir = os.path.join(FLAGS.out, f"{FLAGS.env.lower()}_{name.replace('+', '_')}_s{FLAGS.seed}")
     run_dirs.append(run_dir)
-    command = [sys.executable, "-m", "experiments.train", "--agent=rainbow", f"--env={FLAGS.env}",
+    command = [sys.executable, "-m", "experiments.train", f"--variant={name}", f"--env={FLAGS.env}",
                f"--seed={FLAGS.seed}", f"--num_frames={FLAGS.num_frames}",
                f"--run_dir={run_dir}", "--eval_every=0",
                f"--log_every={log_every(FLAGS.num_frames)}",
                f"--diagnostics_every={DIAGNOSTICS_EVERY}",
-               f"--checkpoint_every={FLAGS.num_frames}", f"--overrides=min_replay={MIN_REPLAY}",
-               *extra]
+               f"--checkpoint_every={FLAGS.num_frames}", f"--overrides=min_replay={MIN_REPLAY}"]
     print("+", " ".join(command), flush=True)
     # The trainer has printed its own error; a traceback from here would only hide it.
     returncode = subprocess.run(command, check=False).returncode

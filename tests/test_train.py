@@ -290,3 +290,12 @@ def test_unknown_variant_or_norm_treatment_names_the_allowed_values(tmp_path):
   with pytest.raises(ValueError, match="allowed values: dqn, dqn\\+ln"):
     from agents import presets
     presets.variant("dqn+bn")
+
+
+def test_a_run_shorter_than_log_every_still_writes_a_training_line_at_its_end(tmp_path):
+  _, summary = _run(tmp_path / "short", agent="dqn", env="gym:CartPole-v1", num_frames=600,
+                    log_every=100_000, eval_every=0, checkpoint_every=600,
+                    overrides=["min_replay=100", "batch_size=8"])
+  lines = _lines(tmp_path / "short/metrics.jsonl", "train")
+  assert [l["frames"] for l in lines] == [summary["frames"]] == [600]
+  assert lines[0]["updates"] > 0 and np.isfinite(lines[0]["loss"]) and lines[0]["elr"]
