@@ -298,13 +298,13 @@ def test_flags_map_network_interventions_and_name_the_variant(tmp_path):
     (dict(intervention="redoo"), r"--intervention='redoo' is not valid; allowed values: "
                                  r"none, layernorm, leaky_relu, l2"),
     (dict(intervention="redo", intervention_hparams=["tauu=1"]),
-     r"'tauu' is not a hyperparameter of --intervention=redo; allowed: every, tau"),
+     r"--intervention=redo\): unknown key 'tauu'; allowed: every, tau"),
     (dict(intervention="redo", intervention_hparams=["every=0"]), r"every=0 must be"),
     (dict(intervention="l2", intervention_hparams=["strength=big"]), r"cannot read 'big'"),
     (dict(intervention="layernorm", norm="rms"), r"--intervention=layernorm means --norm=layer"),
     (dict(intervention="leaky_relu", overrides=["activation=relu"]),
      r"means activation=leaky_relu"),
-    (dict(overrides=["intervention=redo"]), r"set intervention with --intervention"),
+    (dict(overrides=["intervention=redo"]), r"set intervention with its own flag --intervention"),
     (dict(intervention="redo", overrides=["torso=impala"]), r"torso='impala' is residual"),
 ])
 def test_bad_intervention_flags_fail_before_any_work(tmp_path, flag_values, message):

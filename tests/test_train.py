@@ -198,7 +198,7 @@ def test_a_stop_request_between_steps_leaves_a_resumable_checkpoint(tmp_path):
     (dict(nap=True, norm="none"), "--nap needs normalization"),
     (dict(games=["Pong", "Breakout"]), "only apply with --schedule=sequential"),
     (dict(lr_schedule="cosine:init=1"), "cosine"),
-    (dict(overrides=["n_stepp=3"]), "unknown field 'n_stepp'"),
+    (dict(overrides=["n_stepp=3"]), "unknown key 'n_stepp'"),
     (dict(overrides=["n_step=three"]), "cannot read 'three'"),
     (dict(lr=-1.0), "--lr must be positive"),
     (dict(num_envs=0), "--num_envs must be >= 1"),

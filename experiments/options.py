@@ -1,0 +1,142 @@
+"""Launcher options as frozen dataclasses: their fields become the absl flags.
+
+Every launcher declares its options once, as a frozen dataclass whose fields carry their
+help text (and, for strings, the allowed values) in `option(...)`; `define_flags` turns the
+fields into absl flags of the same names, `from_flags` reads the parsed flags back into the
+dataclass, and validation happens on the dataclass, so tests and other programs can build
+options without flags.
+
+One override syntax sets anything deeper: `key=value` strings whose dotted keys walk a
+config tree of dataclasses and dicts (`n_step=5`, `network.norm=layer`, `redo.tau=0.1`),
+each value read as the type of the value it replaces (`a:b:c` for a tuple of ints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Sequence
+
+from absl import flags
+
+
+def option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:  # noqa: A002
+  """A dataclass field that `define_flags` turns into a flag with this help text."""
+  metadata = {"help": help, "choices": tuple(choices) if choices is not None else None}
+  if isinstance(default, list):
+    return dataclasses.field(default_factory=lambda: tuple(default), metadata=metadata)
+  return dataclasses.field(default=default, metadata=metadata)
+
+
+def _base_type(hint: Any) -> tuple[Any, bool]:
+  """(the type inside `X | None`, whether None is allowed)."""
+  if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0], True
+  return hint, False
+
+
+def define_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """One absl flag per field of `cls` (bool, int, float, str, tuples of str or int)."""
+  hints = typing.get_type_hints(cls)
+  for field in dataclasses.fields(cls):
+    kind, _ = _base_type(hints[field.name])
+    help_text = field.metadata.get("help", field.name)
+    choices = field.metadata.get("choices")
+    default = (field.default if field.default is not dataclasses.MISSING
+               else field.default_factory())
+    if typing.get_origin(kind) is tuple:
+      flags.DEFINE_list(field.name, list(map(str, default)) if default is not None else None,
+                        help_text, flag_values=flag_values)
+    elif kind is bool:
+      flags.DEFINE_bool(field.name, default, help_text, flag_values=flag_values)
+    elif kind is int:
+      flags.DEFINE_integer(field.name, default, help_text, flag_values=flag_values)
+    elif kind is float:
+      flags.DEFINE_float(field.name, default, help_text, flag_values=flag_values)
+    elif choices is not None:
+      flags.DEFINE_enum(field.name, default, choices, help_text, flag_values=flag_values)
+    else:
+      flags.DEFINE_string(field.name, default, help_text, flag_values=flag_values)
+
+
+def from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS) -> Any:
+  """`cls` filled from the parsed flags of its fields (lists become tuples)."""
+  hints = typing.get_type_hints(cls)
+  values = {}
+  for field in dataclasses.fields(cls):
+    value = flag_values[field.name].value
+    kind, _ = _base_type(hints[field.name])
+    if typing.get_origin(kind) is tuple and value is not None:
+      (element, *_), where = typing.get_args(kind), f"--{field.name}"
+      value = tuple(parse_value(str(v), element(), where) for v in value)
+    values[field.name] = value
+  return cls(**values)
+
+
+def parse_value(raw: str, like: Any, where: str) -> Any:
+  """`raw` read as the type of `like`; raises ValueError naming `where`."""
+  raw = raw.strip()
+  try:
+    if isinstance(like, bool):
+      if raw.lower() not in ("true", "false", "1", "0"):
+        raise ValueError
+      return raw.lower() in ("true", "1")
+    if isinstance(like, int):
+      return int(float(raw.replace("_", "")))
+    if isinstance(like, float):
+      return float(raw)
+    if isinstance(like, tuple):
+      return tuple(int(x) for x in raw.split(":") if x)
+    return raw
+  except ValueError:
+    raise ValueError(f"{where}: cannot read {raw!r} as {type(like).__name__}") from None
+
+
+def _keys(node: Any) -> list[str]:
+  if dataclasses.is_dataclass(node):
+    return [f.name for f in dataclasses.fields(node)]
+  return list(node)
+
+
+def _get(node: Any, key: str) -> Any:
+  return getattr(node, key) if dataclasses.is_dataclass(node) else node[key]
+
+
+def _set(node: Any, key: str, value: Any) -> Any:
+  if dataclasses.is_dataclass(node):
+    return dataclasses.replace(node, **{key: value})
+  return {**node, key: value}
+
+
+def apply_override(tree: Any, path: Sequence[str], raw: str, where: str) -> Any:
+  """`tree` (dataclasses and dicts, nested) with the leaf at `path` set from `raw`."""
+  key, rest = path[0], path[1:]
+  if key not in _keys(tree):
+    raise ValueError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(_keys(tree)))}")
+  child = _get(tree, key)
+  if rest:
+    if not (dataclasses.is_dataclass(child) or isinstance(child, dict)):
+      raise ValueError(f"{where}: {key!r} has no fields")
+    return _set(tree, key, apply_override(child, rest, raw, where))
+  if dataclasses.is_dataclass(child) or isinstance(child, dict):
+    raise ValueError(f"{where}: {key!r} is a group; name one of its fields "
+                     f"({', '.join(sorted(_keys(child)))})")
+  return _set(tree, key, parse_value(raw, child, f"{where} {'.'.join(path)}"))
+
+
+def apply_overrides(tree: Any, items: Sequence[str], where: str = "--overrides",
+                    aliases: dict[str, str] | None = None) -> Any:
+  """`tree` with every `key=value` of `items` applied in order (see the module docstring).
+
+  `aliases` maps a short key to its dotted path (e.g. `hidden_sizes` -> `network.hidden_sizes`).
+  """
+  for item in items:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+      raise ValueError(f"{where} entry {item!r} is not key=value")
+    key = (aliases or {}).get(key, key)
+    tree = apply_override(tree, key.split("."), raw, where)
+  return tree
