@@ -51,7 +51,8 @@ import numpy as np
 import optax
 
 from envs import continual as streams
-from experiments import xla_cpu
+from experiments import options, xla_cpu
+from experiments.options import option
 from networks import MLP
 from networks.small_cnn import SmallCNN
 from plasticity import interventions
@@ -62,105 +63,64 @@ NETS = ("mlp", "cnn")
 NAP_MODES = ("off", "on", "both")
 OPTIMIZERS = interventions.BASES
 
-_FLAGS = flags.FlagValues()
-flags.DEFINE_string("benchmark", "random_labels",
-                    f"Task stream: one of {', '.join(streams.BENCHMARKS)}.", flag_values=_FLAGS)
-flags.DEFINE_string("dataset", "digits", f"Images: one of {', '.join(streams.DATASETS)} "
-                    "(digits is embedded; mnist/cifar10 need --data_dir).", flag_values=_FLAGS)
-flags.DEFINE_string("data_dir", None, "Directory with the MNIST IDX files or the CIFAR-10 "
-                    "python batches.", flag_values=_FLAGS)
-flags.DEFINE_integer("num_examples", 1000, "Fixed subset of images in the stream (0 = all).",
-                     flag_values=_FLAGS)
-flags.DEFINE_list("net", ["mlp"], "Networks, comma-separated: mlp, cnn.", flag_values=_FLAGS)
-flags.DEFINE_list("methods", list(interventions.METHODS),
-                  f"Interventions, comma-separated: {', '.join(interventions.METHODS)}.",
-                  flag_values=_FLAGS)
-flags.DEFINE_string("nap", "both", "NaP (LayerNorm + weight projection): off, on or both.",
-                    flag_values=_FLAGS)
-flags.DEFINE_string("nap_norm_params", "decay", "With NaP, LayerNorm scale/offset: free, joint "
-                    "(held at their initial joint norm) or decay (pulled toward (1, 0) each "
-                    "step; the paper's continual setting).", flag_values=_FLAGS)
-flags.DEFINE_float("nap_norm_decay", nap_lib.DEFAULT_NORM_DECAY, "1 - a of "
-                   "--nap_norm_params=decay: (s, b) <- (a s + 1 - a, a b) per step.",
-                   flag_values=_FLAGS)
-flags.DEFINE_integer("steps_per_task", 500, "Optimizer steps per task.", flag_values=_FLAGS)
-flags.DEFINE_integer("num_tasks", 30, "Number of tasks (label resets).", flag_values=_FLAGS)
-flags.DEFINE_integer("seeds", 3, "Seeds per configuration (vmapped).", flag_values=_FLAGS)
-flags.DEFINE_integer("seed", 0, "First seed.", flag_values=_FLAGS)
-flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=_FLAGS)
-flags.DEFINE_float("lr", 1e-3, "Learning rate.", flag_values=_FLAGS)
-flags.DEFINE_string("optimizer", "adam", f"Base optimizer: {', '.join(OPTIMIZERS)}.",
-                    flag_values=_FLAGS)
-flags.DEFINE_list("hidden_sizes", ["128", "128"], "MLP hidden layer sizes.", flag_values=_FLAGS)
-flags.DEFINE_list("cnn_channels", ["8", "16"], "SmallCNN conv channels.", flag_values=_FLAGS)
-flags.DEFINE_list("cnn_strides", ["1", "2"], "SmallCNN conv strides.", flag_values=_FLAGS)
-flags.DEFINE_list("cnn_hidden", ["64"], "SmallCNN dense hidden sizes.", flag_values=_FLAGS)
-flags.DEFINE_list("overrides", [], "Intervention hyperparameters, e.g. "
-                  "redo.tau=0.1,continual_backprop.replacement_rate=1e-3.", flag_values=_FLAGS)
-flags.DEFINE_integer("log_every", 10, "Window (steps) of the per-step means in steps.csv.",
-                     flag_values=_FLAGS)
-flags.DEFINE_integer("probe_size", 256, "Probe batch size for the diagnostics.",
-                     flag_values=_FLAGS)
-flags.DEFINE_integer("eval_size", 1024, "Examples scored for the final loss of a task.",
-                     flag_values=_FLAGS)
-flags.DEFINE_integer("jacobian_projections", 8, "Random projections for the Jacobian norm.",
-                     flag_values=_FLAGS)
-flags.DEFINE_string("out", None, "Output directory (created).", flag_values=_FLAGS)
-flags.DEFINE_bool("plots", True, "Write the figures.", flag_values=_FLAGS)
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Validated settings of one grid run (see the flags for their meaning)."""
+  """Settings of one grid run; each field is a flag of the same name (experiments/options.py)."""
 
-  out: str
-  benchmark: str = "random_labels"
-  dataset: str = "digits"
-  data_dir: str | None = None
-  num_examples: int = 1000
-  nets: tuple[str, ...] = ("mlp",)
-  methods: tuple[str, ...] = interventions.METHODS
-  nap: str = "both"
-  nap_norm_params: str = "decay"
-  nap_norm_decay: float = nap_lib.DEFAULT_NORM_DECAY
-  steps_per_task: int = 500
-  num_tasks: int = 30
-  seeds: int = 3
-  seed: int = 0
-  batch_size: int = 64
-  lr: float = 1e-3
-  optimizer: str = "adam"
-  hidden_sizes: tuple[int, ...] = (128, 128)
-  cnn_channels: tuple[int, ...] = (8, 16)
-  cnn_strides: tuple[int, ...] = (1, 2)
-  cnn_hidden: tuple[int, ...] = (64,)
-  overrides: tuple[str, ...] = ()
-  log_every: int = 10
-  probe_size: int = 256
-  eval_size: int = 1024
-  jacobian_projections: int = 8
-  plots: bool = True
+  out: str | None = option(None, "Output directory (created).")
+  benchmark: str = option("random_labels", "Task stream.", streams.BENCHMARKS)
+  dataset: str = option("digits", "Images (digits is embedded; mnist/cifar10 need --data_dir).",
+                        streams.DATASETS)
+  data_dir: str | None = option(None, "Directory with the MNIST IDX files or the CIFAR-10 "
+                                "python batches.")
+  num_examples: int = option(1000, "Fixed subset of images in the stream (0 = all).")
+  net: tuple[str, ...] = option(["mlp"], f"Networks, comma-separated: {', '.join(NETS)}.")
+  methods: tuple[str, ...] = option(list(interventions.METHODS), "Interventions, "
+                                    f"comma-separated: {', '.join(interventions.METHODS)}.")
+  nap: str = option("both", "NaP (LayerNorm + weight projection): off, on or both.", NAP_MODES)
+  nap_norm_params: str = option(
+      "decay", "With NaP, LayerNorm scale/offset: free, joint (held at their initial joint "
+      "norm) or decay (pulled toward (1, 0) each step; the paper's continual setting).",
+      nap_lib.NORM_PARAM_TREATMENTS)
+  nap_norm_decay: float = option(nap_lib.DEFAULT_NORM_DECAY, "1 - a of "
+                                 "--nap_norm_params=decay: (s, b) <- (a s + 1 - a, a b).")
+  steps_per_task: int = option(500, "Optimizer steps per task.")
+  num_tasks: int = option(30, "Number of tasks (label resets).")
+  seeds: int = option(3, "Seeds per configuration (vmapped).")
+  seed: int = option(0, "First seed.")
+  batch_size: int = option(64, "Batch size.")
+  lr: float = option(1e-3, "Learning rate.")
+  optimizer: str = option("adam", "Base optimizer (its ELR rule is the one logged).",
+                          OPTIMIZERS)
+  hidden_sizes: tuple[int, ...] = option([128, 128], "MLP hidden layer sizes.")
+  cnn_channels: tuple[int, ...] = option([8, 16], "SmallCNN conv channels.")
+  cnn_strides: tuple[int, ...] = option([1, 2], "SmallCNN conv strides.")
+  cnn_hidden: tuple[int, ...] = option([64], "SmallCNN dense hidden sizes.")
+  overrides: tuple[str, ...] = option([], "Intervention hyperparameters, method.name=value, "
+                                      "e.g. redo.tau=0.1,continual_backprop.replacement_rate=1e-3.")
+  log_every: int = option(10, "Window (steps) of the per-step means in steps.csv.")
+  probe_size: int = option(256, "Probe batch size for the diagnostics.")
+  eval_size: int = option(1024, "Examples scored for the final loss of a task.")
+  jacobian_projections: int = option(8, "Random projections for the Jacobian norm.")
+  plots: bool = option(True, "Write the figures.")
 
   @property
   def nap_modes(self) -> tuple[bool, ...]:
     return {"off": (False,), "on": (True,), "both": (False, True)}[self.nap]
 
   def intervention_overrides(self) -> dict[str, dict[str, Any]]:
+    """{method: {name: value}} from --overrides (typed like the method's defaults)."""
+    tree = options.apply_overrides(
+        {m: dict(interventions.DEFAULTS[m]) for m in self.methods}, self.overrides)
     out: dict[str, dict[str, Any]] = {}
     for item in self.overrides:
-      key, _, value = item.partition("=")
-      method, _, name = key.partition(".")
-      out.setdefault(method, {})[name] = _parse_value(value)
+      method, _, name = item.partition("=")[0].strip().partition(".")
+      out.setdefault(method, {})[name] = tree[method][name]
     return out
 
 
-def _parse_value(text: str):
-  for cast in (int, float):
-    try:
-      return cast(text)
-    except ValueError:
-      pass
-  return {"true": True, "false": False}.get(text.lower(), text)
+_FLAGS = flags.FlagValues()
+options.define_flags(Config, _FLAGS)
 
 
 def _choice(flag: str, value, allowed: Sequence[str]) -> None:
@@ -202,12 +162,12 @@ def validate(cfg: Config) -> Config:
     if not os.path.isdir(cfg.data_dir):
       raise ValueError(f"--data_dir={cfg.data_dir!r} is not a directory")
   _positive("num_examples", cfg.num_examples, allow_zero=True)
-  if not cfg.nets:
+  if not cfg.net:
     raise ValueError("--net must name at least one of: " + ", ".join(NETS))
-  for n in cfg.nets:
+  for n in cfg.net:
     _choice("net", n, NETS)
-  if len(set(cfg.nets)) != len(cfg.nets):
-    raise ValueError(f"--net={','.join(cfg.nets)!r} lists a network twice")
+  if len(set(cfg.net)) != len(cfg.net):
+    raise ValueError(f"--net={','.join(cfg.net)!r} lists a network twice")
   if not cfg.methods:
     raise ValueError("--methods must name at least one of: " + ", ".join(interventions.METHODS))
   for m in cfg.methods:
@@ -244,28 +204,16 @@ def validate(cfg: Config) -> Config:
     _choice("overrides (method)", method, interventions.METHODS)
     if method not in cfg.methods:
       raise ValueError(f"--overrides entry {item!r} names a method not in --methods")
-  for method, hp in cfg.intervention_overrides().items():
-    try:
+  try:
+    for method, hp in cfg.intervention_overrides().items():
       interventions.make_intervention(method, **hp)
-    except ValueError as e:
-      raise ValueError(f"--overrides: {e}") from None
+  except ValueError as e:
+    raise ValueError(f"--overrides: {e}") from None
   return cfg
 
 
 def config_from_flags(fv: flags.FlagValues = _FLAGS) -> Config:
-  def ints(name):
-    return _int_list(name, fv[name].value)
-
-  return validate(Config(
-      out=fv.out, benchmark=fv.benchmark, dataset=fv.dataset, data_dir=fv.data_dir,
-      num_examples=fv.num_examples, nets=tuple(fv.net), methods=tuple(fv.methods),
-      nap=fv.nap, nap_norm_params=fv.nap_norm_params, nap_norm_decay=fv.nap_norm_decay,
-      steps_per_task=fv.steps_per_task, num_tasks=fv.num_tasks, seeds=fv.seeds,
-      seed=fv.seed, batch_size=fv.batch_size, lr=fv.lr, optimizer=fv.optimizer,
-      hidden_sizes=ints("hidden_sizes"), cnn_channels=ints("cnn_channels"),
-      cnn_strides=ints("cnn_strides"), cnn_hidden=ints("cnn_hidden"),
-      overrides=tuple(fv.overrides), log_every=fv.log_every, probe_size=fv.probe_size,
-      eval_size=fv.eval_size, jacobian_projections=fv.jacobian_projections, plots=fv.plots))
+  return validate(options.from_flags(Config, fv))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,7 +396,7 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
 
 
 def grid(cfg: Config) -> list[RunSpec]:
-  return [RunSpec(net, method, use_nap) for net in cfg.nets for use_nap in cfg.nap_modes
+  return [RunSpec(net, method, use_nap) for net in cfg.net for use_nap in cfg.nap_modes
           for method in cfg.methods]
 
 

@@ -190,7 +190,7 @@ def _cfg(tmp_path, **kw):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("benchmark", "nope", "--benchmark"), ("nets", ("mlp", "rnn"), "--net"),
+    ("benchmark", "nope", "--benchmark"), ("net", ("mlp", "rnn"), "--net"),
     ("methods", ("none", "dropout"), "--methods"), ("nap", "maybe", "--nap"),
     ("steps_per_task", 0, "--steps_per_task"), ("num_tasks", -1, "--num_tasks"),
     ("seeds", 0, "--seeds"), ("lr", -1.0, "--lr"), ("optimizer", "lion", "--optimizer"),
@@ -214,7 +214,7 @@ def test_command_line_rejects_bad_flags_before_work(tmp_path, capsys):
 
 
 def test_tiny_grid_runs_logs_and_plots(tmp_path):
-  cfg = _cfg(tmp_path, nets=("mlp", "cnn"), methods=("none", "layernorm", "redo"), nap="both",
+  cfg = _cfg(tmp_path, net=("mlp", "cnn"), methods=("none", "layernorm", "redo"), nap="both",
              overrides=("redo.every=5",))
   summary = exp.run(cfg, verbose=False)
   assert summary["num_configs"] == 12
