@@ -40,7 +40,8 @@ measures the Rainbow update with it against flax's ``nn.Conv``.
 So ``Conv(impl='auto')``, the default, takes the GEMM form while it is traced inside
 ``gemm_convolutions()`` (``agents.seeds.over_seeds`` opens that block around its ``vmap``),
 else, on CPU, XLA's convolution with space-to-depth derivatives for the strided layers
-(``'xla_s2d'``), else (GPU/TPU) exactly ``nn.Conv``; ``impl='gemm'`` / ``'xla_s2d'`` / ``'xla'`` (``nn.Conv``) force one.
+(``'xla_s2d'``), else (GPU/TPU) exactly ``nn.Conv``; ``impl='gemm'`` / ``'xla_s2d'`` /
+``'xla'`` (``nn.Conv``) force one.
 """
 
 from __future__ import annotations
