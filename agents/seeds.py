@@ -11,9 +11,8 @@
   asynchronously, so the calls queue back to back. On CPU this is the fast choice: the
   cores are already busy with one seed's update (XLA:CPU runs each op multithreaded), so
   stacking gains no parallelism, while the vmapped update pays for larger working sets and
-  grouped convolutions (measured 0.87-0.91x the per-seed speed of one seed alone for a
-  4-seed Nature-CNN Rainbow update, against 0.99x for four consecutive single-seed calls;
-  `scripts/benches/learner.py`). It also runs exactly the one-seed computation, so a seed in
+  grouped convolutions (`scripts/benches/learner.py` compares the per-seed speed of both
+  modes with one seed alone). It also runs exactly the one-seed computation, so a seed in
   a group reproduces the same seed run alone bit for bit.
 - ``'auto'`` (default): ``'loop'`` on CPU, ``'vmap'`` on GPU/TPU.
 
@@ -22,9 +21,9 @@ Both layouts are pytrees with the seed inside the leaves, so `AgentState` keeps 
 `collect(trees)` builds the group layout from per-seed trees (checkpoints are per seed).
 
 `over_seeds(fn, num_seeds, in_axes)` is the vmap form on its own. Its vmapped function is
-traced inside `networks.conv.gemm_convolutions()`: vmapped over per-seed kernels, XLA:CPU's
-grouped convolutions make a 4-seed Rainbow update 1.7-1.8x slower than the same
-convolutions written as batched GEMMs (`scripts/benches/learner.py`).
+traced inside `networks.conv.gemm_convolutions()`: vmapped over per-seed kernels, XLA:CPU
+runs the convolutions as grouped ones, which are slower than the same convolutions written
+as batched GEMMs (`learner.seeds4_vmap_gemm_vs_xla_conv` in `scripts/benches/learner.py`).
 """
 
 from __future__ import annotations

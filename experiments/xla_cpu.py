@@ -2,10 +2,9 @@
 
 Why: in jaxlib 0.10, XLA:CPU hands every convolution to YNNPACK "individual convolution"
 fusions by default. For the Nature CNN's TD update (batch 32) those spend much of their
-time copying patches (`slinky::copy` -> memmove in a profile) and run the 8x8/4 first layer
-at ~66 GFLOP/s; with that fusion type switched off, the same convolutions go to XLA's Eigen
-convolution kernels (forward ~115-145 GFLOP/s here) and the whole Rainbow update runs
-1.3-1.5x faster on a 2-core AVX-512 machine (`scripts/benches/learner.py` measures both:
+time copying patches (`slinky::copy` -> memmove in a profile); with that fusion type
+switched off, the same convolutions go to XLA's Eigen convolution kernels, which do not
+copy, and the whole Rainbow update runs faster (`scripts/benches/learner.py` measures both:
 `learner.flop_utilization` and `learner.flop_utilization_xla_default_flags`). Dots stay on
 YNNPACK, which is XLA's fastest path for them. GPUs and TPUs ignore these flags.
 

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 from networks import common, conv
 
 # networks/conv.py: nn.Conv's parameters and values; inside conv.gemm_convolutions() (seeds
-# vmapped by agents.seeds) a GEMM form, 1.7-1.8x faster on CPU; elsewhere on CPU the strided
-# layers take space-to-depth derivatives (about 1.07x faster updates); on GPU/TPU nn.Conv.
+# vmapped by agents.seeds) a GEMM form, faster than grouped convolutions on CPU; elsewhere on
+# CPU the strided layers take space-to-depth derivatives; on GPU/TPU nn.Conv.
 Conv = conv.Conv
 
 

@@ -22,29 +22,26 @@ feature groups, masks, non-2D) fall back to ``nn.Conv`` itself. The GEMM form ha
 VJP (its weight-gradient layout), so it supports reverse-mode autodiff only: ``jax.jvp``
 through it raises, which is why it is opt-in (``gemm_convolutions()``) rather than global.
 
-When it pays (measured on a 2-core x86 CPU, jax 0.10, XLA:CPU with YNNPACK;
-``scripts/bench.py --only=learner``): for one agent, XLA's own convolutions have caught up
-(the Nature-CNN Rainbow update runs at the same speed either way, within +-5%); under
-``vmap`` over stacked seeds' parameters, where XLA turns ``nn.Conv`` into a grouped
-convolution, the GEMM form makes the 4-seed update 1.7-1.8x faster.
+When it pays (``scripts/bench.py --only=learner`` compares both): for one agent, XLA's own
+convolutions are as fast, so the GEMM form is not used; under ``vmap`` over stacked seeds'
+parameters, where XLA turns ``nn.Conv`` into a grouped convolution, the GEMM form is the
+faster one (``learner.seeds4_vmap_gemm_vs_xla_conv``).
 
 Space-to-depth derivatives. The derivatives of a strided convolution are the other weak
 spot of XLA:CPU. It computes the input gradient of a stride-s convolution as a convolution
-over the output gradient dilated with zeros, at half the speed of the same sums written as
-the stride-1 convolution of the space-to-depth form (the Nature CNN's 4x4/2 layer: 2.1
-against 1.0 ms at batch 32).
+over the output gradient dilated with zeros, more slowly than the same sums written as
+the stride-1 convolution of the space-to-depth form.
 ``strided_conv`` keeps XLA's convolution for the forward pass and takes its derivatives
 (``jvp``, hence also ``grad``) through the space-to-depth form, whose transpose is that fast
-stride-1 convolution (the "sub-pixel" form); the weight gradient comes out 5-10% faster too.
-It is a ``custom_jvp``, so forward-mode autodiff (the input-Jacobian diagnostic) keeps
-working. The Rainbow update runs about 1.07x faster with it: 1.03-1.14x in interleaved A/B
-runs, 0.89-1.10 in the bench's noisier ``learner.rainbow_s2d_grads_vs_xla``.
+stride-1 convolution (the "sub-pixel" form). It is a ``custom_jvp``, so forward-mode
+autodiff (the input-Jacobian diagnostic) keeps working. ``learner.rainbow_s2d_grads_vs_xla``
+measures the Rainbow update with it against flax's ``nn.Conv``.
 
 So ``Conv(impl='auto')``, the default, takes the GEMM form while it is traced inside
 ``gemm_convolutions()`` (``agents.seeds.over_seeds`` opens that block around its ``vmap``),
 else, on CPU, XLA's convolution with space-to-depth derivatives for the strided layers
-(``'xla_s2d'``), else (GPU/TPU, whose convolution libraries were not measured here) exactly
-``nn.Conv``; ``impl='gemm'`` / ``'xla_s2d'`` / ``'xla'`` (``nn.Conv``) force one.
+(``'xla_s2d'``), else (GPU/TPU) exactly ``nn.Conv``; ``impl='gemm'`` / ``'xla_s2d'`` /
+``'xla'`` (``nn.Conv``) force one.
 """
 
 from __future__ import annotations

@@ -275,8 +275,8 @@ class Matmuls(NamedTuple):
 def make_matmul(n: int = MATMUL_N) -> Matmuls:
   """The matmul through XLA's default path (YNNPACK on CPU, under the launchers' flags) and,
   on CPU, the same matmul compiled without YNNPACK (XLA's Eigen dot), on fixed random
-  operands. Both count: on this 2-core AVX-512 VM Eigen's 2048^2 matmul ran 1.04-1.2x faster
-  than YNNPACK's, so a peak taken from the default path alone would overstate utilization."""
+  operands. Both count: on some CPUs Eigen's matmul is the faster one, so a peak taken from
+  the default path alone would overstate utilization."""
   rng = np.random.default_rng(0)
   a, b = (jnp.asarray(rng.random((n, n), dtype=np.float32)) for _ in range(2))
   lowered = jax.jit(jnp.dot).lower(a, b)
@@ -383,8 +383,8 @@ def _chained(fn: Callable[..., jax.Array], args: tuple, dep: int) -> Callable[[]
   a scalar of the previous one's output (added to one element of ``args[dep]``): the passes
   form a dependent chain inside one executable, as the update's kernels do, with neither
   overlap between independent calls nor a dispatch and sync per pass. Unrolled, not a
-  ``fori_loop``: inside a loop body XLA:CPU lowers the gradient convolutions far more slowly
-  (measured 0.01 of the matmul rate), which the update does not do."""
+  ``fori_loop``: inside a loop body XLA:CPU lowers the gradient convolutions far more
+  slowly, which the update does not do."""
 
   def run(*args):
     arg, c = args[dep], jnp.zeros((), jnp.float32)

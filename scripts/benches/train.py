@@ -1,11 +1,11 @@
-"""End-to-end training throughput (issue 4's performance figures).
+"""End-to-end training throughput.
 
 Learner-only rates (`learner.*`) live in `scripts/benches/learner.py`.
 
 - `train.dqn_pong_sps`: agent steps/s of the full training loop (dqn on Pong, one update every
   4 agent steps, batch 32) after learning has started, read from the run's own log lines.
-- `train.dqn_pong_sps_vs_cleanrl`: that over 91 agent steps/s, the figure the issue reports
-  for CleanRL's dqn_atari_jax.py on this machine type (not re-measured here: CleanRL is not a
+- `train.dqn_pong_sps_vs_cleanrl`: that over 91 agent steps/s, the reference figure for
+  CleanRL's dqn_atari_jax.py on a 2-core CPU machine (not re-measured here: CleanRL is not a
   dependency).
 - `train.diagnostics_overhead`: the cost of one diagnostics pass spread over the default
   interval (1,000 updates), as a fraction of the learner time in that interval (the rainbow
