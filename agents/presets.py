@@ -2,7 +2,7 @@
 
 Atari values follow Dopamine's JAX agents (which take Rainbow's from Hessel et al. 2018) and,
 for DER, van Hasselt et al. 2019; every place where NaP-RL departs from them is listed in the
-README's protocol table. Small environments (CartPole, MinAtar) have no published setting
+protocol table in docs/agents.md. Small environments (CartPole, MinAtar) have no published setting
 that reaches the learning checks quickly, so their overrides are ours and say so.
 """
 

@@ -27,7 +27,7 @@ PREFIXES = ("ale", "gym", "minatar")
 
 def make(env_id: str, num_envs: int = 1, seed=0, **options) -> BatchedEnv:
     """Builds a batched environment; see the module docstring for ids and
-    the README section "Environments and replay memory" for every option.
+    docs/agents.md ("Environments") for every option.
 
     ``seed``: an int (env ``i`` gets ``seed + i``) or one non-negative int per env.
     """

@@ -8,7 +8,7 @@ vectorized numpy operations per step (``scripts/benches/envs.py`` measures the o
 
 Default protocol (Machado et al., 2018, as in Dopamine, except ``noop_max``: ALE's vector
 environment's default of up to 30 *raw-frame* no-ops at reset, where Dopamine has none; a
-small difference, listed in the README's environment protocol table), each an option of ``envs.make``:
+small difference, listed in the environment protocol table of docs/agents.md), each an option of ``envs.make``:
 
 ==========================  ==========  =======================================================
 option                      default     meaning
