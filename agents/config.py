@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from networks.common import ACTIVATIONS, NORMS, check_choice
+from plasticity import interventions
 from plasticity.nap import DEFAULT_NORM_DECAY, check_norm_params
 
 TORSOS = ("nature", "impala", "mlp")
-NORMS = ("none", "layer", "rms")
-ACTIVATIONS = ("relu", "leaky_relu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +38,9 @@ class NetworkConfig:
   noisy_sigma_init: float = 0.5  # Fortunato et al. factorised sigma_0 (Rainbow, Dopamine)
 
   def validate(self) -> None:
-    _check_choice("torso", self.torso, TORSOS)
-    _check_choice("norm", self.norm, NORMS)
-    _check_choice("activation", self.activation, ACTIVATIONS)
+    check_choice("torso", self.torso, TORSOS)
+    check_choice("norm", self.norm, NORMS)
+    check_choice("activation", self.activation, ACTIVATIONS)
     if self.distributional and self.num_atoms < 2:
       raise ValueError(f"num_atoms must be >= 2 for a distributional head, got {self.num_atoms}")
     if self.distributional and not self.v_max > self.v_min:
@@ -125,8 +125,7 @@ class AgentConfig:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
   def _validate_intervention(self) -> None:
-    from plasticity import interventions  # pylint: disable=import-outside-toplevel
-    _check_choice("intervention", self.intervention, interventions.METHODS)
+    check_choice("intervention", self.intervention, interventions.METHODS)
     iv = interventions.make_intervention(self.intervention, **dict(self.intervention_hparams))
     for field, value in iv.network.items():
       have = getattr(self.network, field)
@@ -136,8 +135,3 @@ class AgentConfig:
     if iv.needs_activations and self.network.torso == "impala":
       raise ValueError(f"intervention={self.intervention!r} needs a sequential network; "
                        "torso='impala' is residual (use torso='nature' or 'mlp')")
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-  if value not in allowed:
-    raise ValueError(f"{name}={value!r} is not valid; allowed values: {', '.join(allowed)}")

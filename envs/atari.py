@@ -87,10 +87,6 @@ def all_rom_ids() -> tuple[str, ...]:
     return tuple(sorted(roms.get_all_rom_ids()))
 
 
-def _all_games() -> tuple[str, ...]:
-    return tuple(scores.snake_to_camel(r) for r in all_rom_ids())
-
-
 def resolve_game(name: str) -> str:
     """ALE ROM id for ``name`` (``'Pong'``, ``'pong'``, ``'MsPacman'``, ``'ale:Pong'``...).
 

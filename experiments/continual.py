@@ -37,7 +37,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
-import importlib.metadata
 import json
 import os
 import sys
@@ -51,9 +50,10 @@ import numpy as np
 import optax
 
 from envs import continual as streams
-from experiments import options, xla_cpu
+from experiments import options, rundir, xla_cpu
 from experiments.options import option
 from networks import MLP
+from networks.common import check_choice
 from networks.small_cnn import SmallCNN
 from plasticity import interventions
 from plasticity import metrics
@@ -123,12 +123,6 @@ _FLAGS = flags.FlagValues()
 options.define_flags(Config, _FLAGS)
 
 
-def _choice(flag: str, value, allowed: Sequence[str]) -> None:
-  if value not in allowed:
-    raise ValueError(f"--{flag}={value!r} is not supported; allowed values: "
-                     + ", ".join(allowed))
-
-
 def _positive(flag: str, value, allow_zero: bool = False) -> None:
   ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and (
       value >= 0 if allow_zero else value > 0)
@@ -153,8 +147,8 @@ def validate(cfg: Config) -> Config:
   """Checks every setting; raises ValueError naming the flag and the allowed values."""
   if not cfg.out:
     raise ValueError("--out is required: the directory for logs and figures")
-  _choice("benchmark", cfg.benchmark, streams.BENCHMARKS)
-  _choice("dataset", cfg.dataset, streams.DATASETS)
+  check_choice("--benchmark", cfg.benchmark, streams.BENCHMARKS)
+  check_choice("--dataset", cfg.dataset, streams.DATASETS)
   if cfg.dataset != "digits":
     if not cfg.data_dir:
       raise ValueError(f"--data_dir is required for --dataset={cfg.dataset} (or use "
@@ -165,17 +159,17 @@ def validate(cfg: Config) -> Config:
   if not cfg.net:
     raise ValueError("--net must name at least one of: " + ", ".join(NETS))
   for n in cfg.net:
-    _choice("net", n, NETS)
+    check_choice("--net", n, NETS)
   if len(set(cfg.net)) != len(cfg.net):
     raise ValueError(f"--net={','.join(cfg.net)!r} lists a network twice")
   if not cfg.methods:
     raise ValueError("--methods must name at least one of: " + ", ".join(interventions.METHODS))
   for m in cfg.methods:
-    _choice("methods", m, interventions.METHODS)
+    check_choice("--methods", m, interventions.METHODS)
   if len(set(cfg.methods)) != len(cfg.methods):
     raise ValueError(f"--methods={','.join(cfg.methods)!r} lists a method twice")
-  _choice("nap", cfg.nap, NAP_MODES)
-  _choice("nap_norm_params", cfg.nap_norm_params, nap_lib.NORM_PARAM_TREATMENTS)
+  check_choice("--nap", cfg.nap, NAP_MODES)
+  check_choice("--nap_norm_params", cfg.nap_norm_params, nap_lib.NORM_PARAM_TREATMENTS)
   if not 0.0 < cfg.nap_norm_decay < 1.0:
     raise ValueError(f"--nap_norm_decay={cfg.nap_norm_decay!r} must be in (0, 1)")
   for name in ("steps_per_task", "num_tasks", "seeds", "batch_size", "log_every", "probe_size",
@@ -187,7 +181,7 @@ def validate(cfg: Config) -> Config:
                      f"{cfg.steps_per_task}")
   if not (isinstance(cfg.lr, (int, float)) and np.isfinite(cfg.lr) and cfg.lr > 0):
     raise ValueError(f"--lr={cfg.lr!r} must be a positive number")
-  _choice("optimizer", cfg.optimizer, OPTIMIZERS)
+  check_choice("--optimizer", cfg.optimizer, OPTIMIZERS)
   if cfg.optimizer == "momentum" and "upgd" in cfg.methods:
     raise ValueError("--methods includes upgd, which supports --optimizer=adam or sgd only")
   for flag in ("hidden_sizes", "cnn_channels", "cnn_strides", "cnn_hidden"):
@@ -201,7 +195,7 @@ def validate(cfg: Config) -> Config:
     if not eq or not dot or not name or not value:
       raise ValueError(f"--overrides entry {item!r} must look like method.name=value, e.g. "
                        "redo.tau=0.1")
-    _choice("overrides (method)", method, interventions.METHODS)
+    check_choice("--overrides (method)", method, interventions.METHODS)
     if method not in cfg.methods:
       raise ValueError(f"--overrides entry {item!r} names a method not in --methods")
   try:
@@ -400,16 +394,6 @@ def grid(cfg: Config) -> list[RunSpec]:
           for method in cfg.methods]
 
 
-def _versions() -> dict[str, str]:
-  out = {}
-  for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
-    try:
-      out[pkg] = importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-      pass
-  return out
-
-
 def run(cfg: Config, verbose: bool = True) -> dict[str, Any]:
   """Runs the whole grid; writes logs (and figures) under `cfg.out`; returns the summary."""
   cfg = validate(cfg)
@@ -417,7 +401,8 @@ def run(cfg: Config, verbose: bool = True) -> dict[str, Any]:
                                num_examples=cfg.num_examples or None)
   os.makedirs(cfg.out, exist_ok=True)
   with open(os.path.join(cfg.out, "config.json"), "w") as f:
-    json.dump({"flags": dataclasses.asdict(cfg), "versions": _versions(),
+    json.dump({"flags": dataclasses.asdict(cfg), "versions": rundir.package_versions(),
+               "git_commit": rundir.git_commit(),
                "devices": [str(d) for d in jax.devices()],
                "created": datetime.datetime.now().isoformat(timespec="seconds")}, f, indent=1)
   steps_f = open(os.path.join(cfg.out, "steps.csv"), "w", newline="")

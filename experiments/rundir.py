@@ -36,7 +36,7 @@ RESUME_FREE_FLAGS = frozenset({
 # old run without them still resumes.
 ADDED_FLAG_DEFAULTS = {"intervention": "none", "intervention_hparams": [], "seed_mode": "auto",
                        "variant": None, "nap_norm_params": None, "nap_norm_decay": None}
-_PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "rlax", "numpy", "ale-py",
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "rlax", "numpy", "scikit-learn", "ale-py",
              "gymnasium", "nap-rl")
 KEEP_CHECKPOINTS = 2
 
