@@ -123,6 +123,9 @@ def apply_override(tree: Any, path: Sequence[str], raw: str, where: str) -> Any:
   if dataclasses.is_dataclass(child) or isinstance(child, dict):
     raise ValueError(f"{where}: {key!r} is a group; name one of its fields "
                      f"({', '.join(sorted(_keys(child)))})")
+  if child is None and dataclasses.is_dataclass(tree):   # an unset optional: read as its type
+    kind, _ = _base_type(typing.get_type_hints(type(tree))[key])
+    child = kind() if kind in (bool, int, float, str) else child
   return _set(tree, key, parse_value(raw, child, f"{where} {'.'.join(path)}"))
 
 

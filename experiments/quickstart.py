@@ -13,13 +13,27 @@ import os
 import subprocess
 import sys
 
+import dataclasses
+
 from absl import app, flags
 
-flags.DEFINE_string("env", "Pong", "Atari game.")
-flags.DEFINE_integer("num_frames", 100_000, "Atari frames per run.")
-flags.DEFINE_integer("seed", 0, "Seed of both runs.")
-flags.DEFINE_string("out", "runs/quickstart", "Directory for the two runs and the report.")
+from experiments import options
+from experiments.options import option
+from scripts import compare
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickstartOptions:
+  """The main job's options; each field is a flag of the same name."""
+
+  env: str = option("Pong", "Atari game.")
+  num_frames: int = option(100_000, "Atari frames per run.")
+  seed: int = option(0, "Seed of both runs.")
+  out: str = option("runs/quickstart", "Directory for the two runs and the report.")
+
+
 FLAGS = flags.FLAGS
+options.define_flags(QuickstartOptions, FLAGS)
 
 VARIANTS = ("rainbow", "rainbow+nap")   # the paper's names (agents.presets.VARIANTS)
 MIN_REPLAY = 5_000       # transitions before learning (the published protocol: 20,000)
@@ -38,25 +52,25 @@ def log_every(num_frames: int) -> int:
 
 def main(argv):
   del argv
-  if FLAGS.num_frames <= 0:
-    raise app.UsageError(f"--num_frames must be positive, got {FLAGS.num_frames}")
+  o = options.from_flags(QuickstartOptions, FLAGS)
+  if o.num_frames <= 0:
+    raise app.UsageError(f"--num_frames must be positive, got {o.num_frames}")
   run_dirs = []
   for name in VARIANTS:
-    run_dir = os.path.join(FLAGS.out, f"{FLAGS.env.lower()}_{name.replace('+', '_')}_s{FLAGS.seed}")
+    run_dir = os.path.join(o.out, f"{o.env.lower()}_{name.replace('+', '_')}_s{o.seed}")
     run_dirs.append(run_dir)
-    command = [sys.executable, "-m", "experiments.train", f"--variant={name}", f"--env={FLAGS.env}",
-               f"--seed={FLAGS.seed}", f"--num_frames={FLAGS.num_frames}",
+    command = [sys.executable, "-m", "experiments.train", f"--variant={name}", f"--env={o.env}",
+               f"--seed={o.seed}", f"--num_frames={o.num_frames}",
                f"--run_dir={run_dir}", "--eval_every=0",
-               f"--log_every={log_every(FLAGS.num_frames)}",
+               f"--log_every={log_every(o.num_frames)}",
                f"--diagnostics_every={DIAGNOSTICS_EVERY}",
-               f"--checkpoint_every={FLAGS.num_frames}", f"--overrides=min_replay={MIN_REPLAY}"]
+               f"--checkpoint_every={o.num_frames}", f"--overrides=min_replay={MIN_REPLAY}"]
     print("+", " ".join(command), flush=True)
     # The trainer has printed its own error; a traceback from here would only hide it.
     returncode = subprocess.run(command, check=False).returncode
     if returncode:
       sys.exit(f"quickstart: the {name} run failed (exit status {returncode}); see above")
-  from scripts import compare  # pylint: disable=import-outside-toplevel
-  report_dir = os.path.join(FLAGS.out, "report")
+  report_dir = os.path.join(o.out, "report")
   try:
     info = compare.compare(run_dirs, report_dir)
   except ValueError as e:
