@@ -10,11 +10,13 @@ layer's scale invariance that NaP's weight projection relies on.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 NORMS = ("none", "layer", "rms")
 ACTIVATIONS = ("relu", "leaky_relu")
@@ -61,10 +63,125 @@ def norm_layer(norm: str, name: str) -> Callable[[jax.Array], jax.Array] | None:
   """
   check_choice("norm", norm, NORMS)
   if norm == "layer":
-    return nn.LayerNorm(name=name)
+    return LayerNorm(name=name)
   if norm == "rms":
     return nn.RMSNorm(name=name)
   return None
+
+
+ROW_SUMS = ("auto", "dot", "reduce")
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm over the last axis with ``nn.LayerNorm``'s parameters and values.
+
+  Parameters ``scale`` (ones) and ``bias`` (zeros), float32 ``[features]``, as
+  ``nn.LayerNorm`` creates them, so parameter trees, checkpoints and everything that finds
+  norm layers by these names (the NaP mask, interventions, diagnostics) are unchanged; the
+  output equals ``nn.LayerNorm(epsilon=epsilon)`` to float32 rounding, derivatives included.
+  The computation is `layer_norm`'s: on CPU (``row_sums='auto'``) its per-row sums are
+  matrix-vector products, which XLA:CPU runs better than its reductions over the short
+  channel axis of NHWC maps; elsewhere plain reductions. See `layer_norm`.
+  """
+
+  epsilon: float = 1e-6
+  row_sums: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    check_choice("row_sums", self.row_sums, ROW_SUMS)
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    row_sums = self.row_sums
+    if row_sums == "auto":
+      row_sums = "dot" if jax.default_backend() == "cpu" else "reduce"
+    return layer_norm(x, scale, bias, self.epsilon, row_sums)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float = 1e-6,
+               row_sums: str = "dot") -> jax.Array:
+  """``(x - mean) / sqrt(var + epsilon) * scale + bias`` over the last axis of ``x``.
+
+  Statistics in float32 and in one pass over ``x`` (``var = max(E[x^2] - E[x]^2, 0)``), as
+  ``nn.LayerNorm`` computes them; the result has dtype ``result_type(x, scale, bias)``
+  (at least float32), as there.
+
+  Written for XLA:CPU, where ``nn.LayerNorm`` (forward and autodiff backward) is slow: its
+  reductions over the few channels of each row of a conv map run slowly there, and the
+  compiled update materializes the broadcast row statistics as whole maps. Here
+  (``row_sums='dot'``) every per-row sum is a matrix-vector product with a constant vector.
+  The derivative is a ``jax.custom_jvp`` rule in closed form (the LayerNorm Jacobian
+  ``r * (dx - mean(dx) - xhat * mean(dx * xhat))``, ``r = 1 / sqrt(var + epsilon)``) in
+  which each per-row value is also spread over the channels by a ``K=1`` dot: reverse mode,
+  which transposes the rule, then gets the closed-form backward (``dscale = sum(g * xhat)``,
+  ``dbias = sum(g)`` and the row means as matrix-vector products with ``scale``) with
+  matrix-vector products where autodiff of the forward would reduce rows. Being a JVP rule,
+  forward mode (``jax.jvp``, the input-Jacobian diagnostic), ``vmap`` and higher
+  derivatives keep working. ``row_sums='reduce'`` takes the same formulas with plain sums
+  and broadcasts, for backends whose reductions fuse well.
+  """
+  check_choice("row_sums", row_sums, ROW_SUMS[1:])
+  dtype = jnp.promote_types(jnp.result_type(x, scale, bias), jnp.float32)
+  shape = x.shape
+  x2 = x.astype(dtype).reshape(-1, shape[-1])
+  y = _layer_norm_2d(float(epsilon), row_sums == "dot", x2, scale.astype(dtype),
+                     bias.astype(dtype))
+  return y.reshape(shape)
+
+
+def _row_sum(a: jax.Array, v: jax.Array | None, dot: bool) -> jax.Array:
+  """``[N, C] -> [N, 1]``: ``sum_c a[:, c] * v[c]`` (``v=None``: all ones)."""
+  if not dot:
+    return jnp.sum(a if v is None else a * v, axis=-1, keepdims=True)
+  v = jnp.ones((a.shape[-1],), a.dtype) if v is None else v
+  return jnp.dot(a, v.reshape(-1, 1), precision=jax.lax.Precision.HIGHEST)
+
+
+def _outer(m: jax.Array, v: jax.Array, dot: bool) -> jax.Array:
+  """``m [N, 1]`` times ``v [C]`` -> ``[N, C]``; as a dot, its transpose in ``m`` is the
+  matrix-vector product ``ct @ v`` (a plain broadcast would transpose into a reduction)."""
+  if not dot:
+    return m * v
+  return jnp.dot(m, v.reshape(1, -1), precision=jax.lax.Precision.HIGHEST)
+
+
+def _layer_norm_stats(epsilon, dot, x, scale, bias):
+  """Output, ``r = 1 / sqrt(var + epsilon)`` ``[N, 1]`` and ``xhat = (x - mean) * r``."""
+  inv_c = jnp.full((x.shape[-1],), 1.0 / x.shape[-1], x.dtype)
+  mean = _row_sum(x, inv_c, dot)
+  mean_sq = _row_sum(x * x, inv_c, dot)
+  r = jax.lax.rsqrt(jnp.maximum(mean_sq - mean * mean, 0.0) + epsilon)
+  xhat = (x - mean) * r
+  return xhat * scale + bias, r, xhat
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _layer_norm_2d(epsilon, dot, x, scale, bias):
+  """`layer_norm` of ``x [N, C]`` (float32 or wider, like ``scale`` and ``bias``)."""
+  return _layer_norm_stats(epsilon, dot, x, scale, bias)[0]
+
+
+@functools.partial(_layer_norm_2d.defjvp, symbolic_zeros=True)
+def _layer_norm_2d_jvp(epsilon, dot, primals, tangents):
+  x, scale, bias = primals
+  dx, dscale, dbias = tangents
+  y, r, xhat = _layer_norm_stats(epsilon, dot, x, scale, bias)
+  terms = []
+  if not isinstance(dx, SymbolicZero):
+    # scale * r * (dx - mean(dx) - xhat * mean(dx * xhat)), each row mean taken as a sum
+    # of r * dx (r is per row) spread over the channels with -scale / C; the sign sits on
+    # that [C] vector so that the transpose negates nothing of full size.
+    rdx = r * dx
+    neg_scale_c = scale * (-1.0 / x.shape[-1])
+    terms += [scale * rdx, _outer(_row_sum(rdx, None, dot), neg_scale_c, dot),
+              xhat * _outer(_row_sum(rdx * xhat, None, dot), neg_scale_c, dot)]
+  ones = jnp.ones((x.shape[0], 1), x.dtype)
+  if not isinstance(dscale, SymbolicZero):
+    terms.append(xhat * _outer(ones, dscale, dot))
+  if not isinstance(dbias, SymbolicZero):
+    terms.append(_outer(ones, dbias, dot))
+  return y, functools.reduce(jnp.add, terms)   # JAX skips the rule when all are zero
 
 
 def norm_act(x: jax.Array, module: nn.Module, layer: str, norm: str,

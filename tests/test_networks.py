@@ -369,3 +369,49 @@ def test_image_torsos_give_uint8_frames_and_their_float_copy_the_same_input():
                              frames.transpose(0, 2, 3, 1) / 255.0, rtol=1e-6)
   np.testing.assert_array_equal(cnn.frames_to_nhwc(frames.astype(np.float32)),
                                 cnn.frames_to_nhwc(frames))
+
+
+@pytest.mark.parametrize("row_sums", ["dot", "reduce"])
+@pytest.mark.parametrize("shape", [(2, 5, 5, 32), (3, 4, 4, 64), (6, 512)])
+def test_layer_norm_equals_flax_layer_norm_values_and_derivatives(shape, row_sums):
+  """networks.common.LayerNorm: nn.LayerNorm's parameters (names, shapes, init) and, with
+  any scale and bias, its values, gradients (inputs and parameters), forward-mode
+  derivatives and gradients vmapped over seeds' parameters, to float32 rounding."""
+  from networks import common  # pylint: disable=import-outside-toplevel
+  x = jnp.asarray(RNG.normal(size=shape) * 3.0 + 1.0, jnp.float32)
+  g = jnp.asarray(RNG.normal(size=shape), jnp.float32)
+  fast, ref = common.LayerNorm(row_sums=row_sums), nn.LayerNorm()
+  params = fast.init(KEY, x)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ref.init(KEY, x))
+  jax.tree.map(np.testing.assert_array_equal, params, ref.init(KEY, x))
+  params = jax.tree.map(
+      lambda p: p + jnp.asarray(RNG.normal(size=p.shape), jnp.float32), params)
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-4)
+  close(jax.jit(fast.apply)(params, x), ref.apply(params, x))
+  loss = lambda m: lambda p, x: jnp.sum(jax.nn.relu(m.apply(p, x)) * g)
+  got, want = (jax.jit(jax.grad(loss(m), (0, 1)))(params, x) for m in (fast, ref))
+  jax.tree.map(close, got, want)
+  assert float(jnp.max(jnp.abs(got[1]))) > 0.1
+  tangents = (jax.tree.map(jnp.cos, params), g)
+  close(*(jax.jvp(m.apply, (params, x), tangents)[1] for m in (fast, ref)))
+  close(*(jax.jvp(lambda x, m=m: m.apply(params, x), (x,), (g,))[1] for m in (fast, ref)))
+  stacked = jax.tree.map(lambda p: jnp.stack([p, 2.0 * p]), params)
+  got, want = (jax.vmap(jax.grad(loss(m)), (0, None))(stacked, x) for m in (fast, ref))
+  jax.tree.map(close, got, want)
+
+
+def test_norm_layer_layer_norm_keeps_flax_names_and_cpu_row_sums():
+  """norm='layer' builds networks.common.LayerNorm under '<layer>_norm' with parameters
+  'scale' and 'bias'; on CPU its row statistics are dots, not reductions."""
+  from networks import common  # pylint: disable=import-outside-toplevel
+  model = networks.MLP(hidden_sizes=(16,), num_outputs=3, norm="layer")
+  assert _shapes(model, VEC)["Dense_0_norm"] == {"scale": (16,), "bias": (16,)}
+  with pytest.raises(ValueError, match="row_sums"):
+    common.layer_norm(VEC, jnp.ones(12), jnp.zeros(12), row_sums="auto")
+  if jax.default_backend() != "cpu":
+    return
+  layer = common.LayerNorm()
+  params = layer.init(KEY, VEC)
+  hlo = jax.jit(jax.grad(lambda p: jnp.sum(layer.apply(p, VEC) ** 3))).lower(
+      params).as_text()
+  assert "dot_general" in hlo
