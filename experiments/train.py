@@ -59,7 +59,7 @@ flags.DEFINE_enum("norm", None, NORMS, "Normalization before hidden nonlineariti
                   "the paper's LN baseline.")
 flags.DEFINE_float("lr", None, "Adam learning rate (default: the preset's).")
 flags.DEFINE_string("intervention", "none", "Plasticity intervention (plasticity/"
-                    "interventions.py): none, layernorm, leaky_relu, l2, l2_init, "
+                    "interventions/): none, layernorm, leaky_relu, l2, l2_init, "
                     "shrink_perturb, noisy_updates, redo, continual_backprop, upgd. layernorm "
                     "and leaky_relu set the network's norm / activation; the others act in the "
                     "optimizer and compose with --nap.")
