@@ -22,6 +22,7 @@ import optax
 from agents import losses
 from agents.config import AgentConfig
 from agents.network import build_network
+import networks
 from plasticity import interventions, metrics, nap, schedules
 
 
@@ -101,7 +102,9 @@ def make_agent(config: AgentConfig, num_actions: int,
   and Continual Backprop around everything but the projection (they read the activations
   `update` passes them). With `obs_example` [B, *obs_shape] (shape and dtype only) the
   weights they re-initialize are drawn from the network's own initializer (else
-  `interventions.default_init_fn`); ReDo / CBP need it to trace their layers.
+  `interventions.default_init_fn`); ReDo / CBP need it to read their layers
+  (`networks.layer_spec`) off the parameters. The projection and the resets act on the
+  layers the network declares (`networks.projection_mask`, `networks.layer_spec`).
   """
   config.validate()
   if num_actions < 1:
@@ -120,13 +123,12 @@ def make_agent(config: AgentConfig, num_actions: int,
                           jnp.zeros(example.shape, example.dtype))["params"]
 
     if iv.needs_activations:
-      key = jax.random.PRNGKey(0)
-      variables = jax.eval_shape(lambda k: {"params": init_fn(k)}, key)
-      layer_spec = interventions.sequential_layer_spec(network, variables, example,
-                                                       rngs={"noise": key})
+      shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+      layer_spec = networks.layer_spec(network, shapes)
   elif iv.needs_activations:
-    raise ValueError(f"obs_example: intervention={iv.name!r} derives its layers from a forward "
-                     "pass; pass make_agent(..., obs_example=obs [B, *obs_shape])")
+    raise ValueError(f"obs_example: intervention={iv.name!r} reads its layers off the "
+                     "network's parameters; pass make_agent(..., obs_example=obs "
+                     "[B, *obs_shape])")
   pre = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm > 0 else []
   pre.extend(gradient_transforms)
   optimizer = iv.chain(
@@ -134,7 +136,9 @@ def make_agent(config: AgentConfig, num_actions: int,
       post=update_transforms, layer_spec=layer_spec, init_fn=init_fn,
       projection=nap.weight_projection(
           every_k_steps=config.nap_every_k, norm_params=config.nap_norm_params,
-          norm_decay=config.nap_norm_decay) if config.nap else None,
+          norm_decay=config.nap_norm_decay,
+          mask=functools.partial(networks.projection_mask, network,
+                                 norm_params=config.nap_norm_params)) if config.nap else None,
       upgd_kwargs=dict(learning_rate=None, adaptive=True, eps=config.adam_eps))
   return Agent(config=config, num_actions=num_actions, network=network,
                optimizer=optimizer, learning_rate=learning_rate,

@@ -52,9 +52,8 @@ import optax
 from envs import continual as streams
 from experiments import options, rundir, xla_cpu
 from experiments.options import option
-from networks import MLP
+from networks import MLP, SmallCNN, layer_spec, projection_mask
 from networks.common import check_choice
-from networks.small_cnn import SmallCNN
 from plasticity import interventions
 from plasticity import metrics
 from plasticity import nap as nap_lib
@@ -256,16 +255,16 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
   iv = interventions.make_intervention(
       opt_method, **cfg.intervention_overrides().get(opt_method, {}))
   sample = _prep(run.net, stream.images[:2])
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), sample)
-  spec = interventions.sequential_layer_spec(model, shapes, sample) \
-      if iv.needs_activations else None
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), sample)["params"]
+  spec = layer_spec(model, shapes) if iv.needs_activations else None
 
   def init_fn(key):
     return model.init(key, sample)["params"]
 
   tx = iv.optimizer(cfg.lr, base=cfg.optimizer, layer_spec=spec, init_fn=init_fn,
                     projection=nap_lib.weight_projection(
-                        norm_params=cfg.nap_norm_params, norm_decay=cfg.nap_norm_decay)
+                        norm_params=cfg.nap_norm_params, norm_decay=cfg.nap_norm_decay,
+                        mask=projection_mask(model, shapes, cfg.nap_norm_params))
                     if run.nap else None,
                     seed=cfg.seed)
   seeds = np.arange(cfg.seed, cfg.seed + cfg.seeds)

@@ -70,7 +70,7 @@ class TrainOptions:
       "'none'). --norm=layer without --nap is the paper's LN baseline.", NORMS)
   lr: float | None = option(None, "Adam learning rate (default: the preset's).")
   intervention: str = option(
-      "none", "Plasticity intervention (plasticity/interventions): none, layernorm, "
+      "none", "Plasticity intervention (plasticity/interventions/): none, layernorm, "
       "leaky_relu, l2, l2_init, shrink_perturb, noisy_updates, redo, continual_backprop, upgd. "
       "layernorm and leaky_relu set the network's norm / activation; the others act in the "
       "optimizer and compose with --nap.")

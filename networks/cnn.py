@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from networks import common, conv
+from networks.structure import Structure, kernel_path, norm_param_paths, sequential
 
 # networks/conv.py: nn.Conv's parameters and values; inside conv.gemm_convolutions() (seeds
 # vmapped by agents.seeds) a GEMM form, faster than grouped convolutions on CPU; elsewhere on
@@ -58,6 +59,12 @@ class NatureCNN(nn.Module):
     common.check_norm_activation(self.norm, self.activation)
     common.check_positive_int("dense_units", self.dense_units, allow_none=True)
     super().__post_init__()
+
+  def structure(self) -> Structure:
+    """``Conv_0 -> Conv_1 -> Conv_2 [-> Dense_0]``, a torso: the last layer feeds the head
+    (see ``networks.structure``)."""
+    dense = ["Dense_0"] if self.dense_units is not None else []
+    return sequential(["Conv_0", "Conv_1", "Conv_2"] + dense, self.norm)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -103,6 +110,20 @@ class ImpalaCNN(nn.Module):
     common.check_positive_int("width_scale", self.width_scale)
     common.check_positive_int("dense_units", self.dense_units, allow_none=True)
     super().__post_init__()
+
+  def structure(self) -> Structure:
+    """Every convolution and ``Dense_0`` hidden, no output layer, and no unit groups: the
+    blocks' units feed residual sums (see ``networks.structure``)."""
+    blocks = [f"stack{s}_block{b}" for s in range(len(self.channels))
+              for b in range(self.num_blocks)]
+    layers = ([f"stack{s}_conv" for s in range(len(self.channels))]
+              + [f"{block}_conv{i}" for block in blocks for i in (0, 1)])
+    normed = [f"{block}_{part}" for block in blocks for part in ("in", "conv0")] + ["final"]
+    if self.dense_units is not None:
+      layers.append("Dense_0")
+      normed.append("Dense_0")
+    norms = tuple(p for layer in normed for p in norm_param_paths(layer, self.norm))
+    return Structure(hidden=tuple(map(kernel_path, layers)), norms=norms, groups=None)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

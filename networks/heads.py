@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from networks import common
 from networks.noisy import NoisyDense
+from networks.structure import Structure, nested, parallel, sequential, stacked
 
 
 def _check_head(m) -> None:
@@ -71,6 +72,17 @@ def q_head(module: nn.Module, x: jax.Array, *, num_actions: int, num_atoms: int 
   return out if num_atoms is not None else out[..., 0]
 
 
+def q_head_structure(dueling: bool, hidden_sizes: Sequence[int], norm: str) -> Structure:
+  """The layers ``q_head`` builds: ``hidden_i -> output``, or the ``value_`` and
+  ``advantage_`` streams side by side when dueling (see ``networks.structure``)."""
+
+  def stream(prefix):
+    return sequential([f"{prefix}hidden_{i}" for i in range(len(hidden_sizes))], norm,
+                      [f"{prefix}output"])
+
+  return parallel(stream("value_"), stream("advantage_")) if dueling else stream("")
+
+
 class QHead(nn.Module):
   """Q-value head: ``[B, D] -> [B, num_actions]``, or ``[B, num_actions, num_atoms]`` logits
   when ``num_atoms`` is set. ``dueling`` splits value/advantage streams (combined as
@@ -90,6 +102,9 @@ class QHead(nn.Module):
   def __post_init__(self):
     _check_head(self)
     super().__post_init__()
+
+  def structure(self) -> Structure:
+    return q_head_structure(self.dueling, self.hidden_sizes, self.norm)
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
@@ -136,6 +151,11 @@ class QNetwork(nn.Module):
       raise ValueError(f"torso must be a flax.linen Module; got {type(self.torso).__name__}")
     _check_head(self)
     super().__post_init__()
+
+  def structure(self) -> Structure:
+    """The torso's structure under ``torso/``, its last layer feeding the head's first."""
+    return stacked(nested(self.torso.structure(), "torso"),
+                   q_head_structure(self.dueling, self.hidden_sizes, self.norm))
 
   @nn.compact
   def __call__(self, obs: jax.Array, deterministic: bool = False) -> jax.Array:

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 
 from networks import common
+from networks.structure import Structure, sequential
 
 
 class MLP(nn.Module):
@@ -30,6 +31,11 @@ class MLP(nn.Module):
     common.check_sizes("hidden_sizes", self.hidden_sizes)
     common.check_positive_int("num_outputs", self.num_outputs, allow_none=True)
     super().__post_init__()
+
+  def structure(self) -> Structure:
+    """``Dense_0 -> ... -> output`` (see ``networks.structure``)."""
+    return sequential([f"Dense_{i}" for i in range(len(self.hidden_sizes))], self.norm,
+                      ["output"] if self.num_outputs is not None else [])
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

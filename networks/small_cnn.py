@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from networks import common
+from networks.structure import Structure, sequential
 
 CONV_IMPLS = ("im2col", "xla")
 
@@ -100,6 +101,12 @@ class SmallCNN(nn.Module):
     common.check_sizes("hidden_sizes", self.hidden_sizes)   # () is allowed: no dense layer
     common.check_positive_int("num_outputs", self.num_outputs, allow_none=True)
     super().__post_init__()
+
+  def structure(self) -> Structure:
+    """``Conv_0 -> ... -> Dense_0 -> ... -> output`` (see ``networks.structure``)."""
+    layers = ([f"Conv_{i}" for i in range(len(self.channels))]
+              + [f"Dense_{j}" for j in range(len(self.hidden_sizes))])
+    return sequential(layers, self.norm, ["output"] if self.num_outputs is not None else [])
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

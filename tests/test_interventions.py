@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+import networks
 from plasticity import interventions as iv
 from plasticity import metrics
 from plasticity import nap
@@ -364,29 +365,29 @@ def test_continual_backprop_bias_absorbs_mean_contribution_and_resets_moments():
 # ------------------------------------------------------------------------ layer specs
 
 
-def test_sequential_layer_spec_for_project_networks():
-  from networks import MLP, NatureCNN, QNetwork   # pylint: disable=import-outside-toplevel
-  from networks.small_cnn import SmallCNN          # pylint: disable=import-outside-toplevel
-  mlp = MLP(hidden_sizes=(8, 4), num_outputs=3, norm="layer")
+def test_declared_layer_specs_of_project_networks():
+  """The networks' declared unit groups (networks.layer_spec), resolved: sibling biases
+  join the norm parameters, a flattened conv feeds a dense layer, a dueling head's two
+  outputs both consume the torso."""
+  mlp = networks.MLP(hidden_sizes=(8, 4), num_outputs=3, norm="layer")
   x = jnp.ones((2, 5))
-  spec = iv.sequential_layer_spec(mlp, jax.eval_shape(mlp.init, jax.random.PRNGKey(0), x), x)
+  spec = networks.layer_spec(mlp, jax.eval_shape(mlp.init, jax.random.PRNGKey(0), x)["params"])
   assert spec == (
       iv.UnitLayer("Dense_0_act", "Dense_0/kernel", ("Dense_1/kernel",),
                    ("Dense_0_norm/scale", "Dense_0_norm/bias")),
       iv.UnitLayer("Dense_1_act", "Dense_1/kernel", ("output/kernel",),
                    ("Dense_1_norm/scale", "Dense_1_norm/bias")))
-  cnn = SmallCNN(channels=(2, 3), strides=(1, 2), hidden_sizes=(4,), num_outputs=2)
+  cnn = networks.SmallCNN(channels=(2, 3), strides=(1, 2), hidden_sizes=(4,), num_outputs=2)
   xi = jnp.ones((1, 8, 8, 1))
-  spec = iv.sequential_layer_spec(cnn, jax.eval_shape(cnn.init, jax.random.PRNGKey(0), xi), xi)
+  spec = networks.layer_spec(cnn, jax.eval_shape(cnn.init, jax.random.PRNGKey(0), xi)["params"])
   assert [(l.incoming, l.outgoing, l.activation) for l in spec] == [
       ("Conv_0/kernel", ("Conv_1/kernel",), "Conv_0_act"),
       ("Conv_1/kernel", ("Dense_0/kernel",), "Conv_1_act"),
       ("Dense_0/kernel", ("output/kernel",), "Dense_0_act")]
   assert spec[0].incoming_extra == ("Conv_0/bias",)
-  q = QNetwork(NatureCNN(dense_units=16), num_actions=3, dueling=True)
+  q = networks.QNetwork(networks.NatureCNN(dense_units=16), num_actions=3, dueling=True)
   obs = jnp.zeros((1, 4, 84, 84), jnp.uint8)
-  variables = jax.eval_shape(q.init, jax.random.PRNGKey(0), obs)   # shapes suffice
-  spec = iv.sequential_layer_spec(q, variables, obs)
+  spec = networks.layer_spec(q, jax.eval_shape(q.init, jax.random.PRNGKey(0), obs)["params"])
   assert [l.incoming for l in spec] == ["torso/Conv_0/kernel", "torso/Conv_1/kernel",
                                         "torso/Conv_2/kernel", "torso/Dense_0/kernel"]
   assert spec[2].outgoing == ("torso/Dense_0/kernel",)     # 7*7*64 rows, NHWC flatten
@@ -401,18 +402,20 @@ def test_sequential_layer_spec_for_project_networks():
 
 @pytest.mark.parametrize("method", iv.METHODS)
 def test_every_intervention_composes_with_nap(method):
-  from networks import MLP   # pylint: disable=import-outside-toplevel
-  net = MLP(hidden_sizes=(8, 8), num_outputs=3, norm="layer")
+  """Hidden kernels stay on their norms and the LayerNorm parameters on their joint norm
+  ('joint' treatment, with the mask the network declares) whatever the intervention did."""
+  net = networks.MLP(hidden_sizes=(8, 8), num_outputs=3, norm="layer")
   x = jax.random.normal(jax.random.PRNGKey(0), (16, 5))
   y = jnp.arange(16) % 3
   variables = net.init(jax.random.PRNGKey(1), x)
-  spec = iv.sequential_layer_spec(net, variables, x)
+  params = variables["params"]
   over = {"redo": {"every": 1, "tau": 0.9},
           "continual_backprop": {"maturity": 0, "replacement_rate": 0.2}}.get(method, {})
+  projection = nap.weight_projection(
+      norm_params="joint", mask=networks.projection_mask(net, params, norm_params="joint"))
   tx = iv.make_intervention(method, **over).optimizer(
-      0.05, base="adam", layer_spec=spec, projection=nap.weight_projection(),
+      0.05, base="adam", layer_spec=networks.layer_spec(net, params), projection=projection,
       init_fn=lambda k: net.init(k, x)["params"])
-  params = variables["params"]
   state = tx.init(params)
   targets = {k: float(v) for k, v in nap.param_norms(params).items() if "output" not in k}
 

@@ -1,4 +1,5 @@
-"""Tests for networks/: torsos, heads, NoisyDense, QNetwork and their norm/bias/sow contracts.
+"""Tests for networks/: torsos, heads, NoisyDense, QNetwork, their norm/bias/sow contracts and
+the structure each declares (``networks.structure``).
 
 Structure checks use ``jax.eval_shape`` (no compilation); numeric checks jit one init and
 one apply per model to keep the suite fast on a small CPU machine.
@@ -10,10 +11,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import networks
-from networks import cnn
+from networks import cnn, common, conv
 from plasticity import nap
 
 KEY = jax.random.key(0)
@@ -243,7 +245,6 @@ def test_gemm_conv_matches_flax_conv_values_grads_and_vmap():
 
   Two layers cover its paths: 8x8 stride 4 (space-to-depth, then the shift GEMM) and 3x3
   stride 1 (im2col)."""
-  from networks import conv  # pylint: disable=import-outside-toplevel
   assert cnn.Conv is conv.Conv
   x = jnp.asarray(RNG.normal(size=(2, 3, 20, 20, 4)).astype(np.float32))  # [seeds, B, H, W, C]
   params = tuple({"kernel": jnp.asarray(RNG.normal(size=(2, k, k, cin, cout)) / k / cin ** 0.5,
@@ -281,7 +282,6 @@ def test_gemm_conv_matches_flax_conv_values_grads_and_vmap():
 def test_every_gemm_conv_method_equals_lax_conv(method, kernel, stride):
   """Strides the space-to-depth rewrite cannot remove (kernel not a multiple of the stride)
   stay in the patch slicing, for every patch layout."""
-  from networks import conv  # pylint: disable=import-outside-toplevel
   x = jnp.asarray(RNG.normal(size=(2, 11, 13, 3)), jnp.float32)
   w = jnp.asarray(RNG.normal(size=(kernel, kernel, 3, 4)), jnp.float32)
   want = jax.lax.conv_general_dilated(x, w, (stride, stride), "VALID",
@@ -303,7 +303,6 @@ def test_strided_conv_values_and_derivatives_equal_lax_conv(kernel, stride, size
   """strided_conv: XLA's forward (bit-equal), space-to-depth derivatives equal to XLA's in
   reverse and forward mode (the input-Jacobian diagnostic uses jvp), also vmapped over
   seeds' kernels; rows and columns no window reads (23 = 4*4 + 7) get zero gradient."""
-  from networks import conv  # pylint: disable=import-outside-toplevel
   x = jnp.asarray(RNG.normal(size=(2, *size, 3)), jnp.float32)
   w = jnp.asarray(RNG.normal(size=(*kernel, 3, 5)), jnp.float32)
   strides = stride
@@ -335,7 +334,6 @@ def test_conv_takes_space_to_depth_derivatives_on_cpu_only_where_they_apply():
   """Conv(impl='auto') outside gemm_convolutions() keeps nn.Conv's parameters and values;
   on CPU its strided layers' input gradient is no longer XLA's zero-dilated convolution;
   stride-1, padded and non-dividing-stride layers are nn.Conv itself."""
-  from networks import conv  # pylint: disable=import-outside-toplevel
   if jax.default_backend() != "cpu":
     pytest.skip("the space-to-depth derivatives are CPU-only")
   x = jnp.asarray(RNG.normal(size=(2, 20, 20, 4)), jnp.float32)
@@ -415,3 +413,149 @@ def test_norm_layer_layer_norm_keeps_flax_names_and_cpu_row_sums():
   hlo = jax.jit(jax.grad(lambda p: jnp.sum(layer.apply(p, VEC) ** 3))).lower(
       params).as_text()
   assert "dot_general" in hlo
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared structure (networks.structure).
+
+IMAGES = jnp.zeros((1, 8, 8, 1))
+DECLARING_NETWORKS = {
+    "mlp": (lambda: networks.MLP(hidden_sizes=(8, 4), num_outputs=3, norm="layer"), VEC),
+    "mlp_plain": (lambda: networks.MLP(hidden_sizes=(8,), num_outputs=3), VEC),
+    "small_cnn_rms": (lambda: networks.SmallCNN(channels=(2, 3), hidden_sizes=(4,),
+                                                num_outputs=2, norm="rms"), IMAGES),
+    "small_cnn_xla": (lambda: networks.SmallCNN(channels=(2,), strides=(2,), hidden_sizes=(),
+                                                conv_impl="xla", norm="layer"), IMAGES),
+    "q_head": (lambda: networks.QHead(4, hidden_sizes=(6,), norm="layer"), VEC),
+    "dueling_head": (lambda: networks.DuelingHead(4, hidden_sizes=(6, 5), norm="rms"), VEC),
+    "distributional_noisy_head": (
+        lambda: networks.DistributionalHead(4, num_atoms=5, noisy=True, hidden_sizes=(6,),
+                                            norm="layer"), VEC),
+    "q_mlp_dueling": (lambda: networks.QNetwork(
+        networks.MLP(hidden_sizes=(16,), norm="layer"), num_actions=3, dueling=True,
+        norm="layer"), VEC),
+    "q_nature": (lambda: networks.QNetwork(networks.NatureCNN(norm="layer", dense_units=16),
+                                           num_actions=6), FRAMES),
+    "q_nature_noisy_dueling_c51": (lambda: networks.QNetwork(
+        networks.NatureCNN(norm="layer", dense_units=None), num_actions=6, dueling=True,
+        distributional=True, num_atoms=5, noisy=True, hidden_sizes=(16,), norm="layer"),
+                                   FRAMES),
+    "q_impala": (lambda: networks.QNetwork(
+        networks.ImpalaCNN(channels=(4, 8), dense_units=16, norm="layer"), num_actions=6,
+        norm="layer"), FRAMES[:, :, :16, :16]),
+    "q_impala_plain": (lambda: networks.QNetwork(
+        networks.ImpalaCNN(channels=(4,), num_blocks=1, dense_units=None), num_actions=6),
+                       FRAMES[:, :, :16, :16]),
+}
+
+
+def _param_shapes(model, x):
+  init = lambda: model.init({"params": KEY, "noise": KEY}, x)["params"]
+  paths, leaves, _ = nap.flatten_with_paths(jax.eval_shape(init))
+  return jax.eval_shape(init), dict(zip(paths, (leaf.shape for leaf in leaves)))
+
+
+@pytest.mark.parametrize("name", sorted(DECLARING_NETWORKS))
+def test_declared_structure_matches_the_parameters(name):
+  make, x = DECLARING_NETWORKS[name]
+  model = make()
+  params, shapes = _param_shapes(model, x)
+  declared = networks.structure.declared_structure(model, params)   # every path exists
+  kernels = {p for p in shapes if p.endswith("/kernel")}
+  assert set(declared.hidden) | set(declared.outputs) == kernels
+  assert not set(declared.hidden) & set(declared.outputs)
+  assert set(declared.norms) == {p for p in shapes if "_norm/" in p}
+  assert networks.output_paths(model, params) == [p for p in shapes if p in declared.outputs]
+  for group in declared.groups or ():
+    units = shapes[group.incoming][-1]
+    assert group.incoming in declared.hidden
+    assert all(shapes[p] == (units,) for p in group.incoming_extra)
+    for consumer in group.outgoing:
+      rows = shapes[consumer][-2]
+      # A dense layer after a flatten of NHWC maps reads every spatial position's units.
+      assert rows == units if len(shapes[consumer]) == 4 else rows % units == 0
+  for norm_params in ("free", "joint", "decay"):
+    assert networks.projection_mask(model, params, norm_params) == nap.default_mask(
+        params, norm_params=norm_params), norm_params
+
+
+def test_declared_unit_groups_of_a_q_network_link_torso_and_head():
+  model, x = DECLARING_NETWORKS["q_nature_noisy_dueling_c51"]
+  model = model()
+  params, shapes = _param_shapes(model, x)
+  spec = networks.layer_spec(model, params)
+  assert [(l.activation, l.outgoing) for l in spec] == [
+      ("torso/Conv_0_act", ("torso/Conv_1/kernel",)),
+      ("torso/Conv_1_act", ("torso/Conv_2/kernel",)),
+      ("torso/Conv_2_act", ("value_hidden_0/kernel", "advantage_hidden_0/kernel")),
+      ("value_hidden_0_act", ("value_output/kernel",)),
+      ("advantage_hidden_0_act", ("advantage_output/kernel",))]
+  assert spec[0].incoming_extra == ("torso/Conv_0_norm/scale", "torso/Conv_0_norm/bias")
+  assert shapes["value_hidden_0/kernel"][0] == 7 * 7 * 64   # Conv_2's units, NHWC flatten
+  mask = networks.projection_mask(model, params)
+  assert mask["value_hidden_0"]["kernel_sigma"] and not mask["value_output"]["kernel_sigma"]
+  # The activation names are those the network sows.
+  _, sown = _sown(model, _np_variables(model, x), x, rngs={"noise": KEY})
+  flat_sown = nap.flatten_with_paths(sown)[0]
+  assert all(any(p.startswith(l.activation + "/") for p in flat_sown) for l in spec)
+
+
+def test_a_torso_alone_keeps_its_unconsumed_last_layer_out_of_the_layer_spec():
+  model = networks.MLP(hidden_sizes=(8, 4), norm="layer")
+  params, _ = _param_shapes(model, VEC)
+  assert [l.incoming for l in networks.layer_spec(model, params)] == ["Dense_0/kernel"]
+  assert networks.output_paths(model, params) == []
+
+
+def test_structure_errors_name_the_argument():
+  impala, x = DECLARING_NETWORKS["q_impala"]
+  params, _ = _param_shapes(impala(), x)
+  with pytest.raises(ValueError, match="module: QNetwork declares no unit groups"):
+    networks.layer_spec(impala(), params)
+  dense = nn.Dense(3)
+  with pytest.raises(ValueError, match="module: Dense declares no structure"):
+    networks.output_paths(dense, dense.init(KEY, VEC)["params"])
+  mlp = networks.MLP(hidden_sizes=(8,), num_outputs=3)
+  with pytest.raises(ValueError, match="params: MLP declares"):
+    networks.projection_mask(mlp, {"Dense_0": {"kernel": jnp.ones((12, 8))}})
+  with pytest.raises(ValueError, match="norm_params"):
+    networks.projection_mask(mlp, _param_shapes(mlp, VEC)[0], norm_params="tied")
+
+
+class _Classifier(nn.Module):
+  """``trunk_0 -> trunk_1 -> logits``: the output layer is neither named 'output' nor the
+  last kernel in natural order, so a name rule takes ``trunk_1`` for the output."""
+
+  @nn.compact
+  def __call__(self, x):
+    for name in ("trunk_0", "trunk_1"):
+      x = nn.Dense(8, use_bias=False, name=name)(x)
+      x = common.norm_act(x, self, name, "layer", "relu")
+    return nn.Dense(3, name="logits")(x)
+
+  def structure(self) -> networks.Structure:
+    return networks.structure.sequential(["trunk_0", "trunk_1"], "layer", ["logits"])
+
+
+def test_declaration_finds_an_output_layer_the_name_rule_misses():
+  model = _Classifier()
+  params = model.init(KEY, VEC)["params"]
+  guessed = nap.default_mask(params)
+  assert guessed["logits"]["kernel"] and not guessed["trunk_1"]["kernel"]   # the wrong guess
+  assert networks.output_paths(model, params) == ["logits/kernel"]
+  mask = networks.projection_mask(model, params)
+  assert mask["trunk_0"]["kernel"] and mask["trunk_1"]["kernel"]
+  assert not mask["logits"]["kernel"] and not mask["logits"]["bias"]
+  assert [(l.incoming, l.outgoing) for l in networks.layer_spec(model, params)] == [
+      ("trunk_0/kernel", ("trunk_1/kernel",)), ("trunk_1/kernel", ("logits/kernel",))]
+  # NaP with the declared mask holds both hidden kernels at their norms and lets the
+  # output layer move freely.
+  tx = nap.weight_projection(mask=mask)
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, state, params)
+  moved = optax.apply_updates(params, updates)
+  norms, start = nap.param_norms(moved), nap.param_norms(params)
+  for layer in ("trunk_0/kernel", "trunk_1/kernel"):
+    assert float(norms[layer]) == pytest.approx(float(start[layer]), rel=1e-5)
+  assert float(norms["logits/kernel"]) != pytest.approx(float(start["logits/kernel"]), rel=1e-3)

@@ -20,7 +20,8 @@ from agents import agent as agent_lib
 from agents import presets
 from agents import seeds as seeds_lib
 from experiments import rundir
-from plasticity import interventions, metrics, nap
+import networks
+from plasticity import metrics, nap
 from scripts import compare
 from tests.test_train import _config, _lines, _run
 
@@ -198,6 +199,26 @@ def test_interventions_compose_with_nap(method, hparams):
   assert all(jax.tree.leaves(moved))
 
 
+@pytest.mark.parametrize("norm_params", ["free", "joint", "decay"])
+def test_agent_projects_the_layers_its_network_declares(norm_params):
+  """The full Rainbow network (noisy dueling C51 head on the Nature CNN): NaP holds every
+  hidden kernel (with its noise scale), never an output, and the LayerNorm parameters only
+  under the 'joint' treatment (shapes only: nothing is compiled)."""
+  config = presets.make_config("full_rainbow", "atari", nap=True, nap_norm_params=norm_params,
+                               network=dict(norm="layer"))
+  obs = np.zeros((1, 4, 84, 84), np.uint8)
+  agent = agent_lib.make_agent(config, 6, obs_example=obs)
+  state = jax.eval_shape(lambda k: agent_lib.init(agent, k, obs), jax.random.PRNGKey(0))
+  projected = set(state.opt_state[-1].target_norms)
+  hidden = {"torso/Conv_0/kernel", "torso/Conv_1/kernel", "torso/Conv_2/kernel",
+            "value_hidden_0/kernel", "advantage_hidden_0/kernel"}
+  norms = {"torso/Conv_0_norm", "torso/Conv_1_norm", "torso/Conv_2_norm",
+           "value_hidden_0_norm", "advantage_hidden_0_norm"}
+  assert projected == (hidden | norms if norm_params == "joint" else hidden)
+  assert set(networks.output_paths(agent.network, state.params)) == {
+      "value_output/kernel", "advantage_output/kernel"}
+
+
 def test_redo_vmapped_over_seeds_equals_each_seed_alone():
   agent = _agent("redo", tau=1.0, every=1)
   init = seeds_lib.over_seeds(lambda k: agent_lib.init(agent, k, OBS), 2, (0,))
@@ -267,9 +288,7 @@ def test_redo_layers_of_the_atari_full_rainbow_network():
   assert sorted(state.opt_state.last_num_reset) == [
       "advantage_hidden_0_act", "torso/Conv_0_act", "torso/Conv_1_act", "torso/Conv_2_act",
       "value_hidden_0_act"]
-  key = jax.random.PRNGKey(0)
-  spec = interventions.sequential_layer_spec(agent.network, {"params": state.params}, obs,
-                                             rngs={"noise": key})
+  spec = networks.layer_spec(agent.network, state.params)
   assert [l.outgoing for l in spec] == [
       ("torso/Conv_1/kernel",), ("torso/Conv_2/kernel",),
       ("value_hidden_0/kernel", "advantage_hidden_0/kernel"),
