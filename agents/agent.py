@@ -67,6 +67,11 @@ class Agent:
   # (ReDo, Continual Backprop).
   needs_activations: bool = False
 
+  def hidden_mask(self, params: Any) -> Any:
+    """The hidden kernels the network declares (`networks.projection_mask`): the weights
+    whose norms and ELR the diagnostics report."""
+    return networks.projection_mask(self.network, params)
+
   @property
   def atoms(self) -> jax.Array | None:
     net = self.config.network

@@ -26,7 +26,7 @@ def make_diagnostics_fn(agent):
     noise_key, jacobian_key = jax.random.split(key)
     return metrics.diagnostics(
         agent.network.apply, {"params": params}, probe, jacobian_key, learning_rate=lr,
-        optimizer=agent.config.elr_rule,
+        optimizer=agent.config.elr_rule, hidden=agent.hidden_mask,
         num_projections=JACOBIAN_PROJECTIONS, apply_kwargs={"rngs": {"noise": noise_key}})
 
   return diagnostics

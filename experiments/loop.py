@@ -165,7 +165,8 @@ class Trainer:
     self._fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     self._norms = self.group.map(
         lambda p, lr: (nap.param_norms(p),
-                       nap.effective_learning_rates(p, lr, optimizer=config.agent.elr_rule)),
+                       nap.effective_learning_rates(p, lr, optimizer=config.agent.elr_rule,
+                                                    mask=self.agent.hidden_mask)),
         (0, None))
     self.counters = Counters()
     self._losses: list[jax.Array] = []

@@ -20,6 +20,7 @@ from absl import app, flags
 
 import envs
 from agents import presets
+from agents.network import build_network
 from agents.config import NORMS, AgentConfig, NetworkConfig
 from envs import sequential
 from experiments import loop, options, rundir, xla_cpu
@@ -385,6 +386,8 @@ def run_config_json(config: RunConfig, o: TrainOptions, seed: int) -> dict[str, 
           config.agent.intervention, **dict(config.agent.intervention_hparams)).hparams),
       "frames_per_step": 4 if env_family(o.env) == "atari" else 1,
       "agent_config": dataclasses.asdict(config.agent),
+      # The network's declared output layers: the report tells hidden from output by these.
+      "output_layers": list(build_network(config.agent.network, 1).structure().outputs),
       "versions": rundir.package_versions(), "git_commit": rundir.git_commit(),
   }
 

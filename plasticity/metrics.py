@@ -52,12 +52,12 @@ def param_norms(params: PyTree) -> dict[str, Array]:
   return nap.param_norms(params)
 
 
-def effective_learning_rates(params: PyTree, learning_rate,
-                             optimizer: str = "adam") -> dict[str, Array]:
-  """Per-layer effective learning rates (lr / ||W|| for Adam, lr / ||W||^2 for SGD), from
-  `plasticity.nap.effective_learning_rates`."""
+def effective_learning_rates(params: PyTree, learning_rate, optimizer: str = "adam",
+                             mask: Any = None) -> dict[str, Array]:
+  """Per-layer effective learning rates (lr / ||W|| for Adam, lr / ||W||^2 for SGD) of the
+  hidden kernels (`mask`: which), from `plasticity.nap.effective_learning_rates`."""
   from plasticity import nap  # pylint: disable=import-outside-toplevel
-  return nap.effective_learning_rates(params, learning_rate, optimizer=optimizer)
+  return nap.effective_learning_rates(params, learning_rate, optimizer=optimizer, mask=mask)
 
 
 def global_param_norm(params: PyTree) -> Array:
@@ -273,7 +273,7 @@ def exact_jacobian_norm(fn: Callable[[Array], Array], x: Array) -> Array:
 
 def diagnostics(apply_fn: Callable[..., Any], variables: Mapping[str, Any], x: Array,
                 key: Array, *, learning_rate=None, optimizer: str = "adam",
-                grads: PyTree | None = None,
+                hidden: Any = None, grads: PyTree | None = None,
                 tau: float = DEFAULT_TAU, features_name: str = "features",
                 num_projections: int = 16, apply_kwargs: Mapping[str, Any] | None = None
                 ) -> dict[str, Any]:
@@ -286,6 +286,8 @@ def diagnostics(apply_fn: Callable[..., Any], variables: Mapping[str, Any], x: A
     key: PRNG key for the Jacobian probes.
     learning_rate: when given, per-layer ELR is included.
     optimizer: the ELR rule (`plasticity.nap.ELR_EXPONENTS`): the optimizer that trains.
+    hidden: the hidden kernels whose ELR is reported (a mask or callable, as
+      `plasticity.nap.effective_learning_rates` takes; default its name rule).
     grads: when given, `grad_norm` is included.
     tau: dormant threshold.
     features_name: the sown penultimate features (matched as a '/'-suffix of the name).
@@ -318,7 +320,7 @@ def diagnostics(apply_fn: Callable[..., Any], variables: Mapping[str, Any], x: A
   out["param_norms"] = param_norms(params)
   out["param_norm"] = global_param_norm(params)
   if learning_rate is not None:
-    out["elr"] = effective_learning_rates(params, learning_rate, optimizer)
+    out["elr"] = effective_learning_rates(params, learning_rate, optimizer, hidden)
   if grads is not None:
     out["grad_norm"] = grad_norm(grads)
   return out

@@ -432,7 +432,8 @@ def effective_learning_rates(params, lr, optimizer: str = "adam",
   Norms are per layer: the kernel (with its ``kernel_sigma``, jointly, for noisy layers: the
   scale a following norm ignores). Computed for the hidden kernels of the default
   projection selection (``include_output`` adds the output layer, whose "ELR" is only
-  nominal: it is not scale-invariant) or for ``mask``. ``lr`` may be a float or a traced
+  nominal: it is not scale-invariant) or for ``mask`` (e.g. a network's declared projection
+  mask, ``networks.projection_mask``). ``lr`` may be a float or a traced
   scalar.
   """
   check_optimizer(optimizer)
@@ -442,9 +443,9 @@ def effective_learning_rates(params, lr, optimizer: str = "adam",
     if not include_output:
       out = set(_output_indices(paths, chosen))
       chosen = [i for i in chosen if i not in out]
-  else:
+  else:   # a selected kernel_sigma counts with its kernel (a projection mask selects both)
     sel = _resolve_mask(params, mask, False, "free")
-    chosen = [i for i, s in enumerate(sel) if s]
+    chosen = [i for i, s in enumerate(sel) if s and _split(paths[i])[1] != SIGMA_NAME]
   index = {p: i for i, p in enumerate(paths)}
   layout = tuple(((i,) + ((index[sibling_path(paths[i], SIGMA_NAME)],)
                           if sibling_path(paths[i], SIGMA_NAME) in index else ()), False)

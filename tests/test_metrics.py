@@ -109,7 +109,9 @@ def test_param_norms_and_elr_match_direct_computation():
   ko = np.asarray(params["output"]["kernel"])
   assert float(norms["Dense_0/kernel"]) == pytest.approx(np.linalg.norm(k0), rel=1e-5)
   assert float(norms["output/kernel"]) == pytest.approx(np.linalg.norm(ko), rel=1e-5)
-  elr = metrics.effective_learning_rates(params, 1e-3)
+  elr = metrics.effective_learning_rates(params, 1e-3)                    # Adam's rule
+  assert float(elr["Dense_0/kernel"]) == pytest.approx(1e-3 / np.linalg.norm(k0), rel=1e-5)
+  elr = metrics.effective_learning_rates(params, 1e-3, optimizer="sgd")
   assert float(elr["Dense_0/kernel"]) == pytest.approx(1e-3 / np.linalg.norm(k0) ** 2, rel=1e-5)
   assert "output/kernel" not in elr   # the output layer is not scale-invariant
 
