@@ -2,20 +2,11 @@
 
     python scripts/compare.py runs/* --out=report/ [--group_by=agent,nap] [--metric=eval]
 
-Reads run directories (docs/design.md, "Run directory"; a directory holding runs may be given
-instead), groups runs by variant (one colour each) and writes into ``--out`` report.md
-(figures embedded, final-score tables, notes on the data), summary.csv and figures/:
-``curves_<game>.png`` (return vs frames per game), ``aggregate.png`` (human-normalized
-median and IQM over the games of envs/scores.py that every variant ran),
-``diagnostics.png`` (loss, parameter norm, effective learning rate, dormant fraction, feature
-rank), ``diagnostics_elr.png`` (the ELR per layer the trainer logged: 'elr' of 'train'
-lines, under Adam lr / ||W||) and for sequential runs ``sequential_<k>.png`` (whole run,
-switches marked), ``sequential_<k>_visits.png`` (visits aligned at the switch) and their
-diagnostics.
-
-Pipeline: scripts/runlog.py loads runs into one long table; scripts/report_stats.py
-computes curves, scores and diagnostics from it; scripts/report_figures.py draws; this
-module writes Markdown and CSV. Also ``compare(run_dirs, out_dir, group_by=None)``.
+Reads run directories (docs/design.md, "Run directory"), groups runs by variant (one colour
+each) and writes report.md (figures, final-score tables, notes), summary.csv and figures/
+into --out. The pipeline: scripts/runlog.py loads runs into one long table,
+scripts/report_stats.py computes curves, scores and diagnostics from it,
+scripts/report_figures.py draws them and this module writes Markdown and CSV.
 """
 
 from __future__ import annotations
@@ -258,24 +249,20 @@ def _single_task(runs, table, ids, metric, o: _Options):
     if not by_game:
         return s, {}, {}
     s.text = ["## Per-game learning curves", "",
-              "Mean over seeds of the eval return (eval.jsonl) or, for games without eval "
-              f"records, of the training episode returns in {o.num_points} equal frame bins; "
-              f"band: 95 % bootstrap CI over seeds ({o.reps} resamples). The solid line stops "
-              "where the variant's shortest run stops, a thin dashed one continues the mean "
-              "of the runs that went further.", ""]
+              "Mean over seeds of eval returns, or of training returns in frame bins, with a "
+              f"95 % bootstrap band ({o.reps} resamples); solid while all seeds have data, "
+              "dashed beyond.", ""]
     scores_md = ["## Final scores", "",
-                 "A run's final score: its last evaluation (source `eval`) or its mean training "
-                 f"return over the last {rs.FINAL_FRACTION:.0%} of the frames up to its last "
-                 f"episode (`train`); mean over seeds, 95 % bootstrap CI ({o.final_reps} "
-                 "resamples); HNS of the mean (random 0, human 1).", "",
+                 "A run's last evaluation (`eval`) or mean training return over the last "
+                 f"{rs.FINAL_FRACTION:.0%} of its frames (`train`); mean over seeds, 95 % "
+                 f"bootstrap CI ({o.final_reps} resamples); HNS of the mean.", "",
                  "| game | variant | seeds | frames reached | source | final score [95 % CI] "
                  "| HNS |", "|---|---|---|---|---|---|---|"]
     for g, per_variant in sorted(by_game.items()):
         evals = game_metric[g] == "eval"
         members = [m for v in per_variant.values() for m in v]
-        frames = np.concatenate([f for _, (f, _) in members])
-        x, edges = ((rs.eval_grid(frames, o.num_points), None) if evals else rs.frame_grid(
-            max([runs[i].max_frames for i, _ in members] + [frames.max()]), o.num_points))
+        x, edges = rs.curve_grid([m for _, m in members], evals,
+                                 max(runs[i].max_frames for i, _ in members), o.num_points)
         summaries = {v: rs.summarize([m for _, m in per_variant[v]], evals, x, edges, o.reps,
                                      o.final_reps, o.seed) for v in sorted(per_variant)}
         for v, summary in summaries.items():
@@ -320,17 +307,14 @@ def _aggregate(by_game, game_metric, runs, o: _Options):
     if not games:
         s.text.append("No game qualifies for the aggregates, so there is no aggregate figure.")
         return s, [], left_out, {}
-    s.text += [f"Games: {', '.join(games)}. HNS = (score - random) / (human - random). Median "
-               "over games of the per-game mean over seeds; IQM: mean of the middle 50 % of "
-               "all run x game scores. 95 % stratified bootstrap CIs (seeds resampled within "
-               f"each game; {o.reps} resamples for curves, {o.final_reps} for the table, as "
-               "Agarwal et al. 2021); none where no game has two seeds. Source per game: "
-               + ", ".join(f"{g} ({game_metric[g]})" for g in games) + ".", ""]
-    members = [(g, i, m) for g in games for v in variants for i, m in by_game[g][v]]
-    frames = np.concatenate([m[0] for _, _, m in members])
-    all_eval = all(game_metric[g] == "eval" for g in games)
-    x, edges = ((rs.eval_grid(frames, o.num_points), None) if all_eval else rs.frame_grid(
-        max([runs[i].max_frames for _, i, _ in members] + [frames.max()]), o.num_points))
+    s.text += ["HNS = (score - random) / (human - random). Median over games of the seed "
+               "mean; IQM of all run x game scores; 95 % stratified bootstrap CIs (Agarwal et "
+               "al. 2021). Games: " + ", ".join(f"{g} ({game_metric[g]})" for g in games)
+               + ".", ""]
+    members = [m for g in games for v in variants for m in by_game[g][v]]
+    x, edges = rs.curve_grid([m for _, m in members], all(
+        game_metric[g] == "eval" for g in games), max(runs[i].max_frames for i, _ in members),
+        o.num_points)
     scores_md = ["| variant | games | runs | median HNS [95 % CI] | IQM HNS [95 % CI] | "
                  "mean HNS [95 % CI] |", "|---|---|---|---|---|---|"]
     bands, aggregates = {}, {}
@@ -340,9 +324,8 @@ def _aggregate(by_game, game_metric, runs, o: _Options):
             for g in games])
         bands[v] = {k: stats.stratified_bootstrap_curve(curves, stats.AGGREGATES[k], o.reps,
                                                         o.seed) for k in ("median", "iqm")}
-        finals = [rs.hns(g, np.asarray([m[1][-1] if game_metric[g] == "eval" else
-                                        rs.final_training_score(*m) for _, m in by_game[g][v]]))
-                  for g in games]
+        finals = [rs.hns(g, np.asarray([rs.final_score(m, game_metric[g] == "eval")
+                                        for _, m in by_game[g][v]])) for g in games]
         aggregates[v] = {k: stats.stratified_bootstrap(finals, f, o.final_reps, o.seed)
                          for k, f in stats.AGGREGATES.items()}
         n = sum(len(f) for f in finals)
@@ -382,20 +365,17 @@ def _diagnostics(runs, table, ids, title, name, o: _Options, switches=(),
               "feature rank: srank (—), eff. rank (--)": [
                   bands(is_("srank")), bands(is_("effective_rank"))]}
     s.text = [f"## {title}", "",
-              "Mean over runs (all games), 95 % bootstrap band. Parameter norm: L2 norm over "
-              "the hidden layers' logged norms (solid; NaP projects them back to their initial "
-              "norm) and over the output layers' (dashed: the kernels config.json lists as "
-              "'output_layers'), each relative to its first logged value. ELR: the effective "
-              "learning rate the trainer logged per layer ('elr' of 'train' lines; under Adam "
-              "lr / ||W||), relative to its first logged value, mean over hidden layers (per "
-              "layer, absolute, in the second figure). Dormant fraction: ReDo-style dormant "
-              "units, mean over the layers logged. Feature rank: srank (solid) and effective "
-              "rank (dashed) of the penultimate features.", ""]
+              "Mean over runs with a 95 % bootstrap band. Parameter norm: L2 norm of the hidden "
+              "layers (solid) and of the output layers config.json lists as 'output_layers' "
+              "(dashed). ELR: the effective learning rate the trainer logged per layer ('elr' "
+              "of 'train' lines; under Adam lr / ||W||), mean over hidden layers, and per "
+              "layer in the second figure. Norm and ELR are relative to their first logged "
+              "value. Dormant fraction: mean over the layers logged.", ""]
     s.embed(figures.diagnostics(o.figure(name), x, panels, o.colors, switches, o.dpi), title)
     layers = sorted({k[4:] for per in series.values() for k in per if k.startswith("elr/")})
     if layers:
-        log10 = lambda v: np.log10(np.where(v > 0, v, np.nan))  # pylint: disable=unnecessary-lambda-assignment
-        shown = {l: bands(is_(f"elr/{l}"), log10) for l in layers[:MAX_ELR_LAYERS]}
+        shown = {l: bands(is_(f"elr/{l}"), lambda v: np.log10(np.where(v > 0, v, np.nan)))
+                 for l in layers[:MAX_ELR_LAYERS]}
         s.embed(figures.elr_layers(o.figure(f"{name}_elr"), x, shown, o.colors, switches,
                                    o.dpi), f"{title}: ELR per layer")
         s.text += [f"({len(layers) - MAX_ELR_LAYERS} more layers not shown.)", ""
@@ -477,22 +457,15 @@ def compare(run_dirs: Union[str, Sequence[str]], out_dir: str,
             group_by: Union[None, str, Sequence[str]] = None, metric: str = "eval",
             bootstrap_reps: int = 2000, final_bootstrap_reps: int = 50_000,
             num_points: int = 100, seed: int = 0, dpi: int = DPI) -> ReportInfo:
-    """Writes report.md, summary.csv and figures/ for `run_dirs` into `out_dir`.
+    """Writes report.md, summary.csv and figures/ for `run_dirs` (run directories or
+    directories holding them) into `out_dir` and returns what it wrote and found.
 
-    Args:
-      run_dirs: run directories, or directories holding run directories.
-      out_dir: output directory (created; figures an earlier report wrote there are replaced).
-      group_by: None (the variant, see `variant_labels`) or config fields, "a,b" or a list.
-      metric: 'eval' (eval returns where runs have them, else training returns) or 'train'.
-      bootstrap_reps: bootstrap replicates for curve bands.
-      final_bootstrap_reps: replicates for final-score CIs (rliable's default 50,000).
-      num_points: points (frame bins) per learning curve.
-      seed: seed of every bootstrap: ``stats.stratified_bootstrap(per_game,
-        stats.aggregate_iqm, final_bootstrap_reps, seed)`` reproduces the final CIs.
-      dpi: resolution of the PNG figures.
-
-    Raises:
-      ValueError: bad arguments, empty or foreign directories, or no readable run.
+    `group_by`: None (see `variant_labels`) or config fields, "a,b" or a list. `metric`:
+    'eval' (eval returns where runs have them, else training returns) or 'train'. Curve
+    bands use `bootstrap_reps` resamples, final-score CIs `final_bootstrap_reps`, both with
+    `seed` (``stats.stratified_bootstrap(per_game, stats.aggregate_iqm, final_bootstrap_reps,
+    seed)`` reproduces the final CIs). Raises ValueError for bad arguments, empty or foreign
+    directories, or no readable run.
     """
     run_dirs = _validate(run_dirs, out_dir, metric, bootstrap_reps=bootstrap_reps,
                          final_bootstrap_reps=final_bootstrap_reps, num_points=num_points,
@@ -520,12 +493,9 @@ def compare(run_dirs: Union[str, Sequence[str]], out_dir: str,
             sequences[tuple(r.games)].append(i)
     if sequences:
         sections.append(_Section(["## Sequential runs", "",
-                                  "Whole run: training returns (human-normalized where every "
-                                  "game is in the score table), mean over seeds with a 95 % "
-                                  "band; dotted lines mark game switches. Visits: each game's "
-                                  "returns since the switch into it, first visit solid, second "
-                                  "dashed, later dotted: a later visit below the first is lost "
-                                  "plasticity. eval.jsonl is not read.", ""]))
+                                  "Training returns, mean over seeds with a 95 % band; dotted "
+                                  "lines mark switches. Visits are aligned at the switch: a "
+                                  "later visit below the first is lost plasticity.", ""]))
     for k, (games, ids) in enumerate(sorted(sequences.items()), 1):
         sections += _sequence(k, games, ids, runs, table, o)
     notes = [n for sec in sections for n in sec.notes] + _run_notes(runs, single, len(table))
@@ -601,30 +571,30 @@ def _write_csv(path: str, rows: list[dict[str, Any]]) -> None:
 
 def main(argv: Sequence[str]) -> None:
     from absl import app, flags  # pylint: disable=import-outside-toplevel
-    f = flags.FLAGS
     try:
-        info = compare(argv[1:], f.out, group_by=f.group_by, metric=f.metric,
-                       bootstrap_reps=f.bootstrap_reps, final_bootstrap_reps=f.final_bootstrap_reps,
-                       num_points=f.num_points, seed=f.seed, dpi=f.dpi)
+        values = {name: flags.FLAGS[name].value for name, _, _ in FLAGS}
+        info = compare(argv[1:], values.pop("out"), **values)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     print(f"wrote {info.report_path} ({len(info.figures)} figures, {len(info.runs)} runs, "
           f"{len(info.problems)} corrupt lines skipped, {len(info.skipped)} runs skipped)")
 
 
+FLAGS = (("out", None, "Output directory for report.md, summary.csv, figures/."),
+         ("group_by", None, "Comma-separated config.json fields to group runs by (e.g. "
+          "'agent,nap,norm' or 'flags.lr'); default: the variant."),
+         ("metric", "eval", "eval: eval returns where runs have them, else training episode "
+          "returns; train: training episode returns."),
+         ("bootstrap_reps", 2000, "Bootstrap resamples for curve bands."),
+         ("final_bootstrap_reps", 50_000, "Bootstrap resamples for final-score CIs."),
+         ("num_points", 100, "Points per learning curve (frame bins)."),
+         ("seed", 0, "Seed of the bootstrap."),
+         ("dpi", DPI, f"Resolution of the PNG figures ({MIN_DPI}-{MAX_DPI})."))
+
 if __name__ == "__main__":
     from absl import app as _app, flags as _flags
-    _flags.DEFINE_string("out", None, "Output directory for report.md, summary.csv, figures/.")
-    _flags.DEFINE_string("group_by", None, "Comma-separated config.json fields to group runs by "
-                         "(e.g. 'agent,nap,norm' or 'flags.lr'); default: the variant.")
-    _flags.DEFINE_string("metric", "eval", "eval: eval returns where runs have them, else "
-                         "training episode returns; train: training episode returns.")
-    _flags.DEFINE_integer("bootstrap_reps", 2000, "Bootstrap resamples for curve bands.")
-    _flags.DEFINE_integer("final_bootstrap_reps", 50_000,
-                          "Bootstrap resamples for final-score CIs (rliable's default).")
-    _flags.DEFINE_integer("num_points", 100, "Points per learning curve: training-return frame "
-                          "bins; eval curves keep the evaluation frames when at most twice this.")
-    _flags.DEFINE_integer("seed", 0, "Seed of the bootstrap.")
-    _flags.DEFINE_integer("dpi", DPI, f"Resolution of the PNG figures ({MIN_DPI}-{MAX_DPI}).")
+    for _name, _default, _help in FLAGS:
+        (_flags.DEFINE_integer if isinstance(_default, int) else _flags.DEFINE_string)(
+            _name, _default, _help)
     _flags.mark_flag_as_required("out")
     _app.run(main)

@@ -92,12 +92,15 @@ def frame_grid(top: float, num_points: int) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (edges[:-1] + edges[1:]), edges
 
 
-def eval_grid(frames: np.ndarray, num_points: int) -> np.ndarray:
-    """The evaluation frames themselves when at most ``2 * num_points``, else points spread
-    evenly between the first and last."""
-    frames = np.unique(frames).astype(np.float64)
-    return frames if frames.size <= 2 * num_points else np.linspace(frames[0], frames[-1],
-                                                                     num_points)
+def curve_grid(members: list[Series], evals: bool, top: float, num_points: int
+               ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """(x, bin edges) for curves of `members`: for evaluations their frames (edges None; at
+    most ``2 * num_points`` of them, else points spread evenly), else bins up to `top`."""
+    frames = np.unique(np.concatenate([f for f, _ in members])).astype(np.float64)
+    if not evals:
+        return frame_grid(max(top, frames[-1]), num_points)
+    return (frames if frames.size <= 2 * num_points else
+            np.linspace(frames[0], frames[-1], num_points)), None
 
 
 def run_curve(s: Series, evals: bool, x: np.ndarray, edges: Optional[np.ndarray]):
@@ -105,9 +108,13 @@ def run_curve(s: Series, evals: bool, x: np.ndarray, edges: Optional[np.ndarray]
     return interp_points(s[0].astype(np.float64), s[1], x) if evals else bin_episodes(*s, edges)
 
 
-def final_training_score(frames: np.ndarray, returns: np.ndarray) -> float:
-    """Mean return of the episodes in the last FINAL_FRACTION of ``[0, last episode]``."""
-    return float(returns[frames >= (1 - FINAL_FRACTION) * frames[-1]].mean())
+def final_score(s: Series, evals: bool) -> float:
+    """A run's last evaluation, or its mean return over the episodes in the last
+    FINAL_FRACTION of ``[0, last episode]``."""
+    frames, values = s
+    if evals:
+        return float(values[-1])
+    return float(values[frames >= (1 - FINAL_FRACTION) * frames[-1]].mean())
 
 
 @dataclasses.dataclass
@@ -125,7 +132,7 @@ class Summary:
 def summarize(members: list[Series], evals: bool, x: np.ndarray,
               edges: Optional[np.ndarray], reps: int, final_reps: int, seed: int) -> Summary:
     full, partial = common_coverage(np.stack([run_curve(s, evals, x, edges) for s in members]))
-    finals = [s[1][-1] if evals else final_training_score(*s) for s in members]
+    finals = [final_score(s, evals) for s in members]
     return Summary(stats.bootstrap_mean_band(full, reps, seed), partial,
                    stats.stratified_bootstrap([np.asarray(finals)], stats.aggregate_mean,
                                               final_reps, seed),

@@ -16,9 +16,11 @@ and described with its file and line number in `Run.problems`.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
+import math
 import os
 import re
 from typing import Any, Optional, Sequence
@@ -30,7 +32,9 @@ from envs import scores
 CONFIG, METRICS, EVAL = "config.json", "metrics.jsonl", "eval.jsonl"
 MAX_DEPTH = 3  # runs/<experiment>/seed_<s>/config.json is depth 2
 _NOT_METRICS = frozenset(("kind", "frames", "agent_steps", "game"))
-STRING_COLUMNS = ("game", "kind", "metric")
+# Table columns and their types; game, kind and metric hold codes into Table.labels.
+COLUMNS = {"run": np.int64, "game": np.int32, "kind": np.int32, "frames": np.int64,
+           "metric": np.int32, "value": np.float64}
 
 
 class RunLogError(ValueError):
@@ -88,28 +92,16 @@ class Table:
     def __init__(self, columns: dict[str, np.ndarray], labels: dict[str, list[str]]):
         self.columns, self.labels = columns, labels
 
-    @classmethod
-    def from_lists(cls, columns: dict[str, list]) -> "Table":
-        arrays, labels = {}, {}
-        for name, values in columns.items():
-            if name in STRING_COLUMNS:
-                labels[name] = list(dict.fromkeys(values))
-                code = {v: i for i, v in enumerate(labels[name])}
-                arrays[name] = np.fromiter(map(code.__getitem__, values), np.int32, len(values))
-            else:
-                arrays[name] = np.asarray(values, np.float64 if name == "value" else np.int64)
-        return cls(arrays, labels)
-
     def __len__(self) -> int:
         return len(self.columns["value"])
 
     def col(self, name: str) -> np.ndarray:
         """A string column's values."""
-        return np.asarray(self.labels[name] or [""], dtype=object)[self.columns[name]]
+        return np.asarray(self.labels[name], dtype=object)[self.columns[name]]
 
     def names(self, column: str, prefix: str = "") -> list[str]:
         """Sorted distinct values of a string column in these rows, those with `prefix`."""
-        present = np.asarray(self.labels[column] or [""], object)[np.unique(self.columns[column])]
+        present = np.asarray(self.labels[column], object)[np.unique(self.columns[column])]
         return sorted(v for v in present if v.startswith(prefix))
 
     def take(self, rows: np.ndarray) -> "Table":
@@ -192,7 +184,14 @@ def checkpoint_frames(run_dir: str) -> Optional[int]:
 
 
 def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+    return type(x) in (int, float) and math.isfinite(x)  # bool is not a number here
+
+
+def _loads(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
 
 
 def _jsonl(path: str, run: Run) -> list[tuple[int, dict]]:
@@ -204,62 +203,95 @@ def _jsonl(path: str, run: Run) -> list[tuple[int, dict]]:
     except FileNotFoundError:
         return []
     run.partial_lines += bool(lines.pop().strip())
+    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    try:  # the whole file in one parse; line by line only when some line is not JSON
+        parsed = json.loads(b"[" + b",".join(line for _, line in numbered) + b"]")
+    except ValueError:
+        parsed = []
+    if len(parsed) != len(numbered):
+        parsed = [_loads(line) for _, line in numbered]
     records = []
-    for lineno, line in enumerate(lines, 1):
-        try:
-            rec = json.loads(line) if line.strip() else None
-        except ValueError:
-            rec = "not JSON"
+    for (lineno, line), rec in zip(numbered, parsed):
         if isinstance(rec, dict) and _number(rec.get("frames")):
             records.append((lineno, rec))
-        elif rec is not None:
-            text = line.decode("utf-8", "replace").strip()
+        else:
             run.problems.append(f"{path}:{lineno}: corrupt line (not a JSON object with "
-                                f"numeric 'frames'): {text[:60]!r}")
+                                f"numeric 'frames'): {line.decode('utf-8', 'replace')[:60]!r}")
     return records
 
 
-def _read(run: Run, index: int, rows: dict[str, list]) -> None:
-    """Reads one run's logs into `run` and its table rows into `rows` (column -> list)."""
-    default = run.games[0]
+def _column(values: list) -> np.ndarray:
+    """float64 array of `values`, NaN for what is not a number."""
+    try:
+        return np.asarray(values, np.float64)
+    except (TypeError, ValueError):
+        return np.asarray([v if _number(v) else np.nan for v in values], np.float64)
 
-    def add(kind: str, game: str, frames: int, metric: str, value: float) -> None:
-        for column, v in zip(rows, (index, game, kind, frames, metric, value)):
-            rows[column].append(v)
 
-    metrics = os.path.join(run.path, METRICS)
-    for lineno, rec in _jsonl(metrics, run):
-        kind, frames = rec.get("kind"), int(rec["frames"])
-        game = game_name(str(rec.get("game", default)))
-        run.max_frames = max(run.max_frames, frames)
-        if kind == "episode" and _number(rec.get("return")):
-            add(kind, game, frames, "return", rec["return"])
-        elif kind == "switch" and isinstance(rec.get("game"), str):
-            run.switches.append((frames, game))
-        elif kind in ("train", "diagnostics"):
-            for key, v in rec.items():
-                if isinstance(v, dict):
-                    for layer, x in v.items():
-                        if _number(x):
-                            add(kind, game, frames, f"{key}/{layer}", x)
-                elif key not in _NOT_METRICS and _number(v):
-                    add(kind, game, frames, key, v)
-        elif kind in (None, "episode", "switch"):
-            run.problems.append(f"{metrics}:{lineno}: corrupt {kind or 'untyped'} line "
-                                "(missing or non-numeric fields)")
-    for lineno, rec in _jsonl(os.path.join(run.path, EVAL), run):
-        returns = rec.get("returns")
-        mean = rec.get("mean") if _number(rec.get("mean")) else (
-            float(np.mean(returns)) if returns and all(map(_number, returns)) else None)
-        if mean is None:
-            run.problems.append(f"{run.path}/{EVAL}:{lineno}: corrupt line (no numeric "
-                                "'mean' or 'returns')")
-            continue
+def _mean_return(rec: dict) -> Any:
+    """An eval line's 'mean', else the mean of its 'returns' (None if neither is numeric)."""
+    returns = rec.get("returns")
+    if _number(rec.get("mean")) or not (returns and all(map(_number, returns))):
+        return rec.get("mean")
+    return float(np.mean(returns))
+
+
+def _fields(kind: str, recs: list[dict]) -> list[tuple[str, np.ndarray]]:
+    """(metric, values) of the records of one kind: 'return' of episodes and evaluations,
+    every numeric field of 'train' and 'diagnostics' lines ('field/layer' for dicts)."""
+    if kind in ("episode", "eval"):
+        return [("return", _column([r.get("return") if kind == "episode" else _mean_return(r)
+                                    for r in recs]))]
+    fields = []
+    for key in sorted(set().union(*recs) - _NOT_METRICS):
+        values = [r.get(key) for r in recs]
+        layers = sorted({layer for v in values if isinstance(v, dict) for layer in v})
+        fields += [(f"{key}/{layer}", _column([v.get(layer) if isinstance(v, dict) else None
+                                               for v in values])) for layer in layers]
+        fields += [] if layers else [(key, _column(values))]
+    return fields
+
+
+def _read(run: Run, index: int, codes: dict[str, dict[str, int]]
+          ) -> list[dict[str, np.ndarray]]:
+    """Reads one run's logs into `run` and returns its table rows, in blocks of one kind
+    and metric; game, kind and metric names get their codes in `codes`."""
+    def code(column: str, name: str) -> int:
+        return codes[column].setdefault(name, len(codes[column]))
+
+    paths = {"metrics": os.path.join(run.path, METRICS), "eval": os.path.join(run.path, EVAL)}
+    by_kind = collections.defaultdict(list)  # kind -> [(line number, record)]
+    for lineno, rec in _jsonl(paths["metrics"], run):
+        kind = rec.get("kind")
         run.max_frames = max(run.max_frames, int(rec["frames"]))
-        add("eval", game_name(str(rec.get("game", default))), int(rec["frames"]), "return", mean)
+        if kind == "switch" and isinstance(rec.get("game"), str):
+            run.switches.append((int(rec["frames"]), game_name(rec["game"])))
+        elif kind in ("episode", "train", "diagnostics"):
+            by_kind[kind].append((lineno, rec))
+        elif kind in (None, "switch"):
+            run.problems.append(f"{paths['metrics']}:{lineno}: corrupt {kind or 'untyped'} "
+                                "line (no 'kind' or no 'game')")
+    by_kind["eval"] = _jsonl(paths["eval"], run)
+    blocks = []
+    for kind, numbered in by_kind.items():
+        recs = [rec for _, rec in numbered]
+        frames = np.asarray([rec["frames"] for rec in recs], np.int64)
+        run.max_frames = max(run.max_frames, frames.max(initial=0))
+        games = np.asarray([code("game", game_name(str(rec.get("game", run.games[0]))))
+                            for rec in recs], np.int32)
+        for metric, values in _fields(kind, recs):
+            ok = np.isfinite(values)
+            if kind in ("episode", "eval"):
+                run.problems += [f"{paths['metrics' if kind == 'episode' else 'eval']}:"
+                                 f"{numbered[i][0]}: corrupt {kind} line (no numeric return)"
+                                 for i in np.flatnonzero(~ok)]
+            blocks.append(dict(run=np.full(ok.sum(), index), game=games[ok], frames=frames[ok],
+                               kind=np.full(ok.sum(), code("kind", kind)), value=values[ok],
+                               metric=np.full(ok.sum(), code("metric", metric))))
     # A finished run's last checkpoint is written after its last log line.
-    run.max_frames = max(run.max_frames, checkpoint_frames(run.path) or 0)
+    run.max_frames = int(max(run.max_frames, checkpoint_frames(run.path) or 0))
     run.switches.sort()
+    return blocks
 
 
 def load(paths: Sequence[str]) -> tuple[list[Run], Table, list[tuple[str, str]]]:
@@ -275,7 +307,8 @@ def load(paths: Sequence[str]) -> tuple[list[Run], Table, list[tuple[str, str]]]
             continue
         runs.append(Run(path, os.path.relpath(a, parent) if parent else os.path.basename(a),
                         config))
-    rows: dict[str, list] = {c: [] for c in ("run", "game", "kind", "frames", "metric", "value")}
-    for index, run in enumerate(runs):
-        _read(run, index, rows)
-    return runs, Table.from_lists(rows), skipped
+    codes: dict[str, dict[str, int]] = {"game": {}, "kind": {}, "metric": {}}
+    blocks = [b for index, run in enumerate(runs) for b in _read(run, index, codes)]
+    columns = {c: np.concatenate([np.zeros(0, t)] + [b[c] for b in blocks]).astype(t)
+               for c, t in COLUMNS.items()}
+    return runs, Table(columns, {c: list(names) for c, names in codes.items()}), skipped

@@ -71,7 +71,8 @@ def write_synthetic_run(path: str, *, variant: str = "rainbow", agent: str = "ra
     else:
         games = [game]
     os.makedirs(path, exist_ok=True)
-    flags = {"env": games[0], "seed": seed, "num_frames": num_frames or total_frames, "agent": agent,
+    flags = {"env": games[0], "seed": seed, "num_frames": num_frames or total_frames,
+             "agent": agent,
              "nap": nap, "norm": norm, "lr_schedule": lr_schedule, "schedule": schedule,
              "log_every": log_every, "eval_every": eval_every}
     config = {"flags": flags, "variant": variant, "agent": agent, "env": games[0],
