@@ -401,9 +401,9 @@ def _sequence(k, games, ids, runs, table, o: _Options) -> list[_Section]:
     s = _Section([f"### Sequence {k}: {' → '.join(games)} ({len(ids)} runs)", ""])
     episodes = table.where(run=ids, kind="episode", metric="return").split("run")
     segs = {i: rs.segments(runs[i]) for i in ids}
-    blocks = max(segs.values(), key=len)
+    reference = max(segs.values(), key=len)  # the run with the most game blocks
     x, edges = rs.frame_grid(max(runs[i].max_frames for i in ids),
-                             min(1000, max(o.num_points, 10 * len(blocks))))
+                             min(1000, max(o.num_points, 10 * len(reference))))
     if len(episodes) < len(ids):
         s.notes.append(f"Sequence {k}: {len(ids) - len(episodes)} run(s) have no finished "
                        "episodes yet.")
@@ -419,14 +419,15 @@ def _sequence(k, games, ids, runs, table, o: _Options) -> list[_Section]:
             o.figure(f"sequential_{k}"), f"Sequence {k}: " + " → ".join(games), x,
             {v: stats.bootstrap_mean_band(rs.common_points([np.stack(c)])[0], o.reps, o.seed)
              for v, c in sorted(curves.items())}, {v: len(c) for v, c in curves.items()},
-            o.colors, [(a, g) for a, _, g, _ in blocks],
+            o.colors, [(start, g) for start, _, g, _ in reference],
             "human-normalized return" if normalized else "training return", o.dpi),
             f"sequence {k} whole run")
         scores_md = ["| game | variant | visit | seeds | end-of-visit score [95 % CI] | HNS |",
                      "|---|---|---|---|---|---|"]
         panels = {}
-        for g in dict.fromkeys(b[2] for blocks_ in segs.values() for b in blocks_):
-            longest = max(e - a for b in segs.values() for a, e, h, _ in b if h == g)
+        for g in dict.fromkeys(h for run_segs in segs.values() for _, _, h, _ in run_segs):
+            longest = max(end - start for run_segs in segs.values()
+                          for start, end, h, _ in run_segs if h == g)
             vx, vedges = rs.frame_grid(longest, min(o.num_points, 50))
             summaries = {key: rs.summarize(m, False, vx, vedges, o.reps, o.final_reps, o.seed)
                          for key, m in sorted(_visit_returns(g, episodes, segs, runs).items())}
@@ -448,7 +449,7 @@ def _sequence(k, games, ids, runs, table, o: _Options) -> list[_Section]:
         s.text += scores_md + [""]
     return [s, _diagnostics(runs, table, ids, f"Sequence {k}: diagnostics",
                             f"sequential_{k}_diagnostics", o,
-                            [(a, g) for a, _, g, _ in blocks[1:]], len(x))]
+                            [(start, g) for start, _, g, _ in reference[1:]], len(x))]
 
 
 # ---- the report --------------------------------------------------------------------------------
