@@ -1,4 +1,5 @@
-"""scripts/compare.py and scripts/runlog.py on synthetic run directories with known values."""
+"""The run report (scripts/compare.py, runlog.py, report_stats.py) on synthetic runs with known
+values."""
 
 import csv
 import os
@@ -11,7 +12,9 @@ import pytest
 
 from envs import scores
 from scripts import compare as cmp
+from scripts import report_stats as rs
 from scripts import runlog, stats
+from tests import runlogs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = dict(bootstrap_reps=200, final_bootstrap_reps=2000, num_points=20)
@@ -37,6 +40,12 @@ def raw_score(game, h):
 def by_hand_hns(game, raw):
     lo, hi = scores.random_score(game), scores.human_score(game)
     return (raw - lo) / (hi - lo)
+
+
+def read(path):
+    """The run record and table rows of one run directory."""
+    runs, table, _ = runlog.load([path])
+    return runs[0], table
 
 
 def constant(value):
@@ -67,7 +76,7 @@ def write_main_runs(root):
             for seed, h in enumerate(hs):
                 value = round(raw_score(game, h), 6)
                 path = os.path.join(root, f"{variant}_{game}_{seed}")
-                runlog.write_synthetic_run(
+                runlogs.write_synthetic_run(
                     path, variant=variant, nap=nap, norm="layer" if nap else "none",
                     game=game, seed=seed, total_frames=TOTAL, episode_frames=10_000,
                     return_fn=constant(value), eval_every=50_000, log_every=20_000,
@@ -76,7 +85,7 @@ def write_main_runs(root):
                 paths.append(path)
         for seed in range(2):
             path = os.path.join(root, f"{variant}_cartpole_{seed}")
-            runlog.write_synthetic_run(path, variant=variant, nap=nap,
+            runlogs.write_synthetic_run(path, variant=variant, nap=nap,
                                        norm="layer" if nap else "none", game=NON_ATARI,
                                        seed=seed, total_frames=TOTAL, episode_frames=5_000,
                                        return_fn=constant(100 + 50 * nap), log_every=20_000)
@@ -210,13 +219,13 @@ def seq_returns(g, frames, seed):
 def test_sequential_and_mixed_runs(tmp_path):
     runs = tmp_path / "runs"
     for variant, nap, at_start in (("rainbow", False, False), ("rainbow+nap", True, True)):
-        runlog.write_synthetic_run(
+        runlogs.write_synthetic_run(
             str(runs / f"{variant}_seq"), variant=variant, nap=nap, schedule="sequential",
             games=["Pong", "Breakout"], frames_per_game=100_000, cycles=2, seed=0,
             total_frames=400_000, episode_frames=10_000, return_fn=seq_returns,
             log_every=20_000, diagnostics_every=50_000, switch_at_start=at_start,
             layers=LAYERS)
-    runlog.write_synthetic_run(str(runs / "rainbow_pong_single"), variant="rainbow",
+    runlogs.write_synthetic_run(str(runs / "rainbow_pong_single"), variant="rainbow",
                                game="Pong", total_frames=TOTAL, eval_every=50_000,
                                return_fn=constant(0.0))
     info = cmp.compare([str(runs)], str(tmp_path / "out"), **FAST)
@@ -240,7 +249,7 @@ def test_sequential_and_mixed_runs(tmp_path):
 def test_sequential_game_without_finished_episodes_is_named(tmp_path):
     # Short visits: with 8 parallel games a Pong episode outlasts a 20k-frame visit, is cut at
     # the switch and never logged. The report must say so rather than show a bare panel.
-    path = runlog.write_synthetic_run(
+    path = runlogs.write_synthetic_run(
         str(tmp_path / "seq"), schedule="sequential", games=["Pong", "Breakout"],
         frames_per_game=20_000, cycles=2, total_frames=80_000, episode_frames=2_000,
         log_every=4_000, layers=LAYERS)
@@ -258,10 +267,10 @@ def test_sequential_game_without_finished_episodes_is_named(tmp_path):
 def test_segments_with_and_without_a_switch_line_at_zero(tmp_path):
     segs = []
     for at_start in (False, True):
-        path = runlog.write_synthetic_run(
+        path = runlogs.write_synthetic_run(
             str(tmp_path / f"s{at_start}"), schedule="sequential", games=["Pong", "Breakout"],
             frames_per_game=100_000, cycles=2, total_frames=350_000, switch_at_start=at_start)
-        segs.append(cmp.segments(runlog.read_run(path)))
+        segs.append(rs.segments(read(path)[0]))
     assert segs[0] == segs[1] == [(0, 100_000, "Pong", 1), (100_000, 200_000, "Breakout", 1),
                                   (200_000, 300_000, "Pong", 2),
                                   (300_000, 350_000, "Breakout", 2)]
@@ -297,7 +306,7 @@ def test_variant_labels_default_and_group_by():
 def test_compare_group_by_merges_and_splits(tmp_path):
     runs = tmp_path / "runs"
     for i, (variant, norm) in enumerate((("a", "none"), ("b", "none"), ("c", "layer"))):
-        runlog.write_synthetic_run(str(runs / variant), variant=variant, norm=norm,
+        runlogs.write_synthetic_run(str(runs / variant), variant=variant, norm=norm,
                                    game="Pong", seed=i, total_frames=100_000,
                                    eval_every=25_000, return_fn=constant(float(i)))
     info = cmp.compare([str(runs)], str(tmp_path / "out"), group_by="norm", **FAST)
@@ -311,12 +320,12 @@ def test_compare_group_by_merges_and_splits(tmp_path):
 
 def test_runs_in_progress(tmp_path):
     runs = tmp_path / "runs"
-    runlog.write_synthetic_run(str(runs / "done"), game="Pong", seed=0, total_frames=TOTAL,
+    runlogs.write_synthetic_run(str(runs / "done"), game="Pong", seed=0, total_frames=TOTAL,
                                return_fn=lambda g, f, s: f / 1e4)
-    runlog.write_synthetic_run(str(runs / "running"), game="Pong", seed=1,
+    runlogs.write_synthetic_run(str(runs / "running"), game="Pong", seed=1,
                                total_frames=TOTAL // 2, num_frames=TOTAL,
                                return_fn=lambda g, f, s: f / 1e4, partial_last_line=True)
-    run = runlog.read_run(str(runs / "running"))
+    run, table = read(str(runs / "running"))
     assert run.partial_lines == 1 and run.problems == []
     assert run.max_frames == TOTAL // 2
     info = cmp.compare([str(runs)], str(tmp_path / "out"), metric="train", **FAST)
@@ -329,21 +338,22 @@ def test_runs_in_progress(tmp_path):
     assert "reached different frame counts" in text
     # Its curve stops where it stopped: binned training returns are NaN after 100k frames.
     edges = np.linspace(0, TOTAL, 11)
-    curve = cmp.bin_episodes(run.episodes_frames, run.episodes_return, edges)
+    episodes = table.where(kind="episode")
+    curve = rs.bin_episodes(episodes.columns["frames"], episodes.columns["value"], edges)
     assert np.isfinite(curve[:5]).all() and np.isnan(curve[5:]).all()
 
 
 def test_finished_run_is_not_reported_short(tmp_path):
     # The trainer's last episode ends before --num_frames; its final checkpoint marks the end.
     path = str(tmp_path / "runs" / "done")
-    runlog.write_synthetic_run(path, game="Pong", total_frames=95_000, num_frames=100_016,
+    runlogs.write_synthetic_run(path, game="Pong", total_frames=95_000, num_frames=100_016,
                                episode_frames=5_000, return_fn=constant(-20.0))
-    assert runlog.read_run(path).max_frames == 95_000
+    assert read(path)[0].max_frames == 95_000
     os.makedirs(os.path.join(path, "checkpoints", "ckpt_0000000100016"))
     # A checkpoint still being written does not count.
     os.makedirs(os.path.join(path, "checkpoints", ".tmp_ckpt_0000000200000_1"))
     assert runlog.checkpoint_frames(path) == 100_016
-    assert runlog.read_run(path).max_frames == 100_016
+    assert read(path)[0].max_frames == 100_016
     info = cmp.compare([path], str(tmp_path / "out"), **FAST)
     assert not any("short of their --num_frames" in n for n in info.notes), info.notes
 
@@ -351,7 +361,7 @@ def test_finished_run_is_not_reported_short(tmp_path):
 def test_eval_metric_falls_back_to_training_returns(tmp_path):
     runs = tmp_path / "runs"
     for seed in range(2):
-        runlog.write_synthetic_run(str(runs / f"r{seed}"), game="Pong", seed=seed,
+        runlogs.write_synthetic_run(str(runs / f"r{seed}"), game="Pong", seed=seed,
                                    total_frames=100_000, return_fn=constant(-5.0))
     info = cmp.compare([str(runs)], str(tmp_path / "out"), **FAST)
     assert info.metric == "train"
@@ -361,75 +371,156 @@ def test_eval_metric_falls_back_to_training_returns(tmp_path):
 
 # ---- reading -----------------------------------------------------------------------------------
 
-def test_diagnostics_split_hidden_and_output_parameter_norms(tmp_path):
-    assert cmp.is_output_layer("output/kernel") and cmp.is_output_layer("value_output/kernel")
-    assert not cmp.is_output_layer("torso/Dense_0/kernel")
-    runlog.write_synthetic_run(str(tmp_path / "r"), total_frames=100_000, log_every=20_000,
-                               layers=LAYERS)
-    run = runlog.read_run(str(tmp_path / "r"))
-    series = cmp._diag_series(run)  # pylint: disable=protected-access
-    norms = run.train.nested["param_norms"]
+def test_diagnostics_split_hidden_and_output_layers_as_the_config_records(tmp_path):
+    # "output/kernel" is an output layer because config.json says so, not by its name: a
+    # run recording another list splits its layers by that list.
+    for name, output in (("r", ["output/kernel"]), ("other", ["Dense_0/kernel"])):
+        runlogs.write_synthetic_run(str(tmp_path / name), total_frames=100_000,
+                                    log_every=20_000, layers=LAYERS, output_layers=output)
+    run, table = read(str(tmp_path / "r"))
+    assert run.output_layers == ["output/kernel"]
+    series = rs.diagnostics(table, run)
+    norms = {l: table.where(kind="train", metric=f"param_norms/{l}").columns["value"]
+             for l in LAYERS}
     hidden = np.sqrt(norms["Conv_0/kernel"] ** 2 + norms["Dense_0/kernel"] ** 2)
     # Relative to the first logged value (the synthetic norms grow by 1 + frames / total).
     np.testing.assert_allclose(series["param_norm"][1], hidden / hidden[0])
     np.testing.assert_allclose(series["param_norm_output"][1],
                                norms["output/kernel"] / norms["output/kernel"][0])
     assert series["param_norm"][1][-1] == pytest.approx(2.0 / 1.2)
-    elr = run.train.nested["elr"]["Conv_0/kernel"]
+    elr = table.where(kind="train", metric="elr/Conv_0/kernel").columns["value"]
     np.testing.assert_allclose(series["elr_rel/Conv_0/kernel"][1], elr / elr[0])
     np.testing.assert_allclose(series["elr/Conv_0/kernel"][1], elr)
+    assert "elr_rel/output/kernel" not in series and "elr/output/kernel" in series
+    np.testing.assert_allclose(series["loss"][1],
+                               table.where(kind="train", metric="loss").columns["value"])
+    other, other_table = read(str(tmp_path / "other"))
+    other_series = rs.diagnostics(other_table, other)
+    assert "elr_rel/output/kernel" in other_series and "elr_rel/Dense_0/kernel" not in other_series
+
+
+def test_run_without_output_layers_counts_every_layer_hidden(tmp_path):
+    path = runlogs.write_synthetic_run(str(tmp_path / "old"), total_frames=100_000,
+                                       log_every=20_000, layers=LAYERS, output_layers=None)
+    run, table = read(path)
+    series = rs.diagnostics(table, run)
+    norms = [table.where(metric=f"param_norms/{l}").columns["value"] for l in LAYERS]
+    total = np.sqrt(sum(n ** 2 for n in norms))
+    np.testing.assert_allclose(series["param_norm"][1], total / total[0])
+    assert "param_norm_output" not in series
+    assert {k for k in series if k.startswith("elr_rel/")} == {f"elr_rel/{l}" for l in LAYERS}
+    info = cmp.compare([path], str(tmp_path / "out"), **FAST)
+    assert any("No 'output_layers' in config.json of `old`" in n for n in info.notes)
+    assert "every logged layer counts as hidden" in open(info.report_path).read()
+
+
+def test_dormant_fraction_is_the_mean_of_the_layers_logged(tmp_path):
+    path = runlogs.write_synthetic_run(str(tmp_path / "r"), total_frames=10_000)
+    with open(os.path.join(path, runlog.METRICS), "a") as f:
+        f.write('{"kind":"diagnostics","frames":10000,"dormant":{"features":0.1,'
+                '"torso/Conv_0_act":0.3,"torso/Conv_1_act":0.8},"srank":12}\n')
+    run, table = read(path)
+    series = rs.diagnostics(table, run)
+    assert series["dormant"][1].tolist() == pytest.approx([0.4])
+    assert series["srank"][1].tolist() == [12.0]
+
+
+def test_runs_without_a_finished_episode_still_get_their_diagnostics(tmp_path):
+    # Four 3,000-frame Pong runs: a Pong episode is far longer, so none has ended yet.
+    runs = tmp_path / "runs"
+    for variant in ("rainbow", "rainbow+nap"):
+        for seed in range(2):
+            runlogs.write_synthetic_run(
+                str(runs / f"{variant}_{seed}"), variant=variant, nap=variant.endswith("nap"),
+                seed=seed, total_frames=3_000, episode_frames=10_000, log_every=500,
+                diagnostics_every=1_000, layers=LAYERS)
+    info = cmp.compare([str(runs)], str(tmp_path / "out"), **FAST)
+    assert info.games == [] and info.final_scores == [] and info.aggregates == {}
+    assert {os.path.basename(f) for f in info.figures} == {"diagnostics.png",
+                                                          "diagnostics_elr.png"}
+    assert any("No episode finished yet" in n and "4 single-task run(s)" in n
+               for n in info.notes), info.notes
+    text = open(info.report_path).read()
+    assert "No episode finished yet" in text and "](figures/diagnostics.png)" in text
+    for f in info.figures:
+        assert_png_ok(f)
+        for v in ("rainbow", "rainbow+nap"):
+            assert colour_pixels(f, info.colors[v]) > 20, (f, v)
+
+
+def test_run_with_nothing_logged_gets_a_report_saying_so(tmp_path):
+    path = runlogs.write_synthetic_run(str(tmp_path / "new"), total_frames=0)
+    info = cmp.compare([path], str(tmp_path / "out"), **FAST)
+    assert info.figures == [] and info.games == []
+    assert "No run has logged anything yet" in open(info.report_path).read()
 
 
 def test_interp_points_single_record_goes_to_nearest_grid_point():
     x = np.linspace(0.0, 100.0, 11)
-    got = cmp.interp_points(np.array([42.0]), np.array([3.0]), x)
+    got = rs.interp_points(np.array([42.0]), np.array([3.0]), x)
     assert got[4] == 3.0 and np.isnan(np.delete(got, 4)).all()
     # Outside the grid it stays invisible; two records interpolate linearly between them.
-    assert np.isnan(cmp.interp_points(np.array([142.0]), np.array([3.0]), x)).all()
-    two = cmp.interp_points(np.array([10.0, 30.0]), np.array([1.0, 3.0]), x)
+    assert np.isnan(rs.interp_points(np.array([142.0]), np.array([3.0]), x)).all()
+    two = rs.interp_points(np.array([10.0, 30.0]), np.array([1.0, 3.0]), x)
     assert two[2] == pytest.approx(2.0) and np.isnan(two[0]) and np.isnan(two[4])
 
 
-def test_read_run_reports_corrupt_lines_with_line_numbers(tmp_path):
+def test_load_reports_corrupt_lines_with_line_numbers(tmp_path):
     path = str(tmp_path / "run")
-    runlog.write_synthetic_run(path, total_frames=100_000, return_fn=constant(3.0),
-                               log_every=10_000, eval_every=50_000)
+    runlogs.write_synthetic_run(path, total_frames=100_000, return_fn=constant(3.0),
+                                log_every=10_000, eval_every=50_000)
     with open(os.path.join(path, "metrics.jsonl"), "a") as f:
         f.write('{"kind":"episode","frames":"soon","return":1}\n')   # bad frames
         f.write('{"kind":"episode","frames":5,"return":null}\n')     # bad return
-        f.write('[1, 2, 3]\n')                                      # no kind
-        f.write('{"kind":"train","frames":7,"loss":\n')             # cut off, parsed kind
+        f.write('[1, 2, 3]\n')                                      # not an object
+        f.write('{"kind":"train","frames":7,"loss":\n')             # cut off
+        f.write('{"kind":"checkpoint","frames":8}\n')               # a kind not read
     with open(os.path.join(path, "eval.jsonl"), "a") as f:
         f.write("not json\n")
-    run = runlog.read_run(path)
-    assert len(run.problems) == 5
+    run, table = read(path)
+    assert len(run.problems) == 5, run.problems
     n = sum(1 for _ in open(os.path.join(path, "metrics.jsonl")))
-    for lineno in range(n - 3, n + 1):
+    for lineno in range(n - 4, n):
         assert any(f"metrics.jsonl:{lineno}:" in p for p in run.problems), lineno
     assert any("eval.jsonl:3:" in p for p in run.problems)
-    assert len(run.episodes_frames) == 10 and (run.episodes_return == 3.0).all()
-    assert len(run.train) == 10 and len(run.eval_frames) == 2
-    # Kinds not asked for are not parsed, but a cut-off line is still caught.
-    run = runlog.read_run(path, kinds=["episode"])
-    assert len(run.train) == 0
-    assert sum("metrics.jsonl" in p for p in run.problems) == 4
+    episodes = table.where(kind="episode", metric="return").columns["value"]
+    assert len(episodes) == 10 and (episodes == 3.0).all()
+    assert len(table.where(kind="train", metric="loss")) == 10
+    assert table.where(kind="eval").columns["frames"].tolist() == [50_000, 100_000]
+
+
+def test_table_columns_and_selection(tmp_path):
+    paths = [runlogs.write_synthetic_run(str(tmp_path / f"s{seed}"), seed=seed, game="pong",
+                                         total_frames=20_000, return_fn=constant(seed),
+                                         log_every=10_000, layers=LAYERS)
+             for seed in range(2)]
+    runs, table, skipped = runlog.load(paths)
+    assert [r.name for r in runs] == ["s0", "s1"] and skipped == []
+    episodes = table.where(kind="episode")
+    assert episodes.col("game").tolist() == ["Pong"] * 4  # the paper spelling
+    assert episodes.columns["run"].tolist() == [0, 0, 1, 1] and runs[1].seed == 1
+    assert episodes.columns["value"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert table.names("metric", "elr/") == [f"elr/{l}" for l in sorted(LAYERS)]
+    by_run = table.where(kind="train", metric=["loss", "lr"]).split("run")
+    assert sorted(by_run) == [0, 1] and len(by_run[1]) == 4
+    assert (np.diff(by_run[1].columns["frames"]) >= 0).all()
 
 
 def test_discovers_nested_seed_directories(tmp_path):
     # The trainer writes run_dir/seed_<s> for several seeds; a parent of those works too.
     for exp in ("pong_rainbow", "pong_nap"):
         for seed in range(2):
-            runlog.write_synthetic_run(str(tmp_path / "runs" / exp / f"seed_{seed}"),
+            runlogs.write_synthetic_run(str(tmp_path / "runs" / exp / f"seed_{seed}"),
                                        seed=seed, total_frames=50_000)
     (tmp_path / "runs" / "README.txt").write_text("not a run")
-    found, _ = cmp.discover_runs([str(tmp_path / "runs"), str(tmp_path / "runs" / "pong_nap")])
+    found = runlog.discover_runs([str(tmp_path / "runs"), str(tmp_path / "runs" / "pong_nap")])
     assert [os.path.relpath(p, tmp_path / "runs") for p in found] == [
         "pong_nap/seed_0", "pong_nap/seed_1", "pong_rainbow/seed_0", "pong_rainbow/seed_1"]
 
 
 def test_compare_skips_run_with_corrupt_config(tmp_path):
     runs = tmp_path / "runs"
-    runlog.write_synthetic_run(str(runs / "good"), total_frames=100_000)
+    runlogs.write_synthetic_run(str(runs / "good"), total_frames=100_000)
     os.makedirs(runs / "bad")
     (runs / "bad" / "config.json").write_text("{not json")
     info = cmp.compare([str(runs)], str(tmp_path / "out"), metric="train", **FAST)
@@ -454,11 +545,6 @@ def test_empty_and_foreign_directories_give_clear_errors(tmp_path):
         cmp.compare([str(tmp_path / "missing")], str(tmp_path / "out"))
     with pytest.raises(ValueError, match="not a directory"):
         cmp.compare([str(foreign / "notes.txt")], str(tmp_path / "out"))
-    # A run with no episodes or eval yet: nothing to plot.
-    runlog.write_synthetic_run(str(tmp_path / "new"), total_frames=0)
-    with pytest.raises(ValueError, match="no run has any episode or eval record yet"):
-        cmp.compare([str(tmp_path / "new")], str(tmp_path / "out"))
-    assert not (tmp_path / "out" / "report.md").exists()
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -471,7 +557,7 @@ def test_empty_and_foreign_directories_give_clear_errors(tmp_path):
     (dict(dpi=10), "--dpi=10.*30 to 300"),
 ])
 def test_bad_arguments_are_rejected_before_work(tmp_path, kwargs, message):
-    runlog.write_synthetic_run(str(tmp_path / "run"), total_frames=50_000)
+    runlogs.write_synthetic_run(str(tmp_path / "run"), total_frames=50_000)
     with pytest.raises(ValueError, match=message):
         cmp.compare([str(tmp_path / "run")], str(tmp_path / "out"), **kwargs)
     assert not (tmp_path / "out").exists()
@@ -486,7 +572,7 @@ def test_out_must_be_a_directory_and_runs_given(tmp_path):
 
 
 def test_command_line(tmp_path):
-    runlog.write_synthetic_run(str(tmp_path / "runs" / "r0"), total_frames=100_000,
+    runlogs.write_synthetic_run(str(tmp_path / "runs" / "r0"), total_frames=100_000,
                                eval_every=25_000)
     script = os.path.join(REPO, "scripts", "compare.py")
     ok = subprocess.run([sys.executable, script, str(tmp_path / "runs" / "r0"),
@@ -516,13 +602,13 @@ def test_curves_keep_one_seed_set_and_continue_dashed():
     nan = np.nan
     values = np.array([[0.0, 0.0, 0.0, 0.0],
                        [10.0, 10.0, nan, nan]])
-    full, partial = cmp._common_coverage(values)
+    full, partial = rs.common_coverage(values)
     np.testing.assert_array_equal(full[:, :2], values[:, :2])
     assert np.isnan(full[:, 2:]).all()
     assert np.isnan(partial[:2]).all() and (partial[2:] == 0.0).all()
-    full, partial = cmp._common_coverage(np.full((2, 3), nan))
+    full, partial = rs.common_coverage(np.full((2, 3), nan))
     assert np.isnan(full).all() and np.isnan(partial).all()
     # Across games (the aggregate): a point survives only where every run of every game is.
-    a, b = cmp._common_points([np.array([[1.0, 2.0, 3.0]]), np.array([[4.0, nan, 6.0]])])
+    a, b = rs.common_points([np.array([[1.0, 2.0, 3.0]]), np.array([[4.0, nan, 6.0]])])
     np.testing.assert_array_equal(a, [[1.0, nan, 3.0]])
     np.testing.assert_array_equal(b, [[4.0, nan, 6.0]])

@@ -27,6 +27,7 @@ import numpy as np
 
 from scripts import compare as compare_mod
 from scripts import runlog
+from tests import runlogs
 
 GAMES = ("Pong", "Breakout", "Seaquest", "SpaceInvaders", "Qbert")
 VARIANTS = (("rainbow", False, "none"), ("rainbow+nap", True, "layer"))
@@ -54,7 +55,7 @@ def make_runs(root: str, frames: int) -> list[str]:
         for game in GAMES:
             for seed in range(SEEDS):
                 path = os.path.join(root, f"{variant}_{game}_{seed}")
-                runlog.write_synthetic_run(
+                runlogs.write_synthetic_run(
                     path, variant=variant, nap=nap, norm=norm, game=game, seed=seed,
                     total_frames=frames, episode_frames=2_000, return_fn=_returns,
                     eval_every=250_000, eval_episodes=10, log_every=10_000,
