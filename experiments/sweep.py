@@ -6,14 +6,13 @@ r"""Run a grid of games x variants x seeds, each trial one `experiments/train.py
 
 Trial `<game>_<variant>_s<seed>` runs `python -m experiments.train --env=<game> --seed=<seed>
 --run_dir=<out>/<trial> --progress=false [--num_frames=N] <flags after --> <variant flags>`,
-its output in `<out>/<trial>/train.log`, as one of `--max_parallel` local processes or as a Ray
-task reserving `--cpus_per_trial`/`--gpus_per_trial` on the cluster at `--ray_address` (this
-checkout at the same path on every node, `--out` on a filesystem they share). Every input is
-checked, and Ray reached, before any trial starts. A rerun skips the trials whose run reached
-its frames with the same flags; train resumes the others from their checkpoints. A failed trial
-is reported with the end of its log and the others go on. Ctrl-C or SIGTERM asks the running
-trials to checkpoint and stop (a second one: to stop at once). `<out>/sweep.json` holds every
-trial's status, time and command. The README section "Sweeps" has the config file format.
+output in `<out>/<trial>/train.log`, as one of `--max_parallel` local processes or as a Ray task
+with `--cpus_per_trial`/`--gpus_per_trial` on the cluster at `--ray_address` (this checkout at
+the same path on every node, `--out` on a shared filesystem). Every input is checked, and Ray
+reached, before any trial starts. A rerun skips the trials whose run reached its frames with
+the same flags; train resumes the others from their checkpoints. Ctrl-C or SIGTERM asks the
+running trials to checkpoint and stop (a second one: to stop at once). `<out>/sweep.json` holds
+every trial's status. The README section "Sweeps" has the config file format.
 """
 
 from __future__ import annotations
@@ -40,8 +39,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Train flags that the sweep sets itself from the grid; a variant or common flag may not.
 SWEEP_OWNED_FLAGS = {"env": "the grid's --games", "seed": "the grid's --seeds", "run_dir": "--out",
                      "num_seeds": "the grid's --seeds (one trial per seed)"}
-# Flags that may differ between a finished trial and a rerun that skips it.
-_FREE_ON_RERUN = ("num_frames", "progress")
+_FREE_ON_RERUN = ("num_frames", "progress")   # may differ between a finished run and its rerun
 STATUSES = ("done", "skipped", "failed", "incomplete", "not run")
 _NORM_TOKENS = {"nap": ("nap", "--nap"), "layernorm": ("norm", "--norm=layer"),
                 "ln": ("norm", "--norm=layer"), "rmsnorm": ("norm", "--norm=rms")}
@@ -61,8 +59,8 @@ def define_flags() -> None:
                     "+rmsnorm]'; or names defined in --config's \"variants\".")
   flags.DEFINE_list("seeds", None, "Seeds, one trial each (default: 0).")
   flags.DEFINE_integer("num_seeds", None, "Shorthand for --seeds=0,...,S-1.", lower_bound=1)
-  flags.DEFINE_integer("num_frames", None, "Every trial's --num_frames (default: the preset's; "
-                       "a variant's own wins).", lower_bound=1)
+  flags.DEFINE_integer("num_frames", None, "Every trial's --num_frames (default: the preset's).",
+                       lower_bound=1)
   flags.DEFINE_string("out", None, "Sweep directory: a run directory per trial, sweep.json.")
   flags.DEFINE_string("config", None, "JSON object: \"variants\" (names, or name -> train "
                       "flags), \"flags\" (train flags of every trial), and any of "
@@ -74,8 +72,8 @@ def define_flags() -> None:
   flags.DEFINE_float("cpus_per_trial", 1.0, "Ray CPUs per trial.", lower_bound=0)
   flags.DEFINE_float("gpus_per_trial", 0.0, "Ray GPUs per trial (a fraction shares a GPU and "
                      "its memory).", lower_bound=0)
-  flags.DEFINE_integer("ray_num_cpus", None, "CPUs of --ray_address=local's instance "
-                       "(default: all).", lower_bound=1)
+  flags.DEFINE_integer("ray_num_cpus", None, "CPUs of --ray_address=local's Ray instance.",
+                       lower_bound=1)
   flags.DEFINE_bool("dry_run", False, "Print the trials' commands, marking finished ones.")
 
 
@@ -121,9 +119,8 @@ def flag_list(value: Any, where: str) -> list[str]:
   """Train flags from a config value: a list of '--name=value' strings, or a dict
   {name: value} (true -> --name, false -> --noname, a list -> comma-joined)."""
   if isinstance(value, dict):
-    for key, v in value.items():
-      if v is None:
-        raise SweepError(f"{where}: flag {key!r} has no value (null)")
+    for key in (k for k, v in value.items() if v is None):
+      raise SweepError(f"{where}: flag {key!r} has no value (null)")
     value = [f"--{k}" if v is True else f"--no{k}" if v is False else
              f"--{k}=" + (",".join(map(str, v)) if isinstance(v, list) else str(v))
              for k, v in ((str(k).lstrip("-"), v) for k, v in value.items())]
@@ -234,13 +231,12 @@ def read_config(path: str) -> tuple[dict[str, list[str]], list[str]]:
     raise SweepError(f"--config={path}: unknown key(s) {', '.join(unknown)}; expected a JSON "
                      f"object with keys among {', '.join(keys)}")
   seeds_given = FLAGS["seeds"].present or FLAGS["num_seeds"].present
-  for key in _CONFIG_FLAGS:
-    if key in config and not FLAGS[key].present and not (
-        seeds_given and key in ("seeds", "num_seeds")):
-      try:
+  for key in (k for k in _CONFIG_FLAGS if k in config and not FLAGS[k].present):
+    try:
+      if not (seeds_given and key in ("seeds", "num_seeds")):
         FLAGS[key].parse(config[key])
-      except flags.IllegalFlagValueError as e:
-        raise SweepError(f"--config={path}: {key!r}: {e}") from None
+    except flags.IllegalFlagValueError as e:
+      raise SweepError(f"--config={path}: {key!r}: {e}") from None
   variants = config.get("variants", [])
   if not isinstance(variants, (list, dict)):
     raise SweepError(f"--config={path}: \"variants\" must be a list of names or an object "
@@ -258,29 +254,27 @@ def _names(values: list[Any] | None, where: str, example: str) -> list[str]:
   names = [v.strip() for v in values or [] if v.strip()]
   if not names:
     raise SweepError(f"{where} is empty: give at least one, e.g. {example}")
-  _no_duplicates(names, where)
-  return names
+  return _no_duplicates(names, where)
 
 
 def _seeds() -> list[int]:
-  if FLAGS.num_seeds is not None:
-    if FLAGS.seeds is not None:
-      raise SweepError("give either --seeds or --num_seeds, not both")
-    return list(range(FLAGS.num_seeds))
-  values = [0] if FLAGS.seeds is None else FLAGS.seeds
+  if FLAGS.num_seeds is not None and FLAGS.seeds is not None:
+    raise SweepError("give either --seeds or --num_seeds, not both")
+  values = (range(FLAGS.num_seeds) if FLAGS.num_seeds else
+            [0] if FLAGS.seeds is None else FLAGS.seeds)
   for v in values:
     if isinstance(v, (bool, float)) or not str(v).strip().isdecimal():
       raise SweepError(f"--seeds: seed {v!r} is not an integer >= 0")
   if not values:
     raise SweepError("--seeds is empty: give at least one seed (e.g. --seeds=0,1,2)")
-  _no_duplicates([int(str(v)) for v in values], "--seeds")
-  return [int(str(v)) for v in values]
+  return _no_duplicates([int(str(v)) for v in values], "--seeds")
 
 
-def _no_duplicates(values: list[Any], where: str) -> None:
-  twice = [v for i, v in enumerate(values) if v in values[:i]]
-  if twice:
-    raise SweepError(f"{where} lists {twice[0]!r} twice")
+def _no_duplicates(values: list[Any], where: str) -> list[Any]:
+  for i, v in enumerate(values):
+    if v in values[:i]:
+      raise SweepError(f"{where} lists {v!r} twice")
+  return values
 
 
 def _ray_hostport(address: str) -> tuple[str, int] | None:
@@ -324,10 +318,6 @@ def frames_of(run_dir: str) -> int | None:
   return max(rundir.RunDir(run_dir).checkpoints(), default=None)
 
 
-def _record_path(out: str, name: str) -> str:
-  return os.path.join(out, ".sweep", f"{name}.json")
-
-
 def _read_json(path: str) -> dict[str, Any]:
   try:
     with open(path) as f:
@@ -339,9 +329,9 @@ def _read_json(path: str) -> dict[str, Any]:
 def is_finished(out: str, trial: Trial) -> bool:
   """The trial's run reached its frames with the flags recorded by the sweep that finished it.
   A run without that record is launched again, and train returns at once if it is finished."""
-  frames, recorded = frames_of(trial.run_dir), _read_json(_record_path(out, trial.name))
+  recorded = _read_json(os.path.join(out, ".sweep", f"{trial.name}.json"))
   comparable = lambda args: [a for a in args if flag_name(a) not in _FREE_ON_RERUN]
-  return (trial.num_frames is not None and (frames or 0) >= trial.num_frames
+  return (trial.num_frames is not None and (frames_of(trial.run_dir) or 0) >= trial.num_frames
           and "args" in recorded and comparable(recorded["args"]) == comparable(trial.args))
 
 
@@ -376,10 +366,13 @@ def run_trial(command: list[str], run_dir: str, pending_log: str, env_updates: d
   cancelled Ray task (a KeyboardInterrupt here) sends one and waits: train writes a checkpoint
   and exits. Only the standard library: Ray ships this function by value to any node.
   """
+  if threading.current_thread() is threading.main_thread():
+    # A Ray worker: ray.cancel raises KeyboardInterrupt through the SIGINT handler, which a
+    # worker inherits as ignored from a sweep started in the background (`sweep ... &`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
   command = [command[0] or sys.executable, *command[1:]]
   log_path, config = os.path.join(run_dir, "train.log"), os.path.join(run_dir, "config.json")
   node, started, in_place = socket.gethostname(), time.time(), os.path.exists(config)
-  os.makedirs(os.path.dirname(pending_log), exist_ok=True)
   if not in_place and os.path.exists(log_path):
     os.replace(log_path, pending_log)   # an earlier attempt's output
   with open(log_path if in_place else pending_log, "a") as log:
@@ -423,9 +416,9 @@ def run_trials(trials: list[Trial], submit: Callable[[Trial], tuple[Any, Callabl
       for future in done:
         trial, _ = running.pop(future)
         error = future.exception()
-        on_result(trial, future.result() if error is None else {
-            "returncode": None, "error": f"{type(error).__name__}: {error}",
-            "cancelled": interrupts > 0})
+        result = future.result() if error is None else {
+            "returncode": None, "error": f"{type(error).__name__}: {error}"}
+        on_result(trial, dict(result, cancelled=interrupts > 0))
     except KeyboardInterrupt:
       interrupts += 1
       print("sweep: stopping; running trials write a checkpoint first (Ctrl-C again to stop "
@@ -434,6 +427,18 @@ def run_trials(trials: list[Trial], submit: Callable[[Trial], tuple[Any, Callabl
       for _, stop in running.values():
         stop(interrupts > 1)
   return interrupts > 0
+
+
+def local_submit(pool: concurrent.futures.Executor, args: tuple) -> tuple[Any, Callable]:
+  """Runs a trial in `pool`; its stop sends the process a SIGTERM."""
+  stop = threading.Semaphore(0)
+  return pool.submit(run_trial, *args, stop), lambda again: stop.release()
+
+
+def ray_submit(ray: Any, task: Any, args: tuple) -> tuple[Any, Callable]:
+  """Runs a trial as the Ray `task`; its stop cancels the task (the second one forcibly)."""
+  ref = task.remote(*args)
+  return ref.future(), lambda again: ray.cancel(ref, force=again)
 
 
 def connect_ray() -> Any:
@@ -496,15 +501,17 @@ class Report:
 
   def result(self, trial: Trial, result: dict[str, Any]) -> None:
     """Records a trial's process: done, failed, or incomplete when it stopped before its frames
-    (a signal, a cancelled task), which train's summary says even where the sweep does not know
-    the target (--schedule trials)."""
-    rc, frames, log = result["returncode"], frames_of(trial.run_dir), self.records[trial.name]["log"]
+    (which train's summary says even where the sweep does not know the target, as for
+    --schedule trials) or failed after the sweep was `cancelled`."""
+    rc, frames = result["returncode"], frames_of(trial.run_dir)
+    log = self.records[trial.name]["log"]
     stopped = rc == 0 and (train_summary(log).get("stopped_early") is True
                            or (trial.num_frames or 0) > (frames or 0))
-    status = ("incomplete" if result.pop("cancelled", False) or stopped else
-              "done" if rc == 0 else "failed")
+    cancelled = result.pop("cancelled", False)
+    status = ("done" if rc == 0 and not stopped else
+              "incomplete" if stopped or cancelled else "failed")
     if status == "done":
-      rundir.write_json_atomic(_record_path(self.sweep.out, trial.name),
+      rundir.write_json_atomic(os.path.join(self.sweep.out, ".sweep", f"{trial.name}.json"),
                                {"args": list(trial.args), "frames": frames, "finished": _now()})
     self.finish(trial, status, **result)
     if status == "incomplete":
@@ -582,16 +589,16 @@ def main(argv):
                        trial_env(ray is not None))
   previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
   try:
-    with concurrent.futures.ThreadPoolExecutor(FLAGS.max_parallel) as pool:
-      if ray is None:
-        interrupted = run_trials(todo, lambda t: _local_submit(pool, args_of(t)),
+    if ray is None:
+      with concurrent.futures.ThreadPoolExecutor(FLAGS.max_parallel) as pool:
+        interrupted = run_trials(todo, lambda t: local_submit(pool, args_of(t)),
                                  FLAGS.max_parallel, report.result)
-      else:
-        task = ray.remote(run_trial).options(num_cpus=FLAGS.cpus_per_trial,
-                                             num_gpus=FLAGS.gpus_per_trial, max_retries=2)
-        limit = FLAGS.max_parallel if FLAGS["max_parallel"].present else len(todo)
-        interrupted = run_trials(todo, lambda t: _ray_submit(ray, task, args_of(t)), limit,
-                                 report.result)
+    else:
+      task = ray.remote(run_trial).options(num_cpus=FLAGS.cpus_per_trial,
+                                           num_gpus=FLAGS.gpus_per_trial, max_retries=2)
+      interrupted = run_trials(todo, lambda t: ray_submit(ray, task, args_of(t)),
+                               FLAGS.max_parallel if FLAGS["max_parallel"].present else len(todo),
+                               report.result)
   finally:
     signal.signal(signal.SIGTERM, previous)
     if ray:
@@ -604,18 +611,7 @@ def main(argv):
   failed = [n for n, r in report.records.items() if r["status"] not in ("done", "skipped")]
   if failed:
     print(f"sweep: {len(failed)} trial(s) did not finish: {', '.join(failed)}", file=sys.stderr)
-    return 1
-  return 0
-
-
-def _local_submit(pool: concurrent.futures.Executor, args: tuple) -> tuple[Any, Callable]:
-  stop = threading.Semaphore(0)
-  return pool.submit(run_trial, *args, stop), lambda again: stop.release()
-
-
-def _ray_submit(ray: Any, task: Any, args: tuple) -> tuple[Any, Callable]:
-  ref = task.remote(*args)
-  return ref.future(), lambda again: ray.cancel(ref, force=again)
+  return 1 if failed else 0
 
 
 if __name__ == "__main__":

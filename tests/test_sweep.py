@@ -160,7 +160,7 @@ def test_bad_input_fails_before_any_trial(tmp_path, args, message):
     ({"variants": ["dqn"], "seed": [0]}, r"unknown key\(s\) seed"),
     ({"variants": ["dqn"], "seeds": []}, "--seeds is empty"),
     ({"variants": ["dqn"], "num_frames": "many"}, "'num_frames': flag --num_frames=many: invalid"),
-    ({"variants": ["dqn"], "ray_address": 5}, "'ray_address': flag --ray_address=5: flag value must"),
+    ({"variants": ["dqn"], "ray_address": 5}, "'ray_address': flag --ray_address=5: flag value"),
     ({"variants": {"mine": {"agent": "dqn", "lr": None}}}, "flag 'lr' has no value"),
 ])
 def test_bad_config_file_fails_before_any_trial(tmp_path, config, message):
@@ -285,3 +285,21 @@ def test_a_trial_the_trainer_reports_stopped_early_is_incomplete(tmp_path, stopp
   assert report.records["t"]["status"] == status
   assert report.records["t"]["frames"] == 300
   assert _status(str(tmp_path))["trials"]["t"]["status"] == status
+
+
+@pytest.mark.parametrize("result, status", [
+    ({"returncode": -15, "cancelled": True}, "incomplete"),   # a second signal: no checkpoint
+    ({"returncode": None, "error": "TaskCancelledError", "cancelled": True}, "incomplete"),
+    ({"returncode": 0, "cancelled": True}, "done"),           # reached its frames first
+    ({"returncode": 1, "cancelled": False}, "failed"),
+])
+def test_a_trial_the_sweep_stopped_is_incomplete_not_failed(tmp_path, result, status):
+  run_dir = tmp_path / "trial"
+  (run_dir / "checkpoints" / "ckpt_0000000000300").mkdir(parents=True)
+  (run_dir / "train.log").write_text(json.dumps({"frames": 300, "stopped_early": False}) + "\n")
+  trial = sweep.Trial(name="t", game="Pong", variant="dqn", seed=0, run_dir=str(run_dir),
+                      args=("--agent=dqn",), num_frames=300)
+  report = sweep.Report(sweep.Sweep(out=str(tmp_path), trials=[trial], grid={}), "local")
+  report.result(trial, dict(result))
+  assert report.records["t"]["status"] == status
+  assert (tmp_path / ".sweep" / "t.json").exists() == (status == "done")
