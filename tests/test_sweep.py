@@ -132,13 +132,14 @@ def test_ray_local_instance_runs_the_grid(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--seeds="], "--seeds is empty"),
-    (["--num_seeds=0"], "--num_seeds must be >= 1"),
+    (["--num_seeds=0"], "flag --num_seeds=0: 0 is not a positive integer"),
     (["--seeds=0,x"], "seed 'x' is not an integer"),
     (["--seeds=0,0"], "lists 0 twice"),
     (["--games=Pongg"], "unknown Atari game 'Pongg'.*Pong"),
     (["--variants=rainbow+napp"], "unknown variant 'rainbow\\+napp'"),
-    (["--num_frames=0"], "--num_frames must be positive"),
-    (["--max_parallel=0"], "--max_parallel must be >= 1"),
+    (["--num_frames=0"], "flag --num_frames=0: 0 is not a positive integer"),
+    (["--max_parallel=0"], "flag --max_parallel=0: 0 is not a positive integer"),
+    (["--variants=dqn,dqn"], "--variants lists 'dqn' twice"),
     (["--", "--seed=3"], "--seed is set by the sweep"),
     (["--", "eval_every=0"], "not a train flag"),
     (["--ray_address=127.0.0.1:1"], "cannot reach 127.0.0.1:1"),
@@ -158,7 +159,9 @@ def test_bad_input_fails_before_any_trial(tmp_path, args, message):
     ({"variants": {"mine": ["--nap"]}}, "flags set no --agent"),
     ({"variants": ["dqn"], "seed": [0]}, r"unknown key\(s\) seed"),
     ({"variants": ["dqn"], "seeds": []}, "--seeds is empty"),
-    ({"variants": ["dqn"], "num_frames": "many"}, "'num_frames' must be an integer"),
+    ({"variants": ["dqn"], "num_frames": "many"}, "'num_frames': flag --num_frames=many: invalid"),
+    ({"variants": ["dqn"], "ray_address": 5}, "'ray_address': flag --ray_address=5: flag value"),
+    ({"variants": {"mine": {"agent": "dqn", "lr": None}}}, "flag 'lr' has no value"),
 ])
 def test_bad_config_file_fails_before_any_trial(tmp_path, config, message):
   out = tmp_path / "never"
@@ -190,30 +193,43 @@ def test_variants_and_trial_layout():
   assert sweep.builtin_variant_flags("der+nap+rmsnorm") == ["--agent=der", "--nap", "--norm=rms"]
   assert sweep.builtin_variant_flags("dqn+layernorm+rmsnorm") is None
   assert sweep.builtin_variant_flags("ppo") is None
-  grid = sweep.build_sweep(
-      ["Pong", CARTPOLE], ["rainbow+nap", "mine"], ["0", "3"], out="/tmp/x",
-      common_flags=["--eval_every=0", "--num_frames=500"],
-      variant_flags={"mine": {"agent": "dqn", "nap": False, "overrides": ["n_step=3"]}},
-      check_games=False)
-  assert len(grid.trials) == 8
-  trial = next(t for t in grid.trials if t.name == "gym-CartPole-v1_mine_s3")
+  mine = sweep.flag_list({"agent": "dqn", "nap": False, "overrides": ["n_step=3"]}, "mine")
+  variants = {v: sweep.resolve_variant(v, {"mine": mine}) for v in ("rainbow+nap", "mine")}
+  trials = sweep.build_trials("/tmp/x", ["Pong", CARTPOLE], variants, [0, 3],
+                              common=["--eval_every=0", "--num_frames=500"])
+  assert len(trials) == 8
+  trial = next(t for t in trials if t.name == "gym-CartPole-v1_mine_s3")
   assert trial.args[:4] == ("--env=gym:CartPole-v1", "--seed=3",
                             "--run_dir=/tmp/x/gym-CartPole-v1_mine_s3", "--progress=false")
   assert trial.args[4:] == ("--eval_every=0", "--num_frames=500", "--agent=dqn", "--nonap",
                             "--overrides=n_step=3")
   assert trial.num_frames == 500
-  default = sweep.build_sweep(["Pong"], ["der"], [0], out="/tmp/x", check_games=False)
-  assert default.trials[0].num_frames == 400_000
+  der = sweep.build_trials("/tmp/x", ["Pong"], {"der": ["--variant=der"]}, [0])
+  assert der[0].num_frames == 400_000
+  schedule = sweep.build_trials("/tmp/x", ["Pong"], {"s": ["--agent=dqn", "--schedule=x"]}, [0])
+  assert schedule[0].num_frames is None
   with pytest.raises(sweep.SweepError, match="--env is set by the sweep"):
-    sweep.build_sweep(["Pong"], ["dqn"], [0], out="/tmp/x", common_flags=["--env=Breakout"],
-                      check_games=False)
+    sweep.flag_list(["--env=Breakout"], "common")
+  with pytest.raises(sweep.SweepError, match="run directory names .* lists 'Pong_a-b_s0' twice"):
+    sweep.build_trials("/tmp/x", ["Pong"], {"a:b": ["--agent=dqn"], "a-b": ["--agent=dqn"]}, [0])
 
 
-def test_checkpoint_frames_reads_the_newest_complete_checkpoint(tmp_path):
-  assert sweep.checkpoint_frames(str(tmp_path)) is None
-  for name in ("ckpt_0000000000300", "ckpt_0000000000600", ".tmp_ckpt_0000000000900_1"):
-    (tmp_path / "checkpoints" / name).mkdir(parents=True)
-  assert sweep.checkpoint_frames(str(tmp_path)) == 600
+def test_a_trial_is_finished_when_its_run_reached_its_frames_with_the_same_flags(tmp_path):
+  [trial] = sweep.build_trials(str(tmp_path), [CARTPOLE], {"dqn": ["--variant=dqn"]}, [0], 600)
+  record = tmp_path / ".sweep" / f"{trial.name}.json"
+  record.parent.mkdir()
+  record.write_text(json.dumps({"args": [a.replace("=600", "=300") for a in trial.args]}))
+  checkpoints = tmp_path / trial.name / "checkpoints"
+  for name in ("ckpt_0000000000300", ".tmp_ckpt_0000000000900_1"):
+    (checkpoints / name).mkdir(parents=True)
+  assert sweep.frames_of(trial.run_dir) == 300
+  assert not sweep.is_finished(str(tmp_path), trial)      # 300 of 600 frames
+  (checkpoints / "ckpt_0000000000600").mkdir()
+  assert sweep.is_finished(str(tmp_path), trial)          # --num_frames may differ
+  record.write_text(json.dumps({"args": [*trial.args, "--lr=1"]}))
+  assert not sweep.is_finished(str(tmp_path), trial)      # other flags: train decides
+  record.unlink()
+  assert not sweep.is_finished(str(tmp_path), trial)      # no record of the sweep's
 
 
 @pytest.mark.slow
@@ -226,13 +242,13 @@ def test_interrupted_sweep_resumes_partial_trials(tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   run = os.path.join(out, _trial("dqn", 0))
   deadline = time.time() + 300
-  while sweep.checkpoint_frames(run) is None and time.time() < deadline:
+  while sweep.frames_of(run) is None and time.time() < deadline:
     time.sleep(0.5)
   proc.terminate()   # SIGTERM: the trial checkpoints and stops; the sweep exits 130
   stdout, stderr = proc.communicate(timeout=300)
   assert proc.returncode == 130, stdout + stderr
   assert _status(out)["trials"][_trial("dqn", 0)]["status"] == "incomplete"
-  stopped_at = sweep.checkpoint_frames(run)
+  stopped_at = sweep.frames_of(run)
   assert 0 < stopped_at < 20000
   # rerun with fewer frames to finish quickly: the trial resumes from its checkpoint
   args[3] = f"--num_frames={stopped_at + 400}"
@@ -241,7 +257,7 @@ def test_interrupted_sweep_resumes_partial_trials(tmp_path):
   with open(os.path.join(run, "train.log")) as f:
     log = f.read()
   assert f"resumed from {run}/checkpoints/ckpt_{stopped_at:013d}" in log
-  assert sweep.checkpoint_frames(run) >= stopped_at + 400
+  assert sweep.frames_of(run) >= stopped_at + 400
 
 
 def test_flag_parsing_helpers():
@@ -263,8 +279,27 @@ def test_a_trial_the_trainer_reports_stopped_early_is_incomplete(tmp_path, stopp
       "starting...\n" + json.dumps({"frames": 300, "stopped_early": stopped_early}) + "\n")
   trial = sweep.Trial(name="t", game="Pong", variant="dqn", seed=0, run_dir=str(run_dir),
                       args=("--agent=dqn",), num_frames=None)
-  grid = sweep.Sweep(out=str(tmp_path), trials=[trial], games=["Pong"],
-                     variants={"dqn": ["--agent=dqn"]}, seeds=[0], common_flags=[])
-  report = sweep.Report(grid, "local", sys.executable)
+  grid = sweep.Sweep(out=str(tmp_path), trials=[trial], grid={})
+  report = sweep.Report(grid, "local")
   report.result(trial, {"returncode": 0, "seconds": 1.0})
   assert report.records["t"]["status"] == status
+  assert report.records["t"]["frames"] == 300
+  assert _status(str(tmp_path))["trials"]["t"]["status"] == status
+
+
+@pytest.mark.parametrize("result, status", [
+    ({"returncode": -15, "cancelled": True}, "incomplete"),   # a second signal: no checkpoint
+    ({"returncode": None, "error": "TaskCancelledError", "cancelled": True}, "incomplete"),
+    ({"returncode": 0, "cancelled": True}, "done"),           # reached its frames first
+    ({"returncode": 1, "cancelled": False}, "failed"),
+])
+def test_a_trial_the_sweep_stopped_is_incomplete_not_failed(tmp_path, result, status):
+  run_dir = tmp_path / "trial"
+  (run_dir / "checkpoints" / "ckpt_0000000000300").mkdir(parents=True)
+  (run_dir / "train.log").write_text(json.dumps({"frames": 300, "stopped_early": False}) + "\n")
+  trial = sweep.Trial(name="t", game="Pong", variant="dqn", seed=0, run_dir=str(run_dir),
+                      args=("--agent=dqn",), num_frames=300)
+  report = sweep.Report(sweep.Sweep(out=str(tmp_path), trials=[trial], grid={}), "local")
+  report.result(trial, dict(result))
+  assert report.records["t"]["status"] == status
+  assert (tmp_path / ".sweep" / "t.json").exists() == (status == "done")
