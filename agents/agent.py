@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import networks
 from agents import losses
 from agents.config import AgentConfig
 from agents.network import build_network
-import networks
 from plasticity import interventions, metrics, nap, schedules
 
 

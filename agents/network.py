@@ -7,7 +7,6 @@ import flax.linen as nn
 import networks
 from agents.config import NetworkConfig
 
-
 # Width of the image torsos' fully connected layer (NatureCNN's and ImpalaCNN's defaults).
 IMAGE_DENSE_UNITS = {"nature": 512, "impala": 256}
 

@@ -211,7 +211,7 @@ def _find(data_dir: str, names: Sequence[str], subdirs: Sequence[str], what: str
 
 def load_digits() -> Dataset:
   """scikit-learn's bundled 8x8 digits: 1,797 images `[N, 8, 8, 1]` scaled from 0..16 to [0, 1]."""
-  from sklearn import datasets  # pylint: disable=import-outside-toplevel
+  from sklearn import datasets
   d = datasets.load_digits()
   images = (d.images.astype(np.float32) / 16.0)[..., None]
   return Dataset("digits", images, d.target.astype(np.int32), 10)

@@ -43,19 +43,18 @@ import sys
 import time
 from typing import Any, Sequence
 
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import flags
 
 from envs import continual as streams
 from experiments import options, rundir, xla_cpu
 from experiments.options import option
 from networks import MLP, SmallCNN, layer_spec, projection_mask
 from networks.common import check_choice
-from plasticity import interventions
-from plasticity import metrics
+from plasticity import interventions, metrics
 from plasticity import nap as nap_lib
 
 NETS = ("mlp", "cnn")
@@ -512,9 +511,9 @@ def _series(recs, net, method, nap, key):
 
 def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
   """Writes the figures from `out/tasks.jsonl`; returns their paths."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt
 
   recs = _load_tasks(out)
   dest = figures_dir or out

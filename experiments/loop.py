@@ -40,6 +40,7 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 import envs
 from agents import agent as agent_lib
@@ -229,7 +230,7 @@ class Trainer:
   def _task_end(self, task: Task) -> int:
     return task.end_frame if self.config.sequential else self.config.num_frames
 
-  def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
+  def _on_signal(self, signum, frame):
     # A second Ctrl-C stops at once (the last checkpoint stays valid), except while a
     # checkpoint is being written: all seeds' checkpoints must land together.
     if self._stop_requested and not self._checkpointing:
@@ -404,7 +405,7 @@ class Trainer:
     if not self.config.tensorboard:
       return
     if seed.tensorboard is None:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      from tensorboardX import SummaryWriter
       seed.tensorboard = SummaryWriter(os.path.join(seed.run_dir.path, "tensorboard"))
     for key, value in _flatten(values).items():
       if isinstance(value, (int, float)) and math.isfinite(value):
@@ -462,7 +463,7 @@ class Trainer:
       try:
         loaded = [self._load_seed(s, ckpts[frames], template)
                   for s, ckpts in zip(self.seeds, available)]
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception as e:
         last_error = f"{type(e).__name__}: {e}"
         self.log(f"checkpoint at {frames:,} frames is unreadable ({last_error}); "
                  "trying the previous one")
@@ -503,7 +504,6 @@ class Trainer:
   def _progress_bar(self):
     if not self.config.progress:
       return None
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     unit = "frame" if self.frames_per_step > 1 else "step"
     return tqdm(total=self.config.num_frames, initial=self.counters.frames, unit=unit,
                 unit_scale=True, mininterval=2.0, dynamic_ncols=True)

@@ -9,11 +9,10 @@ Rerunning resumes both runs; `--num_frames` larger extends them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
-
-import dataclasses
 
 from absl import app, flags
 

@@ -20,8 +20,8 @@ from absl import app, flags
 
 import envs
 from agents import presets
-from agents.network import build_network
 from agents.config import NORMS, AgentConfig, NetworkConfig
+from agents.network import build_network
 from envs import sequential
 from experiments import loop, options, rundir, xla_cpu
 from experiments.loop import RunConfig

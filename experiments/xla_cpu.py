@@ -19,6 +19,8 @@ import os
 import sys
 from typing import MutableMapping
 
+from jax._src import xla_bridge
+
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",)
 
 
@@ -39,5 +41,4 @@ def configure(environ: MutableMapping[str, str] | None = None) -> bool:
 def _backend_started() -> bool:
   if "jax" not in sys.modules:
     return False
-  from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
   return bool(xla_bridge.backends_are_initialized())

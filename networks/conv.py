@@ -51,12 +51,11 @@ import contextvars
 import functools
 from typing import Iterator, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
-import flax.linen as nn
-
 
 IMPLS = ('auto', 'gemm', 'xla_s2d', 'xla')
 METHODS = ('auto', 'im2col', 'stack', 'shift')

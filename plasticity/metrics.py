@@ -31,6 +31,8 @@ import optax
 from flax import linen as nn
 from flax import traverse_util
 
+from plasticity import nap
+
 Array = jax.Array
 PyTree = Any
 
@@ -48,7 +50,6 @@ def param_norms(params: PyTree) -> dict[str, Array]:
   Delegates to `plasticity.nap.param_norms` so that the diagnostics and the projection agree
   on what a layer's norm is.
   """
-  from plasticity import nap  # pylint: disable=import-outside-toplevel
   return nap.param_norms(params)
 
 
@@ -56,7 +57,6 @@ def effective_learning_rates(params: PyTree, learning_rate, optimizer: str = "ad
                              mask: Any = None) -> dict[str, Array]:
   """Per-layer effective learning rates (lr / ||W|| for Adam, lr / ||W||^2 for SGD) of the
   hidden kernels (`mask`: which), from `plasticity.nap.effective_learning_rates`."""
-  from plasticity import nap  # pylint: disable=import-outside-toplevel
   return nap.effective_learning_rates(params, learning_rate, optimizer=optimizer, mask=mask)
 
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -19,9 +19,8 @@ Spec grammar for ``make_schedule`` (numbers accept ``1e6`` style; ``steps``/``wa
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import math
+from typing import Sequence
 
 import jax.numpy as jnp
 import optax

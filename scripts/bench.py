@@ -20,7 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments import xla_cpu  # pylint: disable=wrong-import-position
+import jax
+
+from experiments import xla_cpu  # noqa: E402
 
 AREAS = ("nap", "replay", "envs", "learner", "train", "scale", "compare", "continual")
 # key -> (comparison, target); reported as met/missed in the table.
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
     try:
       module = importlib.import_module(f"scripts.benches.{area}")
       results.update(module.run(args.quick))
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       results[f"{area}.error"] = f"{type(e).__name__}: {e}"
     results[f"{area}.bench_seconds"] = round(time.time() - start, 1)
   results["machine.load_after"] = round(os.getloadavg()[0], 2)
@@ -73,7 +75,6 @@ def main(argv=None) -> int:
 
 
 def _jax_backend() -> str:
-  import jax  # pylint: disable=import-outside-toplevel
   return jax.default_backend()
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.bench import AREAS, TARGETS  # pylint: disable=wrong-import-position
+from scripts.bench import AREAS, TARGETS  # noqa: E402
 
 # Area -> (key prefix, what it measures). The `envs` area writes `env.*` keys.
 AREA_INFO = {

@@ -7,9 +7,11 @@ import json
 import math
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from absl.testing import flagsaver
 
+from experiments import train
 from scripts import bench
 from scripts.benches import learner, scale
 
@@ -48,7 +50,6 @@ def test_every_area_has_a_run_function(area):
 def test_matmul_peak_takes_the_faster_implementation_in_each_repetition():
   """The peak is not taken from XLA's default (YNNPACK) matmul alone: on CPU the same product
   compiled without YNNPACK (Eigen) is timed too, and each repetition's faster one counts."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
   matmuls = learner.make_matmul(64)
   assert set(matmuls.calls) == {"matmul", "matmul_eigen"} and matmuls.flops == 2 * 64 ** 3
   np.testing.assert_allclose(matmuls.calls["matmul_eigen"](), matmuls.calls["matmul"](),
@@ -74,7 +75,6 @@ def test_learner_flops_analytic_count_agrees_with_xla_cost_analysis():
 
 @pytest.mark.parametrize("stacked", [True, False])
 def test_scale_commands_are_valid_train_runs_with_a_learning_phase(stacked):
-  from experiments import train  # pylint: disable=import-outside-toplevel
   commands = scale._commands("/tmp/naprl-scale-test", 4, stacked=stacked, quick=True)
   assert len(commands) == (1 if stacked else 4)
   seeds = set()

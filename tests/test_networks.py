@@ -375,7 +375,6 @@ def test_layer_norm_equals_flax_layer_norm_values_and_derivatives(shape, row_sum
   """networks.common.LayerNorm: nn.LayerNorm's parameters (names, shapes, init) and, with
   any scale and bias, its values, gradients (inputs and parameters), forward-mode
   derivatives and gradients vmapped over seeds' parameters, to float32 rounding."""
-  from networks import common  # pylint: disable=import-outside-toplevel
   x = jnp.asarray(RNG.normal(size=shape) * 3.0 + 1.0, jnp.float32)
   g = jnp.asarray(RNG.normal(size=shape), jnp.float32)
   fast, ref = common.LayerNorm(row_sums=row_sums), nn.LayerNorm()
@@ -401,7 +400,6 @@ def test_layer_norm_equals_flax_layer_norm_values_and_derivatives(shape, row_sum
 def test_norm_layer_layer_norm_keeps_flax_names_and_cpu_row_sums():
   """norm='layer' builds networks.common.LayerNorm under '<layer>_norm' with parameters
   'scale' and 'bias'; on CPU its row statistics are dots, not reductions."""
-  from networks import common  # pylint: disable=import-outside-toplevel
   model = networks.MLP(hidden_sizes=(16,), num_outputs=3, norm="layer")
   assert _shapes(model, VEC)["Dense_0_norm"] == {"scale": (16,), "bias": (16,)}
   with pytest.raises(ValueError, match="row_sums"):

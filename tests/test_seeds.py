@@ -3,10 +3,14 @@
 import json
 import os
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
+import networks
+from agents import agent as agent_lib
+from agents import presets
 from agents import seeds as seeds_lib
 from tests.test_train import _lines, _run
 
@@ -75,7 +79,6 @@ def test_stacked_seeds_trace_gemm_convolutions_and_one_seed_xla_ones():
   """over_seeds(S > 1) traces inside networks.conv.gemm_convolutions() (vmapped grouped
   convolutions are slow on CPU); one seed keeps XLA's convolution (networks.conv.Conv's
   'xla_s2d' form on CPU)."""
-  import networks  # pylint: disable=import-outside-toplevel
   model = networks.NatureCNN()
   frames = np.zeros((2, 4, 36, 36), np.uint8)
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0), frames)
@@ -88,7 +91,6 @@ def test_stacked_seeds_trace_gemm_convolutions_and_one_seed_xla_ones():
 
 def test_seed_group_modes_agree_and_keep_the_seed_layouts():
   """'loop' keeps S arrays per leaf, 'vmap' stacks them; both compute the same thing."""
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
   model = nn.Dense(3)
   x = np.arange(8, dtype=np.float32).reshape(2, 4)
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -145,7 +147,6 @@ def test_seed_group_donates_the_arguments_it_is_told_to(mode, num_seeds):
 def test_fresh_agent_state_has_no_shared_buffers_so_it_can_be_donated(intervention):
   """The target network and some optimizer states (L2-init's anchor, UPGD's zero trees)
   start from shared arrays; donating a state that holds one buffer twice is an error."""
-  from agents import agent as agent_lib, presets  # pylint: disable=import-outside-toplevel
   config = presets.make_config("dqn", "classic", intervention=intervention)
   agent = agent_lib.make_agent(config, num_actions=3)
   state = agent_lib.init(agent, jax.random.PRNGKey(0), np.zeros((1, 4), np.float32))

@@ -4,9 +4,7 @@ checkpoint/resume exactness, bad flags, and (slow) learning checks on CartPole."
 import json
 import os
 
-import flax.serialization
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl import flags

@@ -64,10 +64,23 @@ Modules: `defaults` (names and hyperparameters), `registry` (`Intervention`,
 from plasticity.interventions.defaults import BASES, DEFAULTS, METHODS, NETWORK_OPTIONS
 from plasticity.interventions.layers import LayerSpecLike, UnitLayer, resolve_layer_spec
 from plasticity.interventions.registry import Intervention, make_intervention
-from plasticity.interventions.regularizers import (KeyState, L2InitState, l2, l2_init,
-                                                   noisy_updates, shrink_perturb)
-from plasticity.interventions.resets import (CBPState, RedoState, continual_backprop, redo,
-                                             redo_reset, reset_optimizer_moments, reset_units)
+from plasticity.interventions.regularizers import (
+                                                   KeyState,
+                                                   L2InitState,
+                                                   l2,
+                                                   l2_init,
+                                                   noisy_updates,
+                                                   shrink_perturb,
+)
+from plasticity.interventions.resets import (
+                                                   CBPState,
+                                                   RedoState,
+                                                   continual_backprop,
+                                                   redo,
+                                                   redo_reset,
+                                                   reset_optimizer_moments,
+                                                   reset_units,
+)
 from plasticity.interventions.trees import InitFn, default_init_fn
 from plasticity.interventions.upgd_transform import UPGDState, upgd
 

@@ -10,8 +10,16 @@ import jax.numpy as jnp
 import optax
 
 from plasticity.interventions.defaults import DEFAULTS
-from plasticity.interventions.trees import (Array, InitFn, PyTree, default_init_fn, flat,
-                                            is_kernel, seeded_key, unflat)
+from plasticity.interventions.trees import (
+  Array,
+  InitFn,
+  PyTree,
+  default_init_fn,
+  flat,
+  is_kernel,
+  seeded_key,
+  unflat,
+)
 
 
 class L2InitState(NamedTuple):

@@ -14,12 +14,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from plasticity import metrics
-from plasticity import nap
+from plasticity import metrics, nap
 from plasticity.interventions.defaults import DEFAULTS
 from plasticity.interventions.layers import LayerSpecLike, UnitLayer, resolve_layer_spec
-from plasticity.interventions.trees import (Array, InitFn, PyTree, default_init_fn, flat,
-                                            seeded_key, unflat)
+from plasticity.interventions.trees import (
+  Array,
+  InitFn,
+  PyTree,
+  default_init_fn,
+  flat,
+  seeded_key,
+  unflat,
+)
 
 
 def _rows_mask(unit_mask: Array, rows: int) -> Array:
@@ -111,7 +117,7 @@ def reset_optimizer_moments(opt_state: PyTree, params: PyTree,
     try:
       if jax.tree_util.tree_structure(x) != p_treedef:
         return False
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
       return False
     return [np.shape(v) for v in jax.tree_util.tree_leaves(x)] == p_shapes
 

@@ -25,12 +25,14 @@ from __future__ import annotations
 import json
 import tempfile
 
+from envs import continual as streams
+from experiments import continual as exp
+
 NUM_TASKS = {True: 3, False: 10}
 METHODS = {True: ("none",), False: ("none", "upgd")}
 
 
 def _time_config(cfg, stream, method: str) -> dict[str, float]:
-  from experiments import continual as exp  # pylint: disable=import-outside-toplevel
   res = exp.run_config(cfg, stream, exp.RunSpec("mlp", method, False),
                        lambda rows: None, lambda record: None)
   later = cfg.num_tasks - 1
@@ -44,8 +46,6 @@ def _time_config(cfg, stream, method: str) -> dict[str, float]:
 
 
 def run(quick: bool) -> dict[str, float | int | str]:
-  from envs import continual as streams  # pylint: disable=import-outside-toplevel
-  from experiments import continual as exp  # pylint: disable=import-outside-toplevel
   default = exp.Config(out="unused")
   if default.num_tasks != 30:
     raise RuntimeError(f"the default benchmark now has {default.num_tasks} tasks; update the "

@@ -70,6 +70,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agents import agent as agent_lib
+from agents import presets
+from agents import seeds as seeds_lib
+from agents.agent import Batch
+from experiments import xla_cpu
+from networks import cnn, conv
+
 BATCH = 32
 NUM_ACTIONS = 6
 LR = 6.25e-5
@@ -80,7 +87,6 @@ STACKED_SEEDS = 4
 
 def random_batch(rng: np.random.Generator, batch_size: int = BATCH):
   """A replay-like `agents.agent.Batch`: obs/next_obs uint8 [B, 4, 84, 84], the rest [B]."""
-  from agents.agent import Batch  # pylint: disable=import-outside-toplevel
   obs = rng.integers(0, 255, size=(batch_size, 4, 84, 84), dtype=np.uint8)
   return Batch(obs=obs, action=rng.integers(0, NUM_ACTIONS, batch_size).astype(np.int32),
                reward=rng.normal(size=batch_size).astype(np.float32),
@@ -90,7 +96,6 @@ def random_batch(rng: np.random.Generator, batch_size: int = BATCH):
 
 def preset_config(name: str):
   """`dqn`, `rainbow` or `rainbow_nap` (rainbow with LayerNorm and the weight projection)."""
-  from agents import presets  # pylint: disable=import-outside-toplevel
   if name == "rainbow_nap":
     return presets.make_config("rainbow", network=dict(norm="layer"), nap=True)
   return presets.make_config(name)
@@ -104,7 +109,6 @@ def conv_impl(name: str) -> Iterator[None]:
   `networks.cnn.Conv` is the one name the torsos use and is read when a network is traced,
   so a function must be compiled inside this block to get the chosen convolution.
   """
-  from networks import cnn, conv  # pylint: disable=import-outside-toplevel
   if name not in CONV_IMPLS:
     raise ValueError(f"conv_impl={name!r}; allowed values: {', '.join(CONV_IMPLS)}")
   saved = cnn.Conv
@@ -147,8 +151,6 @@ def make_update(preset: str, conv: str | None = None, num_seeds: int = 1,
     donate: donate the state to the update, as the training loop does (False: XLA
       allocates fresh output buffers every update).
   """
-  from agents import agent as agent_lib  # pylint: disable=import-outside-toplevel
-  from agents import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
   context = conv_impl(conv) if conv else contextlib.nullcontext()
   with context:
     agent = agent_lib.make_agent(preset_config(preset), num_actions=NUM_ACTIONS)
@@ -181,7 +183,6 @@ def update_flops(preset: str, conv: str, compile_it: bool = True) -> float:
   `compile_it=False` reads the count from the lowered (unoptimized) module instead of the
   compiled one: no compilation, within ~1% of the compiled count here.
   """
-  from agents import agent as agent_lib  # pylint: disable=import-outside-toplevel
   with conv_impl(conv):
     agent = agent_lib.make_agent(preset_config(preset), num_actions=NUM_ACTIONS)
     state = jax.eval_shape(lambda: agent_lib.init(
@@ -284,7 +285,7 @@ def make_matmul(n: int = MATMUL_N) -> Matmuls:
   if jax.default_backend() == "cpu":
     try:
       compiled["matmul_eigen"] = lowered.compile(compiler_options=_NO_YNN)
-    except Exception:  # pylint: disable=broad-except  # a jaxlib without this option
+    except Exception:  # a jaxlib without this option
       pass
   calls = {name: (lambda c=c: c(a, b)) for name, c in compiled.items()}
   for call in calls.values():
@@ -362,7 +363,6 @@ def run(quick: bool) -> dict[str, float | int | str]:
   for name, suffix in (("seeds", ""), ("seeds_vmap", "_vmap")):
     out[f"learner.seeds{seeds}_per_seed_vs_one_seed{suffix}"] = round(
         float(np.median(seeds * seconds["rainbow"] / seconds[name])), 3)
-  from agents import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
   out[f"learner.seeds{seeds}_mode"] = seeds_lib.resolve_mode("auto")
   out.update(layer_breakdown(quick, fixtures["rainbow"], matmuls))
   out.update(default_flags_utilization(quick))
@@ -408,7 +408,6 @@ def layer_passes(batch_size: int = BATCH) -> dict[str, LayerPass]:
   ``weight_grad``. Their time, weighted by the count, against the whole update says how much
   of it these kernels are and how far below the matmul rate each one runs.
   """
-  from networks import conv  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   normal = lambda *shape: jnp.asarray(rng.normal(size=shape).astype(np.float32))
   passes = {}
@@ -493,7 +492,6 @@ def default_flags_utilization(quick: bool) -> dict[str, float]:
   """`utilization_only` in a child process without `experiments.xla_cpu`'s flags (XLA's
   defaults): the 'before' of `learner.flop_utilization`. Both are ratios to a matmul timed
   in their own process, so they compare even if the machine's load changed in between."""
-  from experiments import xla_cpu  # pylint: disable=import-outside-toplevel
   env = dict(os.environ)
   kept = [f for f in env.get("XLA_FLAGS", "").split()
           if f.split("=", 1)[0] not in {c.split("=", 1)[0] for c in xla_cpu.CPU_FLAGS}]

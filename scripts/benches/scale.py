@@ -30,6 +30,7 @@ import os
 import subprocess
 import tempfile
 
+import jax
 import numpy as np
 
 from scripts.benches import train as train_bench
@@ -94,7 +95,6 @@ def _aggregate_sps(commands: list[list[str]], num_seeds_each: int) -> float:
 
 
 def run(quick: bool) -> dict[str, float | int | str]:
-  import jax  # pylint: disable=import-outside-toplevel
   gpu = jax.default_backend() == "gpu"
   out: dict[str, float | int | str] = {"scale.repeats": REPEATS[quick]}
   with tempfile.TemporaryDirectory(prefix="naprl-scale-") as root:

@@ -24,6 +24,7 @@ import tempfile
 import jax
 import numpy as np
 
+from experiments import diagnostics
 from scripts.benches import learner
 
 CLEANRL_DQN_SPS = 91.0
@@ -33,7 +34,6 @@ NUM_ENVS = 8  # the Atari default of experiments/train.py
 
 def diagnostics_overhead(quick: bool) -> dict[str, float]:
   """One diagnostics pass over DIAGNOSTICS_EVERY rainbow updates' learner time."""
-  from experiments import diagnostics  # pylint: disable=import-outside-toplevel
   update = learner.make_update("rainbow")
   fn = diagnostics.make_diagnostics_fn(update.agent)
   probe = update.batch.obs
