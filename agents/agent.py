@@ -79,12 +79,16 @@ class Agent:
       return None
     return jnp.linspace(net.v_min, net.v_max, net.num_atoms)
 
-  def apply(self, params: Any, obs: chex.Array, rng: jax.Array) -> chex.Array:
-    """Network output: [B, A] Q-values or [B, A, N] logits for obs [B, *obs_shape]."""
-    return self.network.apply({"params": params}, obs, rngs={"noise": rng})
+  def apply(self, params: Any, obs: chex.Array, rng: jax.Array,
+            deterministic: bool = False) -> chex.Array:
+    """Network output: [B, A] Q-values or [B, A, N] logits for obs [B, *obs_shape].
+    `deterministic`: noisy layers use their means only (evaluation, as Dopamine)."""
+    return self.network.apply({"params": params}, obs, rngs={"noise": rng},
+                              deterministic=deterministic)
 
-  def q_values(self, params: Any, obs: chex.Array, rng: jax.Array) -> chex.Array:
-    out = self.apply(params, obs, rng)
+  def q_values(self, params: Any, obs: chex.Array, rng: jax.Array,
+               deterministic: bool = False) -> chex.Array:
+    out = self.apply(params, obs, rng, deterministic)
     atoms = self.atoms
     return out if atoms is None else losses.expected_q(out, atoms)
 
@@ -167,20 +171,21 @@ def init(agent: Agent, rng: jax.Array, obs_example: chex.Array) -> AgentState:
 
 
 def act_step(agent: Agent, params: Any, rng: jax.Array, obs: chex.Array,
-             epsilon: chex.Array) -> jax.Array:
+             epsilon: chex.Array, deterministic: bool = False) -> jax.Array:
   """Epsilon-greedy (and, with noisy heads, noisy) actions [B] int32 for obs [B, ...].
 
-  Unjitted; `act` is its jitted form.
+  `deterministic=True` (evaluation) acts on the noisy layers' means. Unjitted; `act` is its
+  jitted form.
   """
   noise_rng, explore_rng, random_rng = jax.random.split(rng, 3)
-  greedy = jnp.argmax(agent.q_values(params, obs, noise_rng), axis=-1)
+  greedy = jnp.argmax(agent.q_values(params, obs, noise_rng, deterministic), axis=-1)
   batch = obs.shape[0]
   explore = jax.random.uniform(explore_rng, (batch,)) < epsilon
   random_actions = jax.random.randint(random_rng, (batch,), 0, agent.num_actions)
   return jnp.where(explore, random_actions, greedy).astype(jnp.int32)
 
 
-act = jax.jit(act_step, static_argnums=0)
+act = jax.jit(act_step, static_argnums=0, static_argnames="deterministic")
 
 
 def _loss(agent: Agent, params: Any, target_params: Any, batch: Batch,

@@ -307,7 +307,7 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
     xp = _prep(run.net, xp)
     _, acts = metrics.capture_intermediates(model.apply, {"params": p}, xp)
     feats = acts["features"].reshape(probe_n, -1)
-    hidden = {k: v for k, v in acts.items() if k != "features"}
+    hidden = {g.activation: acts[g.activation] for g in model.structure().groups}
     jac = metrics.jacobian_norm(lambda inp: model.apply({"params": p}, inp), xp, kj,
                                 num_projections=cfg.jacobian_projections)
     return {

@@ -18,14 +18,20 @@ JACOBIAN_PROJECTIONS = 4
 
 
 def make_diagnostics_fn(agent):
-  """Jitted (params, probe [B, *obs_shape], key, lr) -> nested dict of scalars."""
+  """Jitted (params, probe [B, *obs_shape], key, lr) -> nested dict of scalars.
+
+  Dormant fractions are one entry per hidden layer the network declares (for a residual
+  network, which declares none, every sown activation but the repeated features).
+  """
+  groups = agent.network.structure().groups
+  unit_layers = None if groups is None else [g.activation for g in groups]
 
   @jax.jit
   def diagnostics(params, probe, key, lr):
     noise_key, jacobian_key = jax.random.split(key)
     return metrics.diagnostics(
         agent.network.apply, {"params": params}, probe, jacobian_key, learning_rate=lr,
-        optimizer=agent.config.elr_rule, hidden=agent.hidden_mask,
+        optimizer=agent.config.elr_rule, hidden=agent.hidden_mask, unit_layers=unit_layers,
         num_projections=JACOBIAN_PROJECTIONS, apply_kwargs={"rngs": {"noise": noise_key}})
 
   return diagnostics

@@ -510,13 +510,14 @@ class Trainer:
 
 
 def evaluate(agent: agent_lib.Agent, params: Any, env, key: jax.Array) -> list[float]:
-  """Raw returns of one episode per environment of `env` (closed afterwards), at eval epsilon."""
+  """Raw returns of one episode per environment of `env` (closed afterwards), at eval epsilon
+  and with noisy layers at their means (Dopamine evaluates noisy networks without noise)."""
   try:
     obs = env.reset()
     returns = np.full(env.num_envs, np.nan)
     for t in range(EVAL_MAX_AGENT_STEPS):
       actions = agent_lib.act(agent, params, jax.random.fold_in(key, t), obs,
-                              agent.config.eval_epsilon)
+                              agent.config.eval_epsilon, deterministic=True)
       step = env.step(np.asarray(actions))
       game_over = step.game_over if step.game_over is not None else (
           step.terminated | step.truncated)

@@ -23,7 +23,7 @@ returns them as a flat `{'/'-joined name: array}` dict.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -273,8 +273,9 @@ def exact_jacobian_norm(fn: Callable[[Array], Array], x: Array) -> Array:
 
 def diagnostics(apply_fn: Callable[..., Any], variables: Mapping[str, Any], x: Array,
                 key: Array, *, learning_rate=None, optimizer: str = "adam",
-                hidden: Any = None, grads: PyTree | None = None,
-                tau: float = DEFAULT_TAU, features_name: str = "features",
+                hidden: Any = None, unit_layers: Sequence[str] | None = None,
+                grads: PyTree | None = None, tau: float = DEFAULT_TAU,
+                features_name: str = "features",
                 num_projections: int = 16, apply_kwargs: Mapping[str, Any] | None = None
                 ) -> dict[str, Any]:
   """All diagnostics on a probe batch, in the `metrics.jsonl` 'diagnostics' layout.
@@ -288,6 +289,10 @@ def diagnostics(apply_fn: Callable[..., Any], variables: Mapping[str, Any], x: A
     optimizer: the ELR rule (`plasticity.nap.ELR_EXPONENTS`): the optimizer that trains.
     hidden: the hidden kernels whose ELR is reported (a mask or callable, as
       `plasticity.nap.effective_learning_rates` takes; default its name rule).
+    unit_layers: the activation names of the network's distinct hidden layers (e.g. each
+      `UnitLayer.activation` the network declares): the dormant fractions are one entry per
+      layer. Default: every sown activation but the penultimate features, which repeat the
+      last hidden layer's units.
     grads: when given, `grad_norm` is included.
     tau: dormant threshold.
     features_name: the sown penultimate features (matched as a '/'-suffix of the name).
@@ -300,11 +305,14 @@ def diagnostics(apply_fn: Callable[..., Any], variables: Mapping[str, Any], x: A
   """
   apply_kwargs = dict(apply_kwargs or {})
   _, acts = capture_intermediates(apply_fn, variables, x, **apply_kwargs)
+  is_features = lambda k: k == features_name or k.endswith("/" + features_name)
+  layers = ({k: acts[k] for k in unit_layers} if unit_layers is not None
+            else {k: v for k, v in acts.items() if not is_features(k)})
   out: dict[str, Any] = {
-      "dormant": dormant_fractions(acts, tau),
-      "dormant_zero": dormant_fractions(acts, 0.0),
+      "dormant": dormant_fractions(layers, tau),
+      "dormant_zero": dormant_fractions(layers, 0.0),
   }
-  feats = [v for k, v in acts.items() if k == features_name or k.endswith("/" + features_name)]
+  feats = [v for k, v in acts.items() if is_features(k)]
   if feats:
     f = feats[-1].reshape(feats[-1].shape[0], -1)
     out["srank"] = srank(f)

@@ -172,3 +172,16 @@ def test_noisy_presets_use_hessels_noisy_streams_and_others_keep_the_torso_dense
     assert params["torso"]["Dense_0"]["kernel"].shape == (3136, 512)
     assert not any("sigma" in "/".join(map(str, p)) for p, _ in
                    jax.tree_util.tree_flatten_with_path(params)[0])
+
+
+def test_noisy_networks_evaluate_with_their_noise_means():
+  """Acting samples the noisy layers' noise; evaluation (`deterministic=True`) uses their
+  means, so two evaluations with the same parameters give identical Q-values."""
+  agent = _tiny_agent(network=dict(noisy=True, dueling=True))
+  state = agent_lib.init(agent, jax.random.PRNGKey(0), jnp.zeros((1, 4)))
+  obs = jnp.asarray(np.random.default_rng(0).normal(size=(6, 4)), jnp.float32)
+  keys = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+  evaluated = [agent.q_values(state.params, obs, k, deterministic=True) for k in keys]
+  np.testing.assert_array_equal(evaluated[0], evaluated[1])
+  sampled = [agent.q_values(state.params, obs, k) for k in keys]
+  assert float(jnp.max(jnp.abs(sampled[0] - sampled[1]))) > 1e-6

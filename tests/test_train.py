@@ -66,7 +66,7 @@ def test_atari_smoke_every_preset(tmp_path, agent, use_nap):
     # DER updates every agent step (4x the others' updates, of the larger noisy-stream
     # network); every 4 runs the same code paths in a quarter of the time.
     smoke["overrides"] = SMOKE["overrides"] + ["update_every=4"]
-  _, summary = _run(tmp_path / "run", agent=agent, nap=use_nap, **smoke)
+  trainer, summary = _run(tmp_path / "run", agent=agent, nap=use_nap, **smoke)
   assert summary["frames"] == 4_000 and summary["updates"] > 0
   config = json.load(open(tmp_path / "run/config.json"))
   assert config["nap"] is use_nap and config["agent"] == agent
@@ -78,6 +78,9 @@ def test_atari_smoke_every_preset(tmp_path, agent, use_nap):
   diagnostics = _lines(tmp_path / "run/metrics.jsonl", "diagnostics")
   assert diagnostics and 1 <= diagnostics[-1]["srank"] <= 512
   assert all(0.0 <= v <= 1.0 for v in diagnostics[-1]["dormant"].values())
+  # One dormant entry per hidden layer the network declares, none for the repeated features.
+  groups = [g.activation for g in trainer.agent.network.structure().groups]
+  assert sorted(diagnostics[-1]["dormant"]) == sorted(groups) and len(groups) >= 4
   ckpts = os.listdir(tmp_path / "run/checkpoints")
   assert sorted(ckpts) == ["ckpt_0000000002000", "ckpt_0000000004000"]
   # Extending the run resumes from the last checkpoint instead of starting over.
