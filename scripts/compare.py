@@ -1,601 +1,334 @@
 """Compare runs: learning curves, aggregate Atari scores, diagnostics and a report.
 
-    python scripts/compare.py runs/* --out=report/ [--group_by=agent,nap] [--metric=eval]
+    python scripts/compare.py runs/* --out=report/ [--group_by=nap,flags.lr] [--metric=eval]
 
-Reads run directories (docs/design.md, "Run directory"), groups runs by variant (one colour
-each) and writes report.md (figures, final-score tables, notes), summary.csv and figures/
-into --out. The pipeline: scripts/runlog.py loads runs into one long table,
-scripts/report_stats.py computes curves, scores and diagnostics from it,
-scripts/report_figures.py draws them and this module writes Markdown and CSV.
+Writes report.md, summary.csv and figures/ into --out (docs/report.md).
 """
-
-from __future__ import annotations
-
-import os
-import sys
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import collections
 import csv
-import dataclasses
+import os
 import re
-from typing import Any, Iterable, Optional, Sequence, Union
+import sys
 
 import numpy as np
+from absl import app, flags
 
-from scripts import report_figures as figures
-from scripts import report_stats as rs
-from scripts import runlog, stats
+if __package__ in (None, ""):  # run as a script: make the repository importable
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-METRICS = ("eval", "train")
-DEFAULT_GROUP_FIELDS = ("agent", "nap", "norm", "lr_schedule")
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf")
-DPI, MIN_DPI, MAX_DPI = 90, 30, 300
-MAX_ELR_LAYERS = 12
-FIGURE_PREFIXES = ("curves_", "aggregate", "diagnostics", "sequential_")
-CSV_FIELDS = ("kind", "variant", "game", "visit", "seeds", "seed_list", "frames_min",
-              "frames_max", "score", "ci_low", "ci_high", "hns", "metric", "sequence")
+from envs import scores
+from scripts import report_figures, runlog, stats
+
+PALETTE = "#1f77b4 #d62728 #2ca02c #ff7f0e #9467bd #8c564b #e377c2 #bcbd22 #17becf".split()
+CSV_FIELDS = "kind variant game visit sequence seeds frames_min frames_max score ci_low".split()
+CSV_FIELDS += ["ci_high", "hns", "metric"]
+NUM_POINTS = 100  # frame bins of a curve
 
 
-@dataclasses.dataclass
-class ReportInfo:
-    """What `compare` wrote and found: outputs (every figure is embedded in report.md);
-    variants in plotting order and their colours; games of single-task runs with returns,
-    those in the aggregates and why the others are not; metric 'eval', 'train' or 'mixed'
-    (per game in game_metrics); runs used, skipped (path, why), corrupt lines skipped;
-    the report's notes; final_scores and sequential (summary.csv rows); aggregates: variant
-    -> {'median'|'iqm'|'mean': Interval} of final human-normalized scores."""
-    out_dir: str
-    report_path: str
-    summary_path: str
-    figures: list[str]
-    variants: list[str]
-    colors: dict[str, str]
-    games: list[str]
-    aggregate_games: list[str]
-    left_out_games: dict[str, str]
-    metric: str
-    game_metrics: dict[str, str]
-    runs: list[str]
-    skipped: list[tuple[str, str]]
-    problems: list[str]
-    notes: list[str]
-    final_scores: list[dict[str, Any]]
-    aggregates: dict[str, dict[str, stats.Interval]]
-    sequential: list[dict[str, Any]]
+class Report:
+  """What `compare` wrote and found; `aggregates` maps variant -> {'median'|'iqm'|'mean':
+  Interval} of final human-normalized scores, `metric` is 'eval', 'train' or 'mixed'."""
+
+  def __init__(self, out_dir: str, colors: dict[str, str], runs: list[runlog.Run], skipped):
+    self.out_dir, self.colors, self.variants = out_dir, colors, sorted(colors)
+    self.report_path = os.path.join(out_dir, "report.md")
+    self.summary_path = os.path.join(out_dir, "summary.csv")
+    self.text, self.figures, self.notes, self.rows = [], [], [], []
+    self.games, self.game_metrics, self.aggregate_games, self.left_out_games = [], {}, [], {}
+    self.aggregates, self.metric, self.final_scores, self.sequential = {}, "", [], []
+    self.skipped, self.problems = skipped, [p for r in runs for p in r.problems]
+
+  def section(self, title: str, text: str) -> None:
+    self.text += [f"## {title}", "", text, ""]
+
+  def figure(self, name: str, panels: list[dict], ncols: int = 3) -> None:
+    path = os.path.join(self.out_dir, "figures", re.sub(r"[^\w.-]+", "_", name) + ".png")
+    self.figures.append(report_figures.draw(path, panels, ncols))
+    self.text += [f"![{name}](figures/{os.path.basename(path)})", ""]
+
+  def add_row(self, kind, variant, game, seeds, score: stats.Interval, metric, **extra) -> None:
+    """A summary.csv row: a score with its CI and its human-normalized value."""
+    hns = score.point if kind.startswith("aggregate") else _hns(game, score.point)
+    row = dict(kind=kind, variant=variant, game=game, seeds=seeds, metric=metric, hns=hns)
+    self.rows.append(row | extra | dict(score=score[0], ci_low=score[1], ci_high=score[2]))
 
 
-@dataclasses.dataclass(frozen=True)
-class _Options:
-    out_dir: str
-    reps: int
-    final_reps: int
-    num_points: int
-    seed: int
-    dpi: int
-    colors: dict[str, str]
-
-    def figure(self, name: str) -> str:
-        return os.path.join(self.out_dir, "figures", re.sub(r"[^\w.-]+", "_", name) + ".png")
+def _field(config: dict, name: str) -> str | None:
+  """A config field ('a' or 'a.b', e.g. 'flags.lr') as a label shows it, None if absent."""
+  value = config
+  for part in name.split("."):
+    value = value.get(part, KeyError) if isinstance(value, dict) else KeyError
+  if value is KeyError:
+    return None
+  if isinstance(value, float):
+    return f"{value:g}"
+  return "+".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-@dataclasses.dataclass
-class _Section:
-    """A part of the report: Markdown lines, figures, notes and summary.csv rows."""
-    text: list[str] = dataclasses.field(default_factory=list)
-    figures: list[str] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)
-    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-
-    def embed(self, path: str, alt: str) -> None:
-        self.figures.append(path)
-        self.text += [f"![{alt}](figures/{os.path.basename(path)})", ""]
-
-
-# ---- arguments and variants ----------------------------------------------------------------
-
-def _validate(run_dirs, out_dir, metric, **integers) -> list[str]:
-    run_dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs or [])
-    if not run_dirs:
-        raise ValueError("run_dirs: give at least one run directory (e.g. "
-                         "`python scripts/compare.py runs/* --out=report/`)")
-    if not out_dir or os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"--out={out_dir}: give a directory for report.md and figures")
-    if metric not in METRICS:
-        raise ValueError(f"--metric={metric!r}: allowed values are {', '.join(METRICS)} "
-                         "(eval: eval.jsonl returns where runs have them, else training "
-                         "episode returns; train: always training episode returns)")
-    bounds = {"bootstrap_reps": (10, None), "final_bootstrap_reps": (10, None),
-              "num_points": (2, 5000), "seed": (0, None), "dpi": (MIN_DPI, MAX_DPI)}
-    for name, value in integers.items():
-        lo, hi = bounds[name]
-        if (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo
-                or hi is not None and value > hi):
-            raise ValueError(f"--{name}={value!r}: must be an integer from {lo}"
-                             + (f" to {hi}" if hi else " up"))
-    return [os.fspath(d) for d in run_dirs]
+def variant_labels(configs: dict[str, dict], group_by: list[str] | None) -> dict[str, str]:
+  """Run path -> variant label: 'field=value' of the `group_by` fields ('variant' shows its
+  value alone), else the config's 'variant' (the trainer's name of the method)."""
+  if not group_by:
+    return {path: str(c.get("variant") or c.get("agent") or "run") for path, c in configs.items()}
+  for name in group_by:
+    if all(_field(c, name) is None for c in configs.values()):
+      keys = {k for c in configs.values() for k in c if not isinstance(c[k], dict)}
+      fields = ", ".join(sorted(keys | {"flags.<flag>"}))
+      raise ValueError(f"--group_by: {name!r} is in no config.json; available fields: {fields}")
+  show = lambda c, f: _field(c, f) or "?"
+  pairs = lambda c: [show(c, f) if f == "variant" else f"{f}={show(c, f)}" for f in group_by]
+  return {path: ", ".join(pairs(c)) for path, c in configs.items()}
 
 
-def _parse_group_by(group_by: Union[None, str, Sequence[str]]) -> Optional[list[str]]:
-    if group_by is None:
-        return None
-    fields = [str(f).strip() for f in (group_by.split(",") if isinstance(group_by, str)
-                                       else group_by)]
-    if not fields or not all(fields):
-        raise ValueError(f"--group_by={group_by!r}: empty field name; give config.json field "
-                         "names separated by commas, e.g. --group_by=agent,nap,norm")
-    for f in fields:
-        if not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", f):
-            raise ValueError(f"--group_by: {f!r} is not a field name; use config.json keys "
-                             "such as 'variant', 'nap', 'norm', 'lr_schedule' or 'flags.lr'")
-    return fields
+def variant_colors(variants) -> dict[str, str]:
+  """One fixed colour per variant (sorted order through the palette)."""
+  return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(sorted(set(variants)))}
 
 
-def _lookup(config: dict, field: str) -> tuple[bool, Any]:
-    """(found, value) of a config field: 'a.b' walks nested dicts; a plain name missing at
-    the top level is looked up in config['flags']."""
-    node: Any = config
-    for part in field.split("."):
-        if not isinstance(node, dict) or part not in node:
-            flags = config.get("flags") or {}
-            return (True, flags[field]) if "." not in field and field in flags else (False, None)
-        node = node[part]
-    return True, node
+def _hns(game: str, values):
+  """Human-normalized score, NaN for a game not in envs/scores.py."""
+  return scores.human_normalized_score(game, values) if game in scores.ATARI_57 else np.nan
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return "+".join(map(_fmt, value)) if isinstance(value, (list, tuple)) else str(value)
+def _table(rows: list[dict], columns: tuple[str, ...]) -> list[str]:
+  """Markdown table of summary rows: `columns`, then the score with its CI and the HNS."""
+  num = lambda x: "–" if np.isnan(x) else f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+  lines = ["| " + " | ".join(columns) + " | score [95 % CI] | HNS |"]
+  lines.append("|---" * (len(columns) + 2) + "|")
+  for row in rows:
+    cells = [str(row[c]) for c in columns]
+    cells += [f"{num(row['score'])} [{num(row['ci_low'])}, {num(row['ci_high'])}]"]
+    lines.append("| " + " | ".join(cells + [num(row["hns"])]) + " |")
+  return lines + [""]
 
 
-def variant_labels(configs: dict[str, dict], group_by: Optional[list[str]]) -> dict[str, str]:
-    """Run path -> variant label. Default: config 'variant' (else agent[+nap][+norm]) with
-    the DEFAULT_GROUP_FIELDS that differ between runs of that variant appended, so runs
-    differing in agent, NaP, norm or LR schedule never share a label. With `group_by`:
-    'field=value' pairs of those fields ('variant' shows its value alone)."""
-    if group_by:
-        for field in group_by:
-            if not any(_lookup(c, field)[0] for c in configs.values()):
-                keys = {k for c in configs.values() for k in c if not isinstance(c[k], dict)}
-                keys |= {f"flags.{k}" for c in configs.values() for k in c.get("flags") or {}}
-                raise ValueError(f"--group_by: field {field!r} is in no run's config.json; "
-                                 f"available fields: {', '.join(sorted(keys))}")
-        show = lambda c, f: _fmt(_lookup(c, f)[1]) if _lookup(c, f)[0] else "?"
-        return {p: ", ".join(show(c, f) if f == "variant" else f"{f}={show(c, f)}"
-                             for f in group_by) for p, c in configs.items()}
-
-    def base(cfg: dict) -> str:
-        if isinstance(cfg.get("variant"), str) and cfg["variant"]:
-            return cfg["variant"]
-        nap, norm = _lookup(cfg, "nap")[1] is True, _lookup(cfg, "norm")[1]
-        return (str(_lookup(cfg, "agent")[1] or "run") + ("+nap" if nap else "")
-                + (f"+{norm}" if norm not in (None, "none") and not nap else ""))
-
-    bases = {p: base(c) for p, c in configs.items()}
-    labels = {}
-    for path, cfg in configs.items():
-        same = [configs[p] for p, b in bases.items() if b == bases[path]]
-        extra = [f"{f}={_fmt(_lookup(cfg, f)[1])}" for f in DEFAULT_GROUP_FIELDS
-                 if len({_fmt(_lookup(c, f)[1]) for c in same}) > 1]
-        labels[path] = bases[path] + (f" [{', '.join(extra)}]" if extra else "")
-    return labels
+def _lines(report: Report, bands: dict, style: str = "-", runs: dict | None = None) -> list:
+  """Figure lines of bands by variant in its colour; solid ones labelled (with run counts)."""
+  label = lambda v: None if style != "-" else f"{v} (n={runs[v]})" if runs else v
+  return [(report.colors[v], band, label(v), style) for v, band in bands.items()]
 
 
-def variant_colors(variants: Iterable[str]) -> dict[str, str]:
-    """One fixed colour per variant (sorted order through the palette)."""
-    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(sorted(set(variants)))}
+def _returns(run: runlog.Run, kind: str) -> runlog.Series | None:
+  return run.logs.get(kind, {}).get("return")
 
 
-# ---- formatting ----------------------------------------------------------------------------
-
-def _num(x: float) -> str:
-    if not np.isfinite(x):
-        return "–"
-    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}" if abs(x) < 1 else f"{x:.1f}"
-
-
-def _ci(iv: stats.Interval) -> str:
-    return f"{_num(iv.point)} [" + (f"{_num(iv.low)}, {_num(iv.high)}]"
-                                    if np.isfinite(iv.low) else "–]")
-
-
-def _frames(values: Sequence[int]) -> str:
-    lo, hi = min(values), max(values)
-    scale, unit = next(((s, u) for s, u in ((1e6, "M"), (1e3, "k")) if hi >= s), (1, ""))
-    return f"{lo / scale:.3g}{unit}" if lo == hi else f"{lo / scale:.3g}–{hi / scale:.3g}{unit}"
-
-
-def _score_row(kind: str, variant: str, game: str, summary: rs.Summary, metric: str,
-               **extra: Any) -> dict[str, Any]:
-    iv = summary.final
-    hns = float(rs.hns(game, iv.point)) if rs.in_score_table(game) else float("nan")
-    return dict(kind=kind, variant=variant, game=game, seeds=len(summary.reached),
-                score=iv.point, ci_low=iv.low, ci_high=iv.high, hns=hns, metric=metric, **extra)
+def _returns_by_game(runs: list[runlog.Run], metric: str, report: Report) -> dict:
+  """game -> variant -> each run's eval returns (where `metric` allows), else training ones."""
+  evaluated = {r.games[0] for r in runs if metric == "eval" and _returns(r, "eval")}
+  by_game = collections.defaultdict(lambda: collections.defaultdict(list))
+  waiting = []
+  for r in runs:
+    if s := _returns(r, "eval" if r.games[0] in evaluated else "episode"):
+      by_game[r.games[0]][r.variant].append(s)
+    else:
+      waiting.append(f"`{r.name}`")
+  report.games = sorted(by_game)
+  report.game_metrics = {g: "eval" if g in evaluated else "train" for g in report.games}
+  if trained := [g for g in report.games if g not in evaluated and metric == "eval"]:
+    report.notes.append(f"No eval.jsonl records for {', '.join(trained)}: training returns used.")
+  if waiting:
+    names = ", ".join(waiting)
+    report.notes.append(f"No episode finished yet in {len(waiting)} single-task run(s): {names}.")
+  return by_game
 
 
-# ---- sections --------------------------------------------------------------------------------
-
-def _single_task(runs, table, ids, metric, o: _Options):
-    """Per-game curves and final scores. Returns (section, game -> 'eval' | 'train',
-    game -> variant -> [(run index, its returns)])."""
-    s = _Section()
-    returns = {k: table.where(run=ids, kind=k, metric="return").split("run")
-               for k in ("eval", "episode")}
-    evaluated = {runs[i].games[0] for i in returns["eval"]} if metric == "eval" else set()
-    game_metric = {runs[i].games[0]: "eval" if runs[i].games[0] in evaluated else "train"
-                   for i in ids}
-    by_game: dict = collections.defaultdict(lambda: collections.defaultdict(list))
-    waiting = []
-    for i in ids:
-        g = runs[i].games[0]
-        rows = returns["eval" if game_metric[g] == "eval" else "episode"].get(i)
-        if rows is None:
-            waiting.append(f"`{runs[i].name}`")
-        else:
-            by_game[g][runs[i].variant].append((i, rs.series(rows)))
-    trained = sorted(g for g in by_game if game_metric[g] == "train")
-    if metric == "eval" and trained:
-        s.notes.append(("No run has eval.jsonl records" if not evaluated else
-                        "No eval.jsonl records for " + ", ".join(trained))
-                       + ": those curves and final scores use training episode returns.")
-    if waiting:
-        s.notes.append(f"No episode finished yet (and no evaluation) in {len(waiting)} "
-                       "single-task run(s), so no curve or final score; their loss, norms, "
-                       "ELR and diagnostics are shown: " + ", ".join(waiting) + ".")
-    if not by_game:
-        return s, {}, {}
-    s.text = ["## Per-game learning curves", "",
-              "Mean over seeds of eval returns, or of training returns in frame bins, with a "
-              f"95 % bootstrap band ({o.reps} resamples); solid while all seeds have data, "
-              "dashed beyond.", ""]
-    scores_md = ["## Final scores", "",
-                 "A run's last evaluation (`eval`) or mean training return over the last "
-                 f"{rs.FINAL_FRACTION:.0%} of its frames (`train`); mean over seeds, 95 % "
-                 f"bootstrap CI ({o.final_reps} resamples); HNS of the mean.", "",
-                 "| game | variant | seeds | frames reached | source | final score [95 % CI] "
-                 "| HNS |", "|---|---|---|---|---|---|---|"]
-    for g, per_variant in sorted(by_game.items()):
-        evals = game_metric[g] == "eval"
-        members = [m for v in per_variant.values() for m in v]
-        x, edges = rs.curve_grid([m for _, m in members], evals,
-                                 max(runs[i].max_frames for i, _ in members), o.num_points)
-        summaries = {v: rs.summarize([m for _, m in per_variant[v]], evals, x, edges, o.reps,
-                                     o.final_reps, o.seed) for v in sorted(per_variant)}
-        for v, summary in summaries.items():
-            seeds = sorted(_fmt(runs[i].seed) for i, _ in per_variant[v])
-            row = _score_row("final", v, g, summary, game_metric[g], seed_list=" ".join(seeds),
-                             frames_min=min(summary.reached), frames_max=max(summary.reached))
-            s.rows.append(row)
-            scores_md.append(f"| {g} | {v} | {row['seeds']} | {_frames(summary.reached)} | "
-                             f"{row['metric']} | {_ci(summary.final)} | {_num(row['hns'])} |")
-            progress = [runs[i].max_frames for i, _ in per_variant[v]]
-            if min(progress) < 0.95 * max(progress):
-                s.notes.append(f"{g} / {v}: runs reached different frame counts "
-                               f"({_frames(progress)}); their final scores are not measured "
-                               "at the same point.")
-        s.embed(figures.curves(o.figure(f"curves_{g}"), g, x, summaries, o.colors,
-                               "eval return" if evals else "training episode return", o.dpi),
-                f"learning curves: {g}")
-    variants = sorted({v for per in by_game.values() for v in per})
-    counts = {g: [len(by_game[g].get(v, [])) for v in variants] for g in sorted(by_game)}
-    if len({n for c in counts.values() for n in c}) > 1:
-        s.notes.append("Unequal seed counts (runs per game and variant): " + "; ".join(
-            f"{g}: " + ", ".join(f"{v} {n}" for v, n in zip(variants, c))
-            for g, c in counts.items()) + ".")
-    s.text += scores_md + [""]
-    return s, game_metric, by_game
+def _aggregate(by_game: dict, report: Report) -> None:
+  """Median and IQM of human-normalized scores over frames, and of final scores."""
+  left_out = report.left_out_games
+  left_out.update((g, "not in the score table") for g in by_game if g not in scores.ATARI_57)
+  variants = sorted({v for g in by_game if g not in left_out for v in by_game[g]})
+  for g in sorted(set(by_game) - set(left_out)):
+    if missing := [v for v in variants if v not in by_game[g]]:
+      left_out[g] = f"not run by {', '.join(missing)}"
+  games = report.aggregate_games = sorted(set(by_game) - set(left_out))
+  why = "; ".join(f"{g} ({why})" for g, why in sorted(left_out.items())) or "none"
+  report.section("Aggregate human-normalized scores", f"Left out of the aggregates: {why}.")
+  if not games:
+    return
+  metric = "+".join(sorted({report.game_metrics[g] for g in games}))
+  top = max(s.frames[-1] for g in games for v in variants for s in by_game[g][v])
+  x, edges = stats.frame_grid(top, NUM_POINTS)
+  bands = {"median": {}, "iqm": {}}
+  binned = lambda g, runs: _hns(g, np.stack([stats.bin_returns(*s[:2], edges) for s in runs]))
+  for v in variants:
+    members = [(g, report.game_metrics[g] == "eval", by_game[g][v]) for g in games]
+    curves = [binned(g, m) for g, _, m in members]
+    finals = [_hns(g, np.array([stats.final_score(s, e) for s in m])) for g, e, m in members]
+    report.aggregates[v] = {}
+    for k, statistic in stats.AGGREGATES.items():
+      score = report.aggregates[v][k] = stats.stratified_bootstrap(finals, statistic)
+      report.add_row(f"aggregate_{k}", v, "+".join(games), sum(map(len, finals)), score, metric)
+      if k in bands:
+        bands[k][v] = stats.bootstrap_curve(stats.common_points(curves), statistic)
+  panels = [dict(title=f"{k} HNS", x=x, lines=_lines(report, b)) for k, b in bands.items()]
+  report.figure("aggregate", panels, ncols=2)
+  aggregates = [row for row in report.rows if row["kind"].startswith("aggregate")]
+  report.text += _table(aggregates, ("kind", "variant", "seeds"))
 
 
-def _aggregate(by_game, game_metric, runs, o: _Options):
-    """Aggregate HNS curves and final scores. Returns (section, games in the aggregates,
-    game -> why it is left out, variant -> {statistic: Interval})."""
-    s = _Section(["## Aggregate human-normalized scores", ""])
-    left_out = {g: "not in the human/random score table (envs/scores.py)"
-                for g in by_game if not rs.in_score_table(g)}
-    variants = sorted({v for g in by_game if g not in left_out for v in by_game[g]})
-    for g in sorted(set(by_game) - set(left_out)):
-        if missing := [v for v in variants if v not in by_game[g]]:
-            left_out[g] = "not run by every variant (missing: " + ", ".join(missing) + ")"
-    games = sorted(set(by_game) - set(left_out))
-    if left_out:
-        s.text += ["Left out of the aggregates: " + "; ".join(
-            f"{g} ({why})" for g, why in sorted(left_out.items())) + ".", ""]
-    if not games:
-        s.text.append("No game qualifies for the aggregates, so there is no aggregate figure.")
-        return s, [], left_out, {}
-    s.text += ["HNS = (score - random) / (human - random). Median over games of the seed "
-               "mean; IQM of all run x game scores; 95 % stratified bootstrap CIs (Agarwal et "
-               "al. 2021). Games: " + ", ".join(f"{g} ({game_metric[g]})" for g in games)
-               + ".", ""]
-    members = [m for g in games for v in variants for m in by_game[g][v]]
-    x, edges = rs.curve_grid([m for _, m in members], all(
-        game_metric[g] == "eval" for g in games), max(runs[i].max_frames for i, _ in members),
-        o.num_points)
-    scores_md = ["| variant | games | runs | median HNS [95 % CI] | IQM HNS [95 % CI] | "
-                 "mean HNS [95 % CI] |", "|---|---|---|---|---|---|"]
-    bands, aggregates = {}, {}
-    for v in variants:
-        curves = rs.common_points([rs.hns(g, np.stack([
-            rs.run_curve(m, game_metric[g] == "eval", x, edges) for _, m in by_game[g][v]]))
-            for g in games])
-        bands[v] = {k: stats.stratified_bootstrap_curve(curves, stats.AGGREGATES[k], o.reps,
-                                                        o.seed) for k in ("median", "iqm")}
-        finals = [rs.hns(g, np.asarray([rs.final_score(m, game_metric[g] == "eval")
-                                        for _, m in by_game[g][v]])) for g in games]
-        aggregates[v] = {k: stats.stratified_bootstrap(finals, f, o.final_reps, o.seed)
-                         for k, f in stats.AGGREGATES.items()}
-        n = sum(len(f) for f in finals)
-        s.rows += [dict(kind=f"aggregate_{k}", variant=v, game="+".join(games), seeds=n,
-                        score=iv.point, ci_low=iv.low, ci_high=iv.high, hns=iv.point,
-                        metric="+".join(sorted({game_metric[g] for g in games})))
-                   for k, iv in aggregates[v].items()]
-        scores_md.append(f"| {v} | {len(games)} | {n} | " + " | ".join(
-            _ci(aggregates[v][k]) for k in ("median", "iqm", "mean")) + " |")
-    s.embed(figures.aggregate(o.figure("aggregate"), x, bands, o.colors, len(games), o.dpi),
-            "aggregate human-normalized median and IQM")
-    s.text += ["Final human-normalized scores (from each run's final score):", ""] + scores_md
-    return s, games, left_out, aggregates
+def _curves(by_game: dict, report: Report) -> None:
+  """Per-game learning curves and final scores."""
+  report.section("Per-game learning curves and final scores", "Mean over seeds, 95 % CIs.")
+  for g, per_variant in sorted(by_game.items()):
+    metric = report.game_metrics[g]
+    top = max(s.frames[-1] for members in per_variant.values() for s in members)
+    x, edges = stats.frame_grid(top, NUM_POINTS)
+    bands = {}
+    for v, members in sorted(per_variant.items()):
+      bands[v], final, reached = stats.summarize(members, metric == "eval", edges)
+      frames = dict(frames_min=min(reached), frames_max=max(reached))
+      report.add_row("final", v, g, len(members), final, metric, **frames)
+    lines = _lines(report, bands, runs={v: len(m) for v, m in per_variant.items()})
+    report.figure(f"curves_{g}", [dict(title=g, x=x, lines=lines, ylabel=f"{metric} return")])
+  final_scores = [row for row in report.rows if row["kind"] == "final"]
+  report.text += _table(final_scores, ("game", "variant", "seeds", "frames_max", "metric"))
 
 
-def _diagnostics(runs, table, ids, title, name, o: _Options, switches=(),
-                 points: Optional[int] = None) -> _Section:
-    s = _Section()
-    rows = table.where(run=ids, kind=["train", "diagnostics"]).split("run")
-    series = {i: rs.diagnostics(r, runs[i]) for i, r in rows.items()}
-    if not any(series.values()):
-        s.notes.append(f"{title}: no 'train' or 'diagnostics' lines yet, so no figure.")
-        return s
-    x = np.linspace(0.0, max(1, max(runs[i].max_frames for i in ids)), points or o.num_points)
-    variant_of = {i: runs[i].variant for i in series}
+def _diagnostics(runs: list[runlog.Run], name: str, report: Report, switches=()) -> None:
+  """Loss, norms, ELR, dormant fraction and rank of `runs` by variant; ELR of each layer."""
+  x = stats.frame_grid(max(r.max_frames for r in runs), NUM_POINTS)[0]
+  per_run = [(r.variant, stats.diagnostics(r, x)) for r in runs]
+  if not any(curves for _, curves in per_run):
+    return
 
-    def bands(select, transform=lambda v: v):
-        return rs.series_bands(series, variant_of, select, x, o.reps, o.seed, transform)
+  def lines(prefix: str, style: str = "-") -> list[tuple]:
+    """A band per variant, over runs, of the mean of a run's curves `prefix` or `prefix/...`."""
+    by_variant = collections.defaultdict(list)
+    for variant, curves in per_run:
+      if chosen := [c for k, c in curves.items() if k == prefix or k.startswith(prefix + "/")]:
+        by_variant[variant].append(np.mean(chosen, axis=0))
+    mean = stats.AGGREGATES["mean"]
+    bands = {v: stats.bootstrap_curve([np.stack(c)], mean) for v, c in sorted(by_variant.items())}
+    return _lines(report, bands, style)
 
-    is_ = lambda name: lambda key: key == name  # pylint: disable=unnecessary-lambda-assignment
-    panels = {"loss": [bands(is_("loss"))],
-              "param. norm / first logged: hidden (—), output (--)": [
-                  bands(is_("param_norm")), bands(is_("param_norm_output"))],
-              "ELR / first logged, mean over hidden layers": [
-                  bands(lambda k: k.startswith("elr_rel/"))],
-              "dormant fraction (mean over layers logged)": [bands(is_("dormant"))],
-              "feature rank: srank (—), eff. rank (--)": [
-                  bands(is_("srank")), bands(is_("effective_rank"))]}
-    s.text = [f"## {title}", "",
-              "Mean over runs with a 95 % bootstrap band. Parameter norm: L2 norm of the hidden "
-              "layers (solid) and of the output layers config.json lists as 'output_layers' "
-              "(dashed). ELR: the effective learning rate the trainer logged per layer ('elr' "
-              "of 'train' lines; under Adam lr / ||W||), mean over hidden layers, and per "
-              "layer in the second figure. Norm and ELR are relative to their first logged "
-              "value. Dormant fraction: mean over the layers logged.", ""]
-    s.embed(figures.diagnostics(o.figure(name), x, panels, o.colors, switches, o.dpi), title)
-    layers = sorted({k[4:] for per in series.values() for k in per if k.startswith("elr/")})
-    if layers:
-        shown = {l: bands(is_(f"elr/{l}"), lambda v: np.log10(np.where(v > 0, v, np.nan)))
-                 for l in layers[:MAX_ELR_LAYERS]}
-        s.embed(figures.elr_layers(o.figure(f"{name}_elr"), x, shown, o.colors, switches,
-                                   o.dpi), f"{title}: ELR per layer")
-        s.text += [f"({len(layers) - MAX_ELR_LAYERS} more layers not shown.)", ""
-                   ] if len(layers) > MAX_ELR_LAYERS else []
-    return s
+  norms = lines("param_norm") + lines("param_norm_output", "--")
+  ranks = lines("srank") + lines("effective_rank", "--")
+  panels = [("loss", lines("loss")), ("dormant fraction", lines("dormant"))]
+  panels += [("param. norm / first: hidden, output (--)", norms), ("srank, eff. rank (--)", ranks)]
+  panels += [("ELR / first, mean over hidden layers", lines("elr_rel"))]
+  report.figure(name, [dict(title=t, x=x, lines=l, switches=switches) for t, l in panels])
+  layers = sorted({k for _, curves in per_run for k in curves if k.startswith("log10_elr/")})
+  panels = [dict(title=layer[10:], x=x, lines=lines(layer), switches=switches) for layer in layers]
+  if panels:
+    report.figure(f"{name}_elr", panels[:12])
 
 
-def _visit_returns(g, episodes, segs, runs) -> dict[tuple[str, int], list[rs.Series]]:
-    """(variant, visit) -> each run's returns of `g` in that visit, frames since its start."""
-    found = collections.defaultdict(list)
-    for i, rows in episodes.items():
-        (frames, values), game = rs.series(rows), rows.col("game")
-        for start, end, h, visit in segs[i]:
-            sel = (frames > start) & (frames <= end) & (game == g)
-            if h == g and sel.any():
-                found[(runs[i].variant, visit)].append((frames[sel] - start, values[sel]))
-    return found
+def _visits(k: int, runs: list[runlog.Run], segments: list, report: Report) -> None:
+  """Each game's visits aligned at the switch into it, and end-of-visit scores."""
+  panels = []
+  for g in dict.fromkeys(h for segs in segments for _, _, h, _ in segs):
+    longest = max(end - start for segs in segments for start, end, h, _ in segs if h == g)
+    x, edges = stats.frame_grid(longest, NUM_POINTS // 2)
+    found = collections.defaultdict(list)  # (variant, visit) -> returns, frames since switch
+    for r, segs in zip(runs, segments):
+      s = _returns(r, "episode")
+      for start, end, h, visit in segs if s else ():
+        if h == g and (sel := (s.frames > start) & (s.frames <= end) & (s.games == g)).any():
+          found[(r.variant, visit)].append(runlog.Series(s.frames[sel] - start, s.values[sel]))
+    lines = []
+    for (v, visit), members in sorted(found.items()):
+      band, final, _ = stats.summarize(members, False, edges)
+      where = dict(visit=visit, sequence=k)
+      report.add_row("sequential_visit", v, g, len(members), final, "train", **where)
+      lines.append((report.colors[v], band, f"{v} v{visit}", {1: "-", 2: "--"}.get(visit, ":")))
+    if not found:  # an episode longer than a visit is cut at the switch
+      report.notes.append(f"Sequence {k}: no {g} episode finished within a visit.")
+    panels.append(dict(title=g, x=x, lines=lines, xlabel="frames since switch"))
+  report.figure(f"sequential_{k}_visits", panels)
+  visits = [row for row in report.rows if row.get("sequence") == k]
+  report.text += _table(visits, ("game", "variant", "visit", "seeds"))
 
 
-def _sequence(k, games, ids, runs, table, o: _Options) -> list[_Section]:
-    """Whole-run and per-visit figures, end-of-visit scores and diagnostics of the
-    sequential runs of one game sequence."""
-    s = _Section([f"### Sequence {k}: {' → '.join(games)} ({len(ids)} runs)", ""])
-    episodes = table.where(run=ids, kind="episode", metric="return").split("run")
-    segs = {i: rs.segments(runs[i]) for i in ids}
-    reference = max(segs.values(), key=len)  # the run with the most game blocks
-    x, edges = rs.frame_grid(max(runs[i].max_frames for i in ids),
-                             min(1000, max(o.num_points, 10 * len(reference))))
-    if len(episodes) < len(ids):
-        s.notes.append(f"Sequence {k}: {len(ids) - len(episodes)} run(s) have no finished "
-                       "episodes yet.")
+def _sequences(runs: list[runlog.Run], report: Report) -> None:
+  """Figures, end-of-visit scores and diagnostics of sequential runs, by game sequence."""
+  sequences = collections.defaultdict(list)
+  for r in runs:
+    if r.config.get("schedule") == "sequential":
+      sequences[tuple(r.games)].append(r)
+  for k, (games, members) in enumerate(sorted(sequences.items()), 1):
+    title = f"Sequence {k}: {' → '.join(games)} ({len(members)} runs)"
+    report.section(title, "Visits: first solid, second dashed, later dotted.")
+    segments = [runlog.segments(r) for r in members]
+    switches = [(start, g) for start, _, g, _ in max(segments, key=len)]
+    episodes = collections.defaultdict(list)
+    for r in members:
+      if s := _returns(r, "episode"):
+        episodes[r.variant].append(s)
     if episodes:
-        normalized = all(rs.in_score_table(g) for g in games)
-        curves = collections.defaultdict(list)
-        for i, rows in episodes.items():
-            values, game = rows.columns["value"].copy(), rows.col("game")
-            for g in set(game) if normalized else ():
-                values[game == g] = rs.hns(g, values[game == g])
-            curves[runs[i].variant].append(rs.bin_episodes(rows.columns["frames"], values, edges))
-        s.embed(figures.sequence(
-            o.figure(f"sequential_{k}"), f"Sequence {k}: " + " → ".join(games), x,
-            {v: stats.bootstrap_mean_band(rs.common_points([np.stack(c)])[0], o.reps, o.seed)
-             for v, c in sorted(curves.items())}, {v: len(c) for v, c in curves.items()},
-            o.colors, [(start, g) for start, _, g, _ in reference],
-            "human-normalized return" if normalized else "training return", o.dpi),
-            f"sequence {k} whole run")
-        scores_md = ["| game | variant | visit | seeds | end-of-visit score [95 % CI] | HNS |",
-                     "|---|---|---|---|---|---|"]
-        panels = {}
-        for g in dict.fromkeys(h for run_segs in segs.values() for _, _, h, _ in run_segs):
-            longest = max(end - start for run_segs in segs.values()
-                          for start, end, h, _ in run_segs if h == g)
-            vx, vedges = rs.frame_grid(longest, min(o.num_points, 50))
-            summaries = {key: rs.summarize(m, False, vx, vedges, o.reps, o.final_reps, o.seed)
-                         for key, m in sorted(_visit_returns(g, episodes, segs, runs).items())}
-            panels[g] = (vx, summaries)
-            for (v, visit), summary in summaries.items():
-                row = _score_row("sequential_visit", v, g, summary, "train", visit=visit,
-                                 sequence=k)
-                s.rows.append(row)
-                scores_md.append(f"| {g} | {v} | {visit} | {row['seeds']} | "
-                                 f"{_ci(summary.final)} | {_num(row['hns'])} |")
-            if not summaries:  # an episode longer than a visit is cut at the switch
-                s.notes.append(f"Sequence {k}: no {g} episode finished within a visit (visits "
-                               f"of up to {_frames([longest])} frames), so it has no visit "
-                               "curve or score.")
-        s.embed(figures.visits(o.figure(f"sequential_{k}_visits"), panels, o.colors, o.dpi),
-                f"sequence {k} visits aligned at the switch")
-        s.text += ["End-of-visit score: mean training return over the last "
-                   f"{rs.FINAL_FRACTION:.0%} of the visit, mean over seeds.", ""]
-        s.text += scores_md + [""]
-    return [s, _diagnostics(runs, table, ids, f"Sequence {k}: diagnostics",
-                            f"sequential_{k}_diagnostics", o,
-                            [(start, g) for start, _, g, _ in reference[1:]], len(x))]
+      x, edges = stats.frame_grid(max(r.max_frames for r in members), 10 * len(switches) + 100)
+      bands = {v: stats.summarize(m, False, edges)[0] for v, m in sorted(episodes.items())}
+      lines = _lines(report, bands, runs={v: len(m) for v, m in episodes.items()})
+      whole_run = dict(title="whole run", x=x, lines=lines, switches=switches, name_switches=True)
+      report.figure(f"sequential_{k}", [whole_run])
+      _visits(k, members, segments, report)
+    _diagnostics(members, f"sequential_{k}_diagnostics", report, switches[1:])
 
 
-# ---- the report --------------------------------------------------------------------------------
-
-def compare(run_dirs: Union[str, Sequence[str]], out_dir: str,
-            group_by: Union[None, str, Sequence[str]] = None, metric: str = "eval",
-            bootstrap_reps: int = 2000, final_bootstrap_reps: int = 50_000,
-            num_points: int = 100, seed: int = 0, dpi: int = DPI) -> ReportInfo:
-    """Writes report.md, summary.csv and figures/ for `run_dirs` (run directories or
-    directories holding them) into `out_dir` and returns what it wrote and found.
-
-    `group_by`: None (see `variant_labels`) or config fields, "a,b" or a list. `metric`:
-    'eval' (eval returns where runs have them, else training returns) or 'train'. Curve
-    bands use `bootstrap_reps` resamples, final-score CIs `final_bootstrap_reps`, both with
-    `seed` (``stats.stratified_bootstrap(per_game, stats.aggregate_iqm, final_bootstrap_reps,
-    seed)`` reproduces the final CIs). Raises ValueError for bad arguments, empty or foreign
-    directories, or no readable run.
-    """
-    run_dirs = _validate(run_dirs, out_dir, metric, bootstrap_reps=bootstrap_reps,
-                         final_bootstrap_reps=final_bootstrap_reps, num_points=num_points,
-                         seed=seed, dpi=dpi)
-    fields = _parse_group_by(group_by)
-    runs, table, skipped = runlog.load(runlog.discover_runs(run_dirs))
-    if not runs:
-        raise ValueError("no usable run: " + "; ".join(why for _, why in skipped))
-    labels = variant_labels({r.path: r.config for r in runs}, fields)
-    for r in runs:
-        r.variant = labels[r.path]
-    o = _Options(os.fspath(out_dir), bootstrap_reps, final_bootstrap_reps, num_points, seed,
-                 dpi, variant_colors(labels.values()))
-    _clear_figures(o.out_dir)
-
-    single = [i for i, r in enumerate(runs) if not r.sequential]
-    curves, game_metric, by_game = _single_task(runs, table, single, metric, o)
-    aggregate, agg_games, left_out, aggregates = _aggregate(by_game, game_metric, runs, o)
-    sections = ([aggregate] if by_game else []) + [curves] + ([_diagnostics(
-        runs, table, single, "Training diagnostics (single-task runs)", "diagnostics", o)]
-        if single else [])
-    sequences = collections.defaultdict(list)
-    for i, r in enumerate(runs):
-        if r.sequential:
-            sequences[tuple(r.games)].append(i)
-    if sequences:
-        sections.append(_Section(["## Sequential runs", "",
-                                  "Training returns, mean over seeds with a 95 % band; dotted "
-                                  "lines mark switches. Visits are aligned at the switch: a "
-                                  "later visit below the first is lost plasticity.", ""]))
-    for k, (games, ids) in enumerate(sorted(sequences.items()), 1):
-        sections += _sequence(k, games, ids, runs, table, o)
-    notes = [n for sec in sections for n in sec.notes] + _run_notes(runs, single, len(table))
-    rows = [row for sec in sections for row in sec.rows]
-    metrics = {game_metric[g] for g in by_game}
-    info = ReportInfo(
-        out_dir=o.out_dir, report_path=os.path.join(o.out_dir, "report.md"),
-        summary_path=os.path.join(o.out_dir, "summary.csv"),
-        figures=[f for sec in sections for f in sec.figures], variants=sorted(o.colors),
-        colors=o.colors, games=sorted(by_game), aggregate_games=agg_games,
-        left_out_games=left_out, game_metrics={g: game_metric[g] for g in sorted(by_game)},
-        metric=metrics.pop() if len(metrics) == 1 else "mixed" if metrics else metric,
-        runs=[r.path for r in runs], skipped=skipped,
-        problems=[p for r in runs for p in r.problems], notes=notes,
-        final_scores=[r for r in rows if r["kind"] == "final"], aggregates=aggregates,
-        sequential=[r for r in rows if r["kind"] == "sequential_visit"])
-    _write_report(info, runs, sections)
-    _write_csv(info.summary_path, rows)
-    return info
+def compare(run_dirs, out_dir: str, group_by=None, metric: str = "eval") -> Report:
+  """Writes report.md, summary.csv and figures/ for `run_dirs` (run directories or folders
+  of them) into `out_dir`. `group_by`: config fields, "a,b" or a list (see `variant_labels`);
+  `metric`: 'eval' or 'train'. ValueError for bad arguments or no readable run."""
+  run_dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
+  if not out_dir or os.path.isfile(out_dir):
+    raise ValueError(f"--out={out_dir}: give a directory for report.md and figures")
+  if metric not in ("eval", "train"):
+    raise ValueError(f"--metric={metric!r}: allowed values are eval, train")
+  runs, skipped = runlog.load(runlog.discover_runs([os.fspath(d) for d in run_dirs]))
+  if not runs:
+    why = "; ".join(why for _, why in skipped) or "give at least one run directory"
+    raise ValueError(f"no usable run: {why}")
+  fields = group_by.split(",") if isinstance(group_by, str) else group_by
+  labels = variant_labels({r.path: r.config for r in runs}, fields)
+  for r in runs:
+    r.variant = labels[r.path]
+  report = Report(os.fspath(out_dir), variant_colors(labels.values()), runs, skipped)
+  os.makedirs(os.path.join(report.out_dir, "figures"), exist_ok=True)
+  single = [r for r in runs if r.config.get("schedule") != "sequential"]
+  if by_game := _returns_by_game(single, metric, report):
+    _aggregate(by_game, report)
+    _curves(by_game, report)
+  if single:
+    report.section("Training diagnostics", "Norms and ELRs relative to their first value.")
+    _diagnostics(single, "diagnostics", report)
+  _sequences(runs, report)
+  if no_output := [f"`{r.name}`" for r in runs if r.config.get("output_layers") is None]:
+    no_output = ", ".join(no_output)
+    why = "every logged layer counts as hidden"
+    report.notes.append(f"No 'output_layers' in config.json of {no_output}: {why}.")
+  if not any(r.logs for r in runs):
+    report.notes.append("No run has logged anything yet: no figures.")
+  metrics = set(report.game_metrics.values())
+  report.metric = metrics.pop() if len(metrics) == 1 else "mixed" if metrics else metric
+  report.final_scores = [row for row in report.rows if row["kind"] == "final"]
+  report.sequential = [row for row in report.rows if row["kind"] == "sequential_visit"]
+  count = collections.Counter(r.variant for r in runs)
+  variants = ", ".join(f"{v} ({count[v]} runs, colour {c})" for v, c in report.colors.items())
+  notes = report.notes + [f"run `{p}` skipped: {why}" for p, why in skipped] + report.problems
+  text = ["# Run comparison", "", f"Variants: {variants}.", ""]
+  text += ["## Notes", ""] + [f"- {note}" for note in notes] + [""] if notes else []
+  with open(report.report_path, "w") as f:
+    f.write("\n".join(text + report.text) + "\n")
+  with open(report.summary_path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, restval="")
+    writer.writeheader()
+    number = lambda v: "" if np.isnan(v) else f"{v:.6g}"  # NaN (no CI) left blank
+    for row in report.rows:
+      writer.writerow({k: number(v) if isinstance(v, float) else v for k, v in row.items()})
+  return report
 
 
-def _run_notes(runs: list[runlog.Run], single: list[int], rows: int) -> list[str]:
-    behind = [f"`{r.name}` ({_frames([r.max_frames])} of {_frames([target])})"
-              for r in (runs[i] for i in single)
-              if r.max_frames < (target := r.config.get("flags", {}).get("num_frames") or 0)]
-    no_output = [f"`{r.name}`" for r in runs if r.output_layers is None]
-    return ((["Runs short of their --num_frames (in progress or stopped): "
-              + ", ".join(behind) + "."] if behind else [])
-            + (["No 'output_layers' in config.json of " + ", ".join(no_output) + ": every "
-                "logged layer counts as hidden in the parameter-norm and ELR panels."]
-               if no_output else [])
-            + ([] if rows else ["No run has logged anything yet: no figures."]))
+def main(argv: list[str]) -> None:
+  try:
+    report = compare(argv[1:], flags.FLAGS.out, flags.FLAGS.group_by, flags.FLAGS.metric)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  print(f"wrote {report.report_path} ({len(report.figures)} figures)")
 
-
-def _clear_figures(out_dir: str) -> None:
-    """Makes out_dir/figures, removing the figures of an earlier report there."""
-    fig_dir = os.path.join(out_dir, "figures")
-    os.makedirs(fig_dir, exist_ok=True)
-    if os.path.exists(os.path.join(out_dir, "report.md")):
-        for name in os.listdir(fig_dir):
-            if name.endswith(".png") and name.startswith(FIGURE_PREFIXES):
-                os.remove(os.path.join(fig_dir, name))
-
-
-def _write_report(info: ReportInfo, runs: list[runlog.Run], sections: list[_Section]) -> None:
-    count = collections.Counter(r.variant for r in runs)
-    text = ["# Run comparison", "", f"Generated by `scripts/compare.py` from {len(runs)} "
-            "run(s).", "", "| variant | colour | runs |", "|---|---|---|"]
-    text += [f"| {v} | <span style=\"color:{c}\">■</span> `{c}` | {count[v]} |"
-             for v, c in info.colors.items()] + [""]
-    text += ["**Notes**", ""] + [f"- {n}" for n in info.notes] + [""] if info.notes else []
-    text += [line for sec in sections for line in sec.text]
-    text += ["## Skipped runs and corrupt lines", ""] if info.skipped or info.problems else []
-    text += [f"- run `{p}` skipped: {why}" for p, why in info.skipped]
-    text += [f"- {len(info.problems)} corrupt line(s) skipped:"] if info.problems else []
-    text += [f"  - {p}" for p in info.problems[:50]]
-    text += [f"  - ... and {len(info.problems) - 50} more"] if len(info.problems) > 50 else []
-    text += ["", "## Figures", ""] + [f"- `figures/{os.path.basename(f)}`" for f in info.figures]
-    with open(info.report_path + ".tmp", "w") as f:  # readers never see half a report
-        f.write("\n".join(text) + "\n")
-    os.replace(info.report_path + ".tmp", info.report_path)
-
-
-def _write_csv(path: str, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, restval="")
-        writer.writeheader()
-        writer.writerows({k: ("" if not np.isfinite(v) else f"{v:.6g}")
-                          if isinstance(v, float) else v for k, v in row.items()} for row in rows)
-
-
-# ---- command line ------------------------------------------------------------------------------
-
-def main(argv: Sequence[str]) -> None:
-    from absl import app, flags  # pylint: disable=import-outside-toplevel
-    try:
-        values = {name: flags.FLAGS[name].value for name, _, _ in FLAGS}
-        info = compare(argv[1:], values.pop("out"), **values)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    print(f"wrote {info.report_path} ({len(info.figures)} figures, {len(info.runs)} runs, "
-          f"{len(info.problems)} corrupt lines skipped, {len(info.skipped)} runs skipped)")
-
-
-FLAGS = (("out", None, "Output directory for report.md, summary.csv, figures/."),
-         ("group_by", None, "Comma-separated config.json fields to group runs by (e.g. "
-          "'agent,nap,norm' or 'flags.lr'); default: the variant."),
-         ("metric", "eval", "eval: eval returns where runs have them, else training episode "
-          "returns; train: training episode returns."),
-         ("bootstrap_reps", 2000, "Bootstrap resamples for curve bands."),
-         ("final_bootstrap_reps", 50_000, "Bootstrap resamples for final-score CIs."),
-         ("num_points", 100, "Points per learning curve (frame bins)."),
-         ("seed", 0, "Seed of the bootstrap."),
-         ("dpi", DPI, f"Resolution of the PNG figures ({MIN_DPI}-{MAX_DPI})."))
 
 if __name__ == "__main__":
-    from absl import app as _app, flags as _flags
-    for _name, _default, _help in FLAGS:
-        (_flags.DEFINE_integer if isinstance(_default, int) else _flags.DEFINE_string)(
-            _name, _default, _help)
-    _flags.mark_flag_as_required("out")
-    _app.run(main)
+  flags.DEFINE_string("out", None, "Output directory for report.md, summary.csv, figures/.")
+  flags.DEFINE_string("group_by", None, "Config fields to group runs by, e.g. 'nap,flags.lr'.")
+  flags.DEFINE_string("metric", "eval", "eval: eval returns where there are any; train.")
+  flags.mark_flag_as_required("out")
+  app.run(main)

@@ -1,136 +1,143 @@
-"""Aggregate scores over games and seeds with stratified bootstrap CIs (pure numpy).
+"""Statistics of the run report (numpy): stratified bootstrap, aggregates and curves.
 
-The protocol of Agarwal et al. (2021), "Deep RL at the Edge of the Statistical Precipice"
-(the `rliable` library), kept here because rliable's dependency `arch` breaks with pandas 3.
-Scores come per game as arrays whose last axis is that game's runs (seeds); games may have
-different run counts (with equal counts this agrees with rliable exactly).
-
-- ``aggregate_mean`` / ``aggregate_median``: mean / median over games of the per-game mean;
-- ``aggregate_iqm``: interquartile mean of all (run, game) scores pooled
-  (``scipy.stats.trim_mean(x, 0.25)``: sort, drop ``int(0.25 n)`` from each end, average);
-- ``stratified_bootstrap``: percentile CI where each replicate resamples runs with
-  replacement *within* each game. Draws are reproducible: one ``np.random.default_rng(seed)``
-  draws, game by game, ``integers(0, n_g, size=(reps, n_g))``. When no game has two runs
-  nothing can vary, so the interval is NaN rather than a zero-width one that reads as
-  certainty.
+Aggregates follow Agarwal et al. (2021), "Deep RL at the Edge of the Statistical Precipice"
+(`rliable`, whose dependency `arch` breaks with pandas 3): a bootstrap replicate resamples
+runs within each game, drawn by ``np.random.default_rng(seed)``, ``integers(0, n_g,
+size=(reps, n_g))`` game by game. A curve averages the returns logged in each frame bin.
 """
 
-from __future__ import annotations
-
-import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-Statistic = Callable[[Sequence[np.ndarray]], np.ndarray]
+from scripts.runlog import Run, Series
+
+CURVE_REPS, FINAL_REPS = 2000, 50_000  # bootstrap resamples of curve bands, of final scores
+FINAL_FRACTION = 0.1  # a final training score averages the episodes of the last 10 % of frames
 
 
-@dataclasses.dataclass(frozen=True)
-class Interval:
-    """A point estimate with its confidence interval."""
-    point: float
-    low: float
-    high: float
-
-    def as_tuple(self) -> tuple[float, float, float]:
-        return (self.point, self.low, self.high)
+class Interval(NamedTuple):
+  point: float
+  low: float
+  high: float
 
 
-def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Interquartile mean along `axis`, as ``scipy.stats.trim_mean(x, 0.25, axis)``."""
-    x = np.sort(np.asarray(x, dtype=np.float64), axis=axis)
-    n = x.shape[axis]
-    cut = int(0.25 * n)
-    return np.take(x, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
+def iqm(x: np.ndarray) -> np.ndarray:
+  """Interquartile mean along the last axis, as ``scipy.stats.trim_mean(x, 0.25, axis=-1)``."""
+  x = np.sort(np.asarray(x, dtype=np.float64), axis=-1)
+  cut = int(0.25 * x.shape[-1])
+  return x[..., cut : x.shape[-1] - cut].mean(axis=-1)
 
 
-def game_means(per_game: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-game mean over runs, stacked on the last axis: ``(..., num_games)``."""
-    return np.stack([np.mean(g, axis=-1) for g in per_game], axis=-1)
+# Median and mean over games of the per-game mean; IQM of all (run, game) scores pooled.
+AGGREGATES = {
+  "median": lambda per_game: np.median([np.mean(g, axis=-1) for g in per_game], axis=0),
+  "iqm": lambda per_game: iqm(np.concatenate(per_game, axis=-1)),
+  "mean": lambda per_game: np.mean([np.mean(g, axis=-1) for g in per_game], axis=0),
+}
 
 
-def aggregate_mean(per_game: Sequence[np.ndarray]) -> np.ndarray:
-    return game_means(per_game).mean(axis=-1)
+def stratified_bootstrap(per_game, statistic, reps=FINAL_REPS, seed=0, confidence=0.95):
+  """Point and percentile CI of `statistic` over per-game run scores (NaN CI: nothing varies)."""
+  per_game = [np.asarray(g, dtype=np.float64) for g in per_game]
+  point = float(statistic(per_game))
+  if max(g.size for g in per_game) < 2:
+    return Interval(point, np.nan, np.nan)
+  rng = np.random.default_rng(seed)
+  samples = statistic([g[rng.integers(0, g.size, size=(reps, g.size))] for g in per_game])
+  low, high = np.percentile(samples, [50 * (1 - confidence), 50 * (1 + confidence)])
+  return Interval(point, float(low), float(high))
 
 
-def aggregate_median(per_game: Sequence[np.ndarray]) -> np.ndarray:
-    return np.median(game_means(per_game), axis=-1)
+def bootstrap_curve(per_game: Sequence[np.ndarray], statistic, reps=CURVE_REPS) -> np.ndarray:
+  """``(3, T)`` point, low, high over ``(runs, T)`` per-game curves, from the runs at each point."""
+  out = np.full((3, per_game[0].shape[1]), np.nan)
+  for t in range(out.shape[1]):
+    column = [g[np.isfinite(g[:, t]), t] for g in per_game]
+    if all(c.size for c in column):
+      out[:, t] = stratified_bootstrap(column, statistic, reps)
+  return out
 
 
-def aggregate_iqm(per_game: Sequence[np.ndarray]) -> np.ndarray:
-    return iqm(np.concatenate(per_game, axis=-1), axis=-1)
+def frame_grid(top: float, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+  """(bin centres, bin edges) of `num_points` equal bins from 0 to `top` frames."""
+  edges = np.linspace(0.0, float(max(top, 1)), num_points + 1)
+  return 0.5 * (edges[:-1] + edges[1:]), edges
 
 
-AGGREGATES: dict[str, Statistic] = {
-    "median": aggregate_median, "iqm": aggregate_iqm, "mean": aggregate_mean}
+def interp_points(frames: np.ndarray, values: np.ndarray, x: np.ndarray) -> np.ndarray:
+  """`values` at `frames` interpolated to `x` (NaN outside them; a single one at its nearest x)."""
+  out = np.full(x.shape, np.nan)
+  if len(frames) == 1 and x[0] <= frames[0] <= x[-1]:
+    out[np.argmin(np.abs(x - frames[0]))] = values[0]
+  elif len(frames) > 1:
+    inside = (x >= frames[0]) & (x <= frames[-1])
+    out[inside] = np.interp(x[inside], frames, values)
+  return out
 
 
-def _check(per_game: Sequence[np.ndarray], reps: int, confidence: float) -> list[np.ndarray]:
-    if not isinstance(reps, (int, np.integer)) or reps < 1:
-        raise ValueError(f"reps must be a positive integer, got {reps!r}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    if not per_game:
-        raise ValueError("per_game must hold at least one game")
-    return [np.asarray(g, dtype=np.float64) for g in per_game]
+def bin_returns(frames: np.ndarray, returns: np.ndarray, edges: np.ndarray) -> np.ndarray:
+  """Mean of the returns logged in each bin ``(edges[i], edges[i+1]]``, interpolated between."""
+  idx = np.clip(np.searchsorted(edges, frames) - 1, 0, len(edges) - 2)
+  counts = np.bincount(idx, minlength=len(edges) - 1)
+  have = np.flatnonzero(counts)
+  centres = 0.5 * (edges[:-1] + edges[1:])
+  return interp_points(centres[have], np.bincount(idx, returns)[have] / counts[have], centres)
 
 
-def stratified_bootstrap(per_game: Sequence[np.ndarray], statistic: Statistic,
-                         reps: int = 50_000, seed: int = 0,
-                         confidence: float = 0.95) -> Interval:
-    """Point estimate and percentile CI of `statistic` over 1-D per-game run scores."""
-    arrays = _check(per_game, reps, confidence)
-    for i, a in enumerate(arrays):
-        if a.ndim != 1 or a.size == 0:
-            raise ValueError(f"per_game[{i}] has no runs or is not 1-D (shape {a.shape})")
-        if not np.isfinite(a).all():
-            raise ValueError(f"per_game[{i}] holds non-finite scores")
-    point, low, high = stratified_bootstrap_curve([a[:, None] for a in arrays], statistic,
-                                                  reps, seed, confidence)
-    return Interval(float(point[0]), float(low[0]), float(high[0]))
+def common_points(curves: list[np.ndarray]) -> list[np.ndarray]:
+  """``(runs, T)`` curves kept at the points every run has reached, so a mean keeps its runs."""
+  everyone = np.all([np.isfinite(c).all(axis=0) for c in curves], axis=0)
+  return [np.where(everyone, c, np.nan) for c in curves]
 
 
-def stratified_bootstrap_curve(per_game: Sequence[np.ndarray], statistic: Statistic,
-                               reps: int = 2000, seed: int = 0, confidence: float = 0.95,
-                               max_elements: int = 4_000_000
-                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`stratified_bootstrap` at every point of a curve, ``(point, low, high)`` each ``(T,)``.
-
-    `per_game` holds one ``(runs, T)`` array per game, NaN where a run has no value (runs in
-    progress): each point uses the runs with a value there; a point where some game has none
-    is NaN. Points with the same runs present share one draw of resampled runs; they are
-    processed in chunks of at most `max_elements` resampled values.
-    """
-    arrays = _check(per_game, reps, confidence)
-    T = arrays[0].shape[-1]
-    for i, a in enumerate(arrays):
-        if a.ndim != 2 or a.shape[1] != T:
-            raise ValueError(f"per_game[{i}] must be (runs, {T}), got shape {a.shape}")
-    point, low, high = (np.full(T, np.nan) for _ in range(3))
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    rng = np.random.default_rng(seed)
-    valid = np.concatenate([np.isfinite(a) for a in arrays], axis=0)
-    bounds = np.cumsum([0] + [a.shape[0] for a in arrays])
-    patterns, inverse = np.unique(valid.T, axis=0, return_inverse=True)
-    for p, pattern in enumerate(patterns):
-        cols = np.flatnonzero(inverse.reshape(-1) == p)
-        runs = [np.flatnonzero(pattern[bounds[g]:bounds[g + 1]]) for g in range(len(arrays))]
-        if any(r.size == 0 for r in runs):
-            continue
-        data = [a[r][:, cols].T for a, r in zip(arrays, runs)]  # each (points, runs)
-        point[cols] = statistic(data)
-        if max(r.size for r in runs) < 2:
-            continue
-        idx = [rng.integers(0, r.size, size=(reps, r.size)) for r in runs]
-        chunk = max(1, max_elements // (reps * sum(r.size for r in runs)))
-        for start in range(0, cols.size, chunk):
-            part = slice(start, start + chunk)
-            boot = statistic([d[part][:, i] for d, i in zip(data, idx)])  # (points, reps)
-            low[cols[part]], high[cols[part]] = np.percentile(boot, [tail, 100 - tail], -1)
-    return point, low, high
+def final_score(s: Series, evals: bool) -> float:
+  """A run's last evaluation, or its mean return over the last FINAL_FRACTION of episodes."""
+  last = s.frames[-1] * (1.0 if evals else 1 - FINAL_FRACTION)
+  return float(s.values[s.frames >= last].mean())
 
 
-def bootstrap_mean_band(values: np.ndarray, reps: int = 2000, seed: int = 0,
-                        confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over runs of ``(runs, T)`` `values` with a bootstrap CI at each point."""
-    return stratified_bootstrap_curve([values], aggregate_mean, reps, seed, confidence)
+def summarize(members: list[Series], evals: bool, edges: np.ndarray):
+  """(band, mean final score with its CI, frames reached) of a group of runs' returns."""
+  curves = np.stack([bin_returns(s.frames, s.values, edges) for s in members])
+  finals = np.array([final_score(s, evals) for s in members])
+  final = stratified_bootstrap([finals], AGGREGATES["mean"])
+  band = bootstrap_curve(common_points([curves]), AGGREGATES["mean"])
+  return band, final, [int(s.frames[-1]) for s in members]
+
+
+def _relative(curve: np.ndarray) -> np.ndarray:
+  """The curve over its first positive value: seeds start apart, growth is the signal."""
+  positive = curve[curve > 0]
+  return curve / (positive[0] if positive.size else np.nan)
+
+
+def diagnostics(run: Run, x: np.ndarray) -> dict[str, np.ndarray]:
+  """A run's diagnostics on the frame grid `x`: 'loss', 'srank', 'effective_rank', 'dormant'
+  (mean over layers), 'param_norm' / 'param_norm_output' (L2 over the hidden / output layers
+  of config.json's 'output_layers', relative), 'log10_elr/<layer>', 'elr_rel/<hidden layer>'.
+  Per-layer values come from 'train' lines (more frequent), else 'diagnostics' lines."""
+  train, diag = run.logs.get("train", {}), run.logs.get("diagnostics", {})
+  grid = lambda s: interp_points(s.frames, s.values, x)
+  scalars = ((train, "loss"), (diag, "srank"), (diag, "effective_rank"))
+  out = {k: grid(logs[k]) for logs, k in scalars if k in logs}
+
+  def layers(field: str, kinds=(train, diag)) -> dict[str, np.ndarray]:
+    for logs in kinds:
+      if found := {k[len(field) :]: grid(s) for k, s in logs.items() if k.startswith(field)}:
+        return found
+    return {}
+
+  output = run.config.get("output_layers") or []
+  norms = layers("param_norms/")
+  for name, is_output in (("param_norm", False), ("param_norm_output", True)):
+    if part := [c for layer, c in norms.items() if (layer in output) == is_output]:
+      out[name] = _relative(np.sqrt(np.sum(np.square(part), axis=0)))
+  for layer, curve in layers("elr/").items():
+    out["log10_elr/" + layer] = np.log10(curve)
+    if layer not in output:
+      out["elr_rel/" + layer] = _relative(curve)
+  if dormant := layers("dormant/", [diag]):
+    out["dormant"] = np.mean(list(dormant.values()), axis=0)
+  return out
