@@ -23,7 +23,7 @@ import networks
 from agents import losses
 from agents.config import AgentConfig
 from agents.network import build_network
-from plasticity import interventions, metrics, nap, schedules
+from plasticity import interventions, metrics, nap, schedules, twin
 
 
 @flax.struct.dataclass
@@ -66,6 +66,9 @@ class Agent:
   # Whether `update` passes the online network's hidden activations to the optimizer
   # (ReDo, Continual Backprop).
   needs_activations: bool = False
+  # Whether the optimizer scales hidden layers on a schedule of frames (`update`'s
+  # `schedule_step`): a layer-wise schedule from an earlier run (plasticity.twin).
+  needs_schedule_step: bool = False
 
   def hidden_mask(self, params: Any) -> Any:
     """The hidden kernels the network declares (`networks.projection_mask`): the weights
@@ -118,8 +121,7 @@ def make_agent(config: AgentConfig, num_actions: int,
   config.validate()
   if num_actions < 1:
     raise ValueError(f"num_actions must be >= 1, got {num_actions}")
-  learning_rate = (schedules.make_schedule(config.lr_schedule) if config.lr_schedule
-                   else optax.constant_schedule(config.lr))
+  learning_rate, layer_scales = _learning_rates(config)
   network = build_network(config.network, num_actions)
   iv = interventions.make_intervention(config.intervention, **dict(config.intervention_hparams))
   init_fn = layer_spec = None
@@ -142,7 +144,9 @@ def make_agent(config: AgentConfig, num_actions: int,
   pre.extend(gradient_transforms)
   optimizer = iv.chain(
       optax.scale_by_adam(eps=config.adam_eps), scale_by_learning_rate_arg(), pre=pre,
-      post=update_transforms, layer_spec=layer_spec, init_fn=init_fn,
+      post=tuple(update_transforms) + ((twin.scale_by_layer(layer_scales),)
+                                       if layer_scales else ()),
+      layer_spec=layer_spec, init_fn=init_fn,
       projection=nap.weight_projection(
           every_k_steps=config.nap_every_k, norm_params=config.nap_norm_params,
           norm_decay=config.nap_norm_decay,
@@ -151,7 +155,25 @@ def make_agent(config: AgentConfig, num_actions: int,
       upgd_kwargs=dict(learning_rate=None, adaptive=True, eps=config.adam_eps))
   return Agent(config=config, num_actions=num_actions, network=network,
                optimizer=optimizer, learning_rate=learning_rate,
-               needs_activations=iv.needs_activations)
+               needs_activations=iv.needs_activations,
+               needs_schedule_step=bool(layer_scales))
+
+
+def _learning_rates(config: AgentConfig) -> tuple[optax.Schedule, dict[str, optax.Schedule]]:
+  """(frames -> learning rate, {hidden kernel path: frames -> extra factor}).
+
+  With a norm trace (`lr_trace_frames`), the rate is `lr` times the trace's global
+  multiplier and, with `lr_layerwise`, each traced kernel gets its own multiplier over the
+  global one (so its update is scaled by its own); else `lr_schedule` or the constant `lr`.
+  """
+  if not config.lr_trace_frames:
+    return (schedules.make_schedule(config.lr_schedule) if config.lr_schedule
+            else optax.constant_schedule(config.lr)), {}
+  frames, norms = config.lr_trace_frames, dict(config.lr_trace_norms)
+  multiplier = twin.global_schedule(frames, norms, config.elr_rule)
+  layers = (twin.relative_schedules(twin.layer_schedules(frames, norms, config.elr_rule),
+                                    multiplier) if config.lr_layerwise else {})
+  return (lambda step: config.lr * multiplier(step)), layers
 
 
 def init(agent: Agent, rng: jax.Array, obs_example: chex.Array) -> AgentState:
@@ -226,18 +248,21 @@ def scale_by_learning_rate_arg() -> optax.GradientTransformationExtraArgs:
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def update_step(agent: Agent, state: AgentState, batch: Batch,
-                learning_rate: chex.Numeric) -> tuple[AgentState, UpdateInfo]:
+def update_step(agent: Agent, state: AgentState, batch: Batch, learning_rate: chex.Numeric,
+                schedule_step: chex.Numeric = 0) -> tuple[AgentState, UpdateInfo]:
   """One learner update (unjitted; `update` is its jitted form).
 
   Loss and gradients, the optimizer chain (NaP projection included when configured) and the
-  hard target sync every `target_update_period_updates` updates.
+  hard target sync every `target_update_period_updates` updates. `schedule_step` (frames
+  since the schedule's origin, as for `learning_rate`) sets per-layer schedules, if any.
   """
   rng, loss_rng = jax.random.split(state.rng)
   (loss, (priorities, activations)), grads = jax.value_and_grad(
       functools.partial(_loss, agent), has_aux=True)(
           state.params, state.target_params, batch, loss_rng)
   extra = {"activations": activations} if agent.needs_activations else {}
+  if agent.needs_schedule_step:
+    extra["schedule_step"] = schedule_step
   updates, opt_state = agent.optimizer.update(grads, state.opt_state, state.params,
                                               learning_rate=learning_rate, **extra)
   params = optax.apply_updates(state.params, updates)

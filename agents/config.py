@@ -72,6 +72,13 @@ class AgentConfig:
   nap_every_k: int = 1
   nap_norm_params: str = "free"
   nap_norm_decay: float = DEFAULT_NORM_DECAY
+  # An explicit schedule from an earlier unprojected run (lr_schedule 'from_run:DIR',
+  # plasticity.twin): its logged frames and each hidden kernel's norms there, (path, norms)
+  # pairs. The rate is lr times the global multiplier; `lr_layerwise` also scales each hidden
+  # kernel's update by its own multiplier over the global one.
+  lr_trace_frames: tuple[int, ...] = ()
+  lr_trace_norms: tuple[tuple[str, tuple[float, ...]], ...] = ()
+  lr_layerwise: bool = False
   # A plasticity intervention (plasticity.interventions.METHODS) in the optimizer, with
   # hyperparameter overrides as sorted (name, value) pairs (hashable); 'layernorm' and
   # 'leaky_relu' are network options and must match `network`.

@@ -27,6 +27,9 @@ Example (the default grid: 10 methods x NaP off/on on the MLP, 3 seeds, 30 label
   python -m experiments.continual --out=runs/continual
   python -m experiments.continual --net=mlp,cnn --out=runs/continual_full
 
+`--twin` runs the twin experiment instead (experiments/twin.py, docs/twin.md): an unprojected
+LayerNorm CNN and its NaP twins rescaled per layer, globally or not at all.
+
 With NaP on, the network gets LayerNorm before every hidden nonlinearity and the optimizer
 ends with `nap.weight_projection()`; `none` + NaP is therefore the paper's "LayerNorm +
 projection" and `layernorm` + NaP is the same configuration (run once, reported under both).
@@ -51,6 +54,7 @@ from absl import flags
 
 from envs import continual as streams
 from experiments import options, rundir, xla_cpu
+from experiments import twin as twin_experiment
 from experiments.options import option
 from networks import MLP, SmallCNN, layer_spec, projection_mask
 from networks.common import check_choice
@@ -101,6 +105,13 @@ class Config:
   eval_size: int = option(1024, "Examples scored for the final loss of a task.")
   jacobian_projections: int = option(8, "Random projections for the Jacobian norm.")
   plots: bool = option(True, "Write the figures.")
+  twin: bool = option(False, "Instead of the grid: the twin experiment (experiments/twin.py): "
+                      "an unprojected LayerNorm SmallCNN (--cnn_* flags) and three NaP twins "
+                      "rescaled per layer, globally or not at all, under SGD and Adam; writes "
+                      "twin.json and twin.png.")
+  twin_precision: str = option("float64", "Float type of the --twin networks (float32 "
+                               "rounding differs between the differently scaled twins and "
+                               "training amplifies it).", twin_experiment.PRECISIONS)
 
   @property
   def nap_modes(self) -> tuple[bool, ...]:
@@ -625,6 +636,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (flags.Error, ValueError) as e:
     print(f"experiments.continual: error: {e}", file=sys.stderr)
     return 2
+  if cfg.twin:
+    print(json.dumps(twin_experiment.run(cfg), indent=1))
+    return 0
   summary = run(cfg)
   print(json.dumps({k: {kk: v[kk] for kk in ("online_accuracy", "online_accuracy_last5",
                                              "final_loss_last", "param_norm_last", "seconds")}

@@ -161,8 +161,9 @@ class Trainer:
     # (learner.rainbow_donated_vs_not in scripts/benches/learner.py). Nothing reads the old
     # state after an update.
     self._update = self.group.map(
-        lambda state, batch, lr: agent_lib.update_step(self.agent, state, batch, lr),
-        (0, 0, None), donate_argnums=(0,))
+        lambda state, batch, lr, step: agent_lib.update_step(self.agent, state, batch, lr,
+                                                             step),
+        (0, 0, None, None), donate_argnums=(0,))
     self._fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     self._norms = self.group.map(
         lambda p, lr: (nap.param_norms(p),
@@ -327,7 +328,7 @@ class Trainer:
       samples = [s.replay.sample(cfg.batch_size, s.np_rng, beta=beta) for s in self.seeds]
       batch = self.group.collect([agent_lib.Batch(*(getattr(x, f) for f in agent_lib.Batch._fields))
                                   for x in samples])
-      self.state, info = self._update(self.state, batch, lr)
+      self.state, info = self._update(self.state, batch, lr, frames - c.lr_origin)
       c.updates += 1
       self._losses.append(info.loss)
       self._grad_norms.append(info.grad_norm)

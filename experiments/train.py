@@ -16,6 +16,8 @@ import os
 import sys
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 from absl import app, flags
 
 import envs
@@ -26,7 +28,7 @@ from envs import sequential
 from experiments import loop, options, rundir, xla_cpu
 from experiments.loop import RunConfig
 from experiments.options import option
-from plasticity import interventions, schedules
+from plasticity import interventions, schedules, twin
 from plasticity import nap as nap_lib
 
 FLAGS = flags.FLAGS
@@ -79,7 +81,12 @@ class TrainOptions:
       [], "Hyperparameters of --intervention overriding its defaults, e.g. 'tau=0.1,every=500' "
       "for redo (counted in learner updates).")
   lr_schedule: str = option("", "Explicit LR schedule spec over frames, e.g. "
-                            "'cosine:init=6.25e-5,end=1e-6,steps=1e7' (plasticity/schedules.py).")
+                            "'cosine:init=6.25e-5,end=1e-6,steps=1e7' (plasticity/schedules.py), "
+                            "or 'from_run:DIR': the implicit schedule of an earlier run without "
+                            "--nap, from its logged per-layer norms (plasticity/twin.py; needs "
+                            "--nap).")
+  layerwise: bool = option(False, "With --lr_schedule=from_run:DIR, scale each hidden layer by "
+                           "its own multiplier (default: one global multiplier).")
   eval_every: int | None = option(None, "Evaluate every this many frames (0: never).")
   eval_episodes: int = option(10, "Episodes per evaluation (epsilon 0.001 on Atari).")
   checkpoint_every: int | None = option(None, "Checkpoint every this many frames.")
@@ -128,6 +135,7 @@ _SEQUENTIAL_OPTIONS = ("games", "frames_per_game", "cycles", "replay_on_switch",
 _OWN_FLAG_FIELDS = ("nap", "lr", "lr_schedule", "intervention", "intervention_hparams",
                     "network.norm", "norm")
 _NETWORK_ALIASES = {f.name: f"network.{f.name}" for f in dataclasses.fields(NetworkConfig)}
+FROM_RUN = "from_run:"   # --lr_schedule=from_run:DIR
 
 
 def env_family(env_id: str) -> str:
@@ -182,6 +190,8 @@ def build_config(o: TrainOptions | None = None) -> tuple[RunConfig, TrainOptions
   if o.tensorboard and importlib.util.find_spec("tensorboardX") is None:
     raise ValueError("--tensorboard needs tensorboardX: pip install 'nap-rl[tensorboard]'")
   _check_envs(schedule.games, env_options)
+  restarts = (paper_protocol if o.lr_restart_on_switch is None else o.lr_restart_on_switch)
+  agent = _with_norm_trace(o, agent, schedule.games[0], env_options, restarts)
   config = RunConfig(
       agent=agent, schedule=schedule, sequential=sequential_run,
       seeds=tuple(range(o.seed, o.seed + o.num_seeds)),
@@ -193,8 +203,7 @@ def build_config(o: TrainOptions | None = None) -> tuple[RunConfig, TrainOptions
       replay_on_switch=o.replay_on_switch or "keep",
       reset_optimizer_on_switch=(paper_protocol if o.reset_optimizer_on_switch is None
                                  else o.reset_optimizer_on_switch),
-      lr_restart_on_switch=(paper_protocol if o.lr_restart_on_switch is None
-                            else o.lr_restart_on_switch),
+      lr_restart_on_switch=restarts,
       tensorboard=o.tensorboard, progress=o.progress, seed_mode=o.seed_mode)
   return config, o
 
@@ -224,7 +233,7 @@ def _agent_config(o: TrainOptions, chosen: presets.Variant, family: str,
       for item in o.overrides):
     raise ValueError(f"--intervention={intervention} means activation={activation}; got "
                      f"--overrides activation={agent.network.activation}")
-  if o.lr_schedule:
+  if o.lr_schedule and not o.lr_schedule.startswith(FROM_RUN):
     schedules.make_schedule(o.lr_schedule)   # raises with the valid forms
   if o.lr is not None and o.lr <= 0:
     raise ValueError(f"--lr must be positive, got {o.lr}")
@@ -242,6 +251,86 @@ def _agent_config(o: TrainOptions, chosen: presets.Variant, family: str,
       intervention_hparams=intervention_hparams)
   agent.validate()
   return agent
+
+
+def read_norm_trace(run_dir: str) -> tuple[list[int], dict[str, list[float]]]:
+  """(frames, {kernel path: norms}) of the 'train' lines of `run_dir`/metrics.jsonl.
+
+  Raises:
+    ValueError: no such lines with `param_norms`, or lines naming different kernels.
+  """
+  where = f"--lr_schedule={FROM_RUN}{run_dir}"
+  path = os.path.join(run_dir, "metrics.jsonl")
+  lines = []
+  if os.path.isfile(path):
+    with open(path) as f:
+      for text in f:
+        try:
+          record = json.loads(text)
+        except json.JSONDecodeError:
+          continue   # a line cut off by a crash
+        if record.get("kind") == "train" and record.get("param_norms"):
+          lines.append(record)
+  if not lines:
+    raise ValueError(f"{where}: {path} has no 'train' lines with param_norms (the directory "
+                     "of a run of experiments.train is needed)")
+  paths = sorted(lines[0]["param_norms"])
+  for record in lines:
+    if sorted(record["param_norms"]) != paths:
+      raise ValueError(f"{where}: the 'train' line at frame {record['frames']} logs other "
+                       f"kernels than the first ({paths})")
+  return ([int(r["frames"]) for r in lines],
+          {p: [float(r["param_norms"][p]) for r in lines] for p in paths})
+
+
+def _logged_kernels(agent: AgentConfig, game: str, env_options: dict[str, Any]) -> list[str]:
+  """The kernel paths a run of `agent` logs norms of (`nap.param_norms`), from shapes only."""
+  env = envs.make(game, num_envs=1, seed=0, **env_options)
+  obs = jax.ShapeDtypeStruct((1,) + tuple(env.observation_shape), env.observation_dtype)
+  network = build_network(agent.network, env.num_actions)
+  env.close()
+
+  def norms(key):
+    param_key, noise_key = jax.random.split(key)
+    params = network.init({"params": param_key, "noise": noise_key},
+                          jnp.zeros(obs.shape, obs.dtype))["params"]
+    return nap_lib.param_norms(params)
+
+  return sorted(jax.eval_shape(norms, jax.random.PRNGKey(0)))
+
+
+def _with_norm_trace(o: TrainOptions, agent: AgentConfig, game: str,
+                     env_options: dict[str, Any], restarts: bool) -> AgentConfig:
+  """`agent` with the norm trace of --lr_schedule=from_run:DIR (unchanged without one)."""
+  if not o.lr_schedule.startswith(FROM_RUN):
+    if o.layerwise:
+      raise ValueError(f"--layerwise applies with --lr_schedule={FROM_RUN}DIR")
+    return agent
+  run_dir = o.lr_schedule[len(FROM_RUN):]
+  where = f"--lr_schedule={o.lr_schedule}"
+  if not agent.nap:
+    raise ValueError(f"{where} needs --nap: without the projection the run's own norm growth "
+                     "would decay its learning rate on top of the explicit schedule")
+  if restarts:
+    raise ValueError(f"{where} follows the earlier run's frames; pass "
+                     "--lr_restart_on_switch=false")
+  source = rundir.RunDir(run_dir).read_config() if os.path.isdir(run_dir) else None
+  if source is not None and source.get("nap"):
+    raise ValueError(f"{where}: that run used --nap, so its norms did not grow (no implicit "
+                     "schedule to make explicit); name a run without --nap")
+  frames, norms = read_norm_trace(run_dir)
+  expected = _logged_kernels(agent, game, env_options)
+  if sorted(norms) != expected:
+    raise ValueError(f"{where}: the run logged norms of {sorted(norms)} at frame {frames[0]}, "
+                     f"this network has kernels {expected}: it was another network")
+  hidden = build_network(agent.network, 1).structure().hidden
+  traced = tuple((p, tuple(norms[p])) for p in hidden)
+  try:
+    twin.check_trace(frames, dict(traced))
+  except ValueError as e:
+    raise ValueError(f"{where}: {e}") from None
+  return dataclasses.replace(agent, lr_trace_frames=tuple(frames), lr_trace_norms=traced,
+                             lr_layerwise=o.layerwise)
 
 
 def _game_schedule(o: TrainOptions, agent: str, family: str,

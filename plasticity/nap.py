@@ -228,11 +228,16 @@ def _plan(params, mask, scope, include_output, norm_params) -> _Plan:
   return _Plan(leaves, treedef, groups, decayed)
 
 
+def _at_least_f32(w: jax.Array) -> jax.Array:
+  """``w`` in float32, or in its own type if wider (float64 norms stay float64)."""
+  return w.astype(jnp.promote_types(w.dtype, jnp.float32))
+
+
 def _sq_norm(per_unit: bool, arrays) -> jax.Array:
   if per_unit:
-    return sum(jnp.sum(jnp.square(w.astype(jnp.float32)), axis=tuple(range(w.ndim - 1)))
+    return sum(jnp.sum(jnp.square(_at_least_f32(w)), axis=tuple(range(w.ndim - 1)))
                for w in arrays)
-  return sum(jnp.sum(jnp.square(w.astype(jnp.float32))) for w in arrays)
+  return sum(jnp.sum(jnp.square(_at_least_f32(w))) for w in arrays)
 
 
 def _layout(groups) -> tuple:
