@@ -86,6 +86,7 @@ def _gaps(curves, steps):
   return {m: np.abs(curves[m][index] - base) / base for m in twin_experiment.TWINS}
 
 
+@pytest.mark.slow
 def test_sgd_layerwise_twin_tracks_the_unprojected_network_until_chaos_takes_over(sgd_twin):
   assert len(sgd_twin["unprojected"]) == 2000
   assert _gaps(sgd_twin, 500)["layerwise"].max() < 1e-3      # float rounding only
@@ -94,6 +95,7 @@ def test_sgd_layerwise_twin_tracks_the_unprojected_network_until_chaos_takes_ove
   assert sgd_twin["multiplier"][-1] < 0.8        # the hidden norms grew
 
 
+@pytest.mark.slow
 def test_sgd_without_rescaling_drifts_by_ten_percent(sgd_twin):
   assert _gaps(sgd_twin, 2000)["none"].max() >= 0.10
 
