@@ -1,6 +1,6 @@
 """experiments/sweep.py end to end: real `experiments.train` subprocesses on CartPole, run as
 local processes and as Ray tasks on a local Ray instance; skipping finished trials, a failing
-trial, and bad input refused before any trial starts."""
+trial, stopping, and bad input refused before any trial starts."""
 
 import json
 import os
@@ -35,6 +35,14 @@ def _trial(variant, seed):
   return sweep.trial_name(CARTPOLE, variant, seed)
 
 
+def _trials(*args):
+  """The sweep's trials for these command-line arguments, built in this process."""
+  try:
+    return sweep.sweep_from_flags(["sweep", *args])[1]
+  finally:
+    sweep.FLAGS.unparse_flags()
+
+
 @pytest.fixture(scope="module")
 def local_grid(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("sweep") / "grid")
@@ -51,11 +59,12 @@ def test_local_grid_runs_every_trial(local_grid):
   names = [_trial(v, s) for v in ("dqn", "dqn+nap") for s in (0, 1)]
   assert sorted(status["trials"]) == sorted(names)
   assert status["backend"] == "local:max_parallel=2"
+  assert status["counts"] == {"done": 4}
   for name in names:
     record = status["trials"][name]
     assert record["status"] == "done", record
-    assert record["frames"] >= 300 and record["seconds"] > 0
-    assert f"--run_dir={os.path.join(out, name)}" in record["command"]
+    assert record["frames"] >= 300 and record["num_frames"] == 300 and record["seconds"] >= 0
+    assert f"--run_dir={os.path.join(out, name)}" in record["args"]
     run = os.path.join(out, name)
     with open(os.path.join(run, "config.json")) as f:
       config = json.load(f)
@@ -65,11 +74,11 @@ def test_local_grid_runs_every_trial(local_grid):
     with open(os.path.join(run, "metrics.jsonl")) as f:
       kinds = {json.loads(line)["kind"] for line in f}
     assert "episode" in kinds
-    with open(os.path.join(run, "train.log")) as f:
+    with open(f"{run}.log") as f:
       log = f.read()
     assert "=== sweep" in log and '"frames": 300' in log
-  # one progress line per trial and the final table
-  assert proc.stdout.count("] done") == 4
+  # a line per trial as it ends, then the table
+  assert [line.split()[0] for line in proc.stdout.splitlines()].count("done") == 8
   assert "4 trials: 4 done" in proc.stdout
 
 
@@ -83,18 +92,21 @@ def test_rerun_skips_finished_trials(local_grid):
   assert seconds < 30, seconds   # no train process started
   status = _status(out)
   assert {r["status"] for r in status["trials"].values()} == {"skipped"}
-  assert proc.stdout.count("] skipped") == 4
+  assert "4 trials: 4 skipped" in proc.stdout
   after = os.stat(metrics)
   assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
 
 def test_failing_trial_is_reported_and_the_others_run(tmp_path):
-  out = str(tmp_path / "fail")
+  out = tmp_path / "fail"
+  # train refuses a directory that holds something else than a run: the broken variant's trial
+  # fails when it starts; it comes first and one trial runs at a time, yet the good one runs
+  (out / _trial("broken", 0)).mkdir(parents=True)
+  (out / _trial("broken", 0) / "notes.txt").write_text("not a run")
   config = tmp_path / "grid.json"
-  # the broken variant comes first and only one trial runs at a time: the good one still runs
   config.write_text(json.dumps({
       "games": [CARTPOLE], "seeds": [0], "num_frames": 300,
-      "variants": {"broken": ["--agent=dqn", "--no_such_flag=1"], "dqn": {"lr": 1e-3}},
+      "variants": {"broken": ["--agent=dqn"], "dqn": {"lr": 1e-3}},
       "flags": {"overrides": ["min_replay=64"], "eval_every": 0}}))
   proc, _ = _sweep(f"--config={config}", f"--out={out}")
   assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -102,21 +114,19 @@ def test_failing_trial_is_reported_and_the_others_run(tmp_path):
   assert status[_trial("broken", 0)]["status"] == "failed"
   assert status[_trial("broken", 0)]["returncode"] not in (0, None)
   assert status[_trial("dqn", 0)]["status"] == "done"
-  assert "--lr=0.001" in status[_trial("dqn", 0)]["command"]
-  # the failure is reported with the end of its log
-  assert "gym-CartPole-v1_broken_s0 failed" in proc.stderr
-  assert "no_such_flag" in proc.stderr
-  assert os.path.exists(os.path.join(out, _trial("broken", 0), "train.log"))
-  assert os.path.exists(os.path.join(out, _trial("dqn", 0), "checkpoints"))
-  assert "1 done, 1 failed" in proc.stdout
+  assert "--lr=0.001" in status[_trial("dqn", 0)]["args"]
+  # the failure is reported with its log, which holds train's reason
+  assert re.search(r"failed .*exit code 1: .*gym-CartPole-v1_broken_s0\.log", proc.stdout)
+  assert "is not a NaP-RL run" in (out / f"{_trial('broken', 0)}.log").read_text()
+  assert (out / _trial("dqn", 0) / "checkpoints").exists()
+  assert "2 trials: 1 failed, 1 done" in proc.stdout
 
 
 def test_ray_local_instance_runs_the_grid(tmp_path):
   pytest.importorskip("ray")
   out = str(tmp_path / "ray")
   proc, _ = _sweep(f"--games={CARTPOLE}", "--variants=dqn", "--seeds=0,1", *TINY,
-                   f"--out={out}", "--ray_address=local", "--ray_num_cpus=2",
-                   "--cpus_per_trial=1", *TRAIN_FLAGS)
+                   f"--out={out}", "--ray_address=local", "--cpus_per_trial=1", *TRAIN_FLAGS)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   status = _status(out)
   assert status["backend"] == "ray:local"
@@ -127,23 +137,27 @@ def test_ray_local_instance_runs_the_grid(tmp_path):
     run = os.path.join(out, _trial("dqn", seed))
     assert os.path.exists(os.path.join(run, "config.json"))
     assert os.path.getsize(os.path.join(run, "metrics.jsonl")) > 0
-    assert "=== sweep" in open(os.path.join(run, "train.log")).read()
+    assert "=== sweep" in open(f"{run}.log").read()
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--seeds="], "--seeds is empty"),
+    (["--seeds="], "--seeds is required"),
     (["--num_seeds=0"], "flag --num_seeds=0: 0 is not a positive integer"),
-    (["--seeds=0,x"], "seed 'x' is not an integer"),
-    (["--seeds=0,0"], "lists 0 twice"),
-    (["--games=Pongg"], "unknown Atari game 'Pongg'.*Pong"),
-    (["--variants=rainbow+napp"], "unknown variant 'rainbow\\+napp'"),
+    (["--seeds=0,x"], r"--seeds must be integers >= 0.*'x'"),
+    (["--seeds=0,0"], "give the trial 'gym-CartPole-v1_dqn_s0' twice"),
+    (["--games=Pongg"], "game 'Pongg', variant 'dqn': .*unknown Atari game 'Pongg'.*Pong"),
+    (["--variants=rainbow+napp"], r"unknown variant 'rainbow\+napp'.*rainbow"),
     (["--num_frames=0"], "flag --num_frames=0: 0 is not a positive integer"),
     (["--max_parallel=0"], "flag --max_parallel=0: 0 is not a positive integer"),
-    (["--variants=dqn,dqn"], "--variants lists 'dqn' twice"),
+    (["--variants=dqn,dqn"], "give the trial 'gym-CartPole-v1_dqn_s0' twice"),
+    (["--no_such_sweep_flag"], "Unknown command line flag 'no_such_sweep_flag'"),
     (["--", "--seed=3"], "--seed is set by the sweep"),
-    (["--", "eval_every=0"], "not a train flag"),
-    (["--ray_address=127.0.0.1:1"], "cannot reach 127.0.0.1:1"),
-    (["--ray_address=cluster"], "is not 'auto', 'local', 'HOST:PORT'"),
+    (["--", "eval_every=0"], "'eval_every=0' is not a train flag"),
+    (["--", "--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+    (["--", "--eval_every=-1"], "--eval_every must be >= 0"),
+    (["--", "--agent=dqnn"], r"flag --agent=dqnn: value should be one of <dqn\|rainbow"),
+    (["--ray_address=127.0.0.1:1"], "cannot reach it"),
+    (["--ray_address=cluster"], "--ray_address=cluster: cannot reach it .*give auto, local"),
 ])
 def test_bad_input_fails_before_any_trial(tmp_path, args, message):
   out = tmp_path / "never"
@@ -155,13 +169,14 @@ def test_bad_input_fails_before_any_trial(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"variants": {"mine": ["--agent=dqnn"]}}, "variant 'mine': --agent=dqnn is not a preset"),
-    ({"variants": {"mine": ["--nap"]}}, "flags set no --agent"),
-    ({"variants": ["dqn"], "seed": [0]}, r"unknown key\(s\) seed"),
-    ({"variants": ["dqn"], "seeds": []}, "--seeds is empty"),
-    ({"variants": ["dqn"], "num_frames": "many"}, "'num_frames': flag --num_frames=many: invalid"),
-    ({"variants": ["dqn"], "ray_address": 5}, "'ray_address': flag --ray_address=5: flag value"),
-    ({"variants": {"mine": {"agent": "dqn", "lr": None}}}, "flag 'lr' has no value"),
+    ({"variants": {"mine": ["--agent=dqnn"]}}, "variant 'mine'.*flag --agent=dqnn: value should"),
+    ({"variants": {"mine": ["--nap"]}}, "unknown variant 'mine'.*each with --agent"),
+    ({"variants": ["dqn"], "seed": [0]}, r"unknown keys \['seed'\]"),
+    ({"variants": ["dqn"], "seeds": []}, "--seeds is required"),
+    ({"variants": ["dqn"], "num_frames": "many"}, "--config=.*flag --num_frames=many: invalid"),
+    ({"variants": ["dqn"], "max_parallel": 0}, "--config=.*flag --max_parallel=0: 0 is not a"),
+    ({"variants": {"mine": {"agent": "dqn", "lr": None}}}, "variant 'mine'.*flag --lr=None"),
+    ({"variants": {"mine": "--agent=dqn"}}, "variant 'mine': '--agent=dqn' is not a list"),
 ])
 def test_bad_config_file_fails_before_any_trial(tmp_path, config, message):
   out = tmp_path / "never"
@@ -173,6 +188,16 @@ def test_bad_config_file_fails_before_any_trial(tmp_path, config, message):
   assert not out.exists()
 
 
+def test_command_line_wins_over_the_config_file(tmp_path):
+  path = tmp_path / "grid.json"
+  path.write_text(json.dumps({"games": ["Pong"], "variants": ["dqn", "rainbow"], "num_seeds": 3,
+                              "flags": {"eval_every": 0}}))
+  trials = _trials(f"--config={path}", "--out=/tmp/x", "--variants=dqn", "--seeds=7", "--",
+                   "--eval_every=5")
+  assert [t.name for t in trials] == ["Pong_dqn_s7"]
+  assert trials[0].args[-3:] == ("--eval_every=0", "--eval_every=5", "--variant=dqn")
+
+
 def test_dry_run_prints_commands_and_starts_nothing(tmp_path):
   out = tmp_path / "dry"
   proc, _ = _sweep("--games=Pong,Breakout", "--variants=rainbow,rainbow+nap", "--seeds=0,1,2",
@@ -180,56 +205,64 @@ def test_dry_run_prints_commands_and_starts_nothing(tmp_path):
   assert proc.returncode == 0, proc.stderr
   commands = [line for line in proc.stdout.splitlines() if "experiments.train" in line]
   assert len(commands) == 12
-  assert any("--env=Breakout --seed=2" in c and c.rstrip().endswith("Breakout_rainbow+nap_s2"
-                                                                     "/train.log")
+  assert any("--env=Breakout --seed=2" in c and f"--run_dir={out}/Breakout_rainbow+nap_s2" in c
              and "--variant=rainbow+nap" in c for c in commands)
   assert not out.exists()
 
 
-def test_variants_and_trial_layout():
-  assert sweep.builtin_variant_flags("rainbow+nap") == ["--variant=rainbow+nap"]
-  assert sweep.builtin_variant_flags("dqn+nap+schedule") == ["--variant=dqn+nap+schedule"]
-  assert sweep.builtin_variant_flags("dqn") == ["--variant=dqn"]
-  assert sweep.builtin_variant_flags("der+nap+rmsnorm") == ["--agent=der", "--nap", "--norm=rms"]
-  assert sweep.builtin_variant_flags("dqn+layernorm+rmsnorm") is None
-  assert sweep.builtin_variant_flags("ppo") is None
-  mine = sweep.flag_list({"agent": "dqn", "nap": False, "overrides": ["n_step=3"]}, "mine")
-  variants = {v: sweep.resolve_variant(v, {"mine": mine}) for v in ("rainbow+nap", "mine")}
-  trials = sweep.build_trials("/tmp/x", ["Pong", CARTPOLE], variants, [0, 3],
-                              common=["--eval_every=0", "--num_frames=500"])
-  assert len(trials) == 8
+def test_variants_and_trial_layout(tmp_path):
+  assert sweep.variant_flags("rainbow+nap", {}) == ["--variant=rainbow+nap"]
+  assert sweep.variant_flags("dqn+nap+schedule", {}) == ["--variant=dqn+nap+schedule"]
+  assert sweep.variant_flags("dqn", {}) == ["--variant=dqn"]
+  assert sweep.variant_flags("der+nap+rmsnorm", {}) == ["--agent=der", "--nap", "--norm=rms"]
+  assert sweep.variant_flags("dqn+nap", {"dqn+nap": ["--lr=1"]}) == ["--variant=dqn+nap", "--lr=1"]
+  for unknown in ("dqn+layernorm+rmsnorm", "ppo", "mine"):
+    with pytest.raises(sweep.SweepError, match="unknown variant"):
+      sweep.variant_flags(unknown, {"mine": ["--nap"]})
+  with pytest.raises(sweep.SweepError, match="--env is set by the sweep"):
+    sweep.train_flags(["--env=Breakout"], "common")
+  config = tmp_path / "grid.json"
+  config.write_text(json.dumps({"variants": {
+      "mine": {"agent": "dqn", "nap": False, "overrides": ["n_step=3"]},
+      "seq": ["--agent=dqn", "--schedule=sequential", "--games=Pong,Breakout",
+              "--frames_per_game=1024", "--cycles=1"],
+      "a:b": ["--agent=dqn"], "a-b": ["--agent=dqn"]}}))
+  trials = _trials("--out=/tmp/x", f"--games=Pong,{CARTPOLE}", "--variants=rainbow+nap,mine",
+                   "--seeds=0,3", f"--config={config}", "--", "--eval_every=0",
+                   "--num_frames=500")
+  assert [t.name for t in trials] == [
+      f"{game}_{variant}_s{seed}" for game in ("Pong", "gym-CartPole-v1")
+      for variant in ("rainbow+nap", "mine") for seed in (0, 3)]
   trial = next(t for t in trials if t.name == "gym-CartPole-v1_mine_s3")
+  assert trial.run_dir == "/tmp/x/gym-CartPole-v1_mine_s3"
   assert trial.args[:4] == ("--env=gym:CartPole-v1", "--seed=3",
                             "--run_dir=/tmp/x/gym-CartPole-v1_mine_s3", "--progress=false")
   assert trial.args[4:] == ("--eval_every=0", "--num_frames=500", "--agent=dqn", "--nonap",
                             "--overrides=n_step=3")
   assert trial.num_frames == 500
-  der = sweep.build_trials("/tmp/x", ["Pong"], {"der": ["--variant=der"]}, [0])
-  assert der[0].num_frames == 400_000
-  schedule = sweep.build_trials("/tmp/x", ["Pong"], {"s": ["--agent=dqn", "--schedule=x"]}, [0])
-  assert schedule[0].num_frames is None
-  with pytest.raises(sweep.SweepError, match="--env is set by the sweep"):
-    sweep.flag_list(["--env=Breakout"], "common")
-  with pytest.raises(sweep.SweepError, match="run directory names .* lists 'Pong_a-b_s0' twice"):
-    sweep.build_trials("/tmp/x", ["Pong"], {"a:b": ["--agent=dqn"], "a-b": ["--agent=dqn"]}, [0])
+  # without --num_frames, the frames train's preset gives
+  [der] = _trials("--out=/tmp/x", "--games=Pong", "--variants=der")
+  assert der.num_frames == 400_000
+  [seq] = _trials("--out=/tmp/x", "--games=Pong", "--variants=seq", f"--config={config}")
+  assert seq.num_frames == 2 * 1024
+  with pytest.raises(sweep.SweepError, match="give the trial 'Pong_a-b_s0' twice"):
+    _trials("--out=/tmp/x", "--games=Pong", "--variants=a:b,a-b", f"--config={config}")
 
 
 def test_a_trial_is_finished_when_its_run_reached_its_frames_with_the_same_flags(tmp_path):
-  [trial] = sweep.build_trials(str(tmp_path), [CARTPOLE], {"dqn": ["--variant=dqn"]}, [0], 600)
-  record = tmp_path / ".sweep" / f"{trial.name}.json"
-  record.parent.mkdir()
-  record.write_text(json.dumps({"args": [a.replace("=600", "=300") for a in trial.args]}))
-  checkpoints = tmp_path / trial.name / "checkpoints"
+  trial = sweep.Trial("t", str(tmp_path / "t"), ("--env=x", "--num_frames=600"), 600)
+  record = {"status": "done", "args": ["--env=x", "--num_frames=300"]}
+  checkpoints = tmp_path / "t" / "checkpoints"
   for name in ("ckpt_0000000000300", ".tmp_ckpt_0000000000900_1"):
     (checkpoints / name).mkdir(parents=True)
   assert sweep.frames_of(trial.run_dir) == 300
-  assert not sweep.is_finished(str(tmp_path), trial)      # 300 of 600 frames
+  assert not sweep.is_finished(trial, record)                       # 300 of 600 frames
   (checkpoints / "ckpt_0000000000600").mkdir()
-  assert sweep.is_finished(str(tmp_path), trial)          # --num_frames may differ
-  record.write_text(json.dumps({"args": [*trial.args, "--lr=1"]}))
-  assert not sweep.is_finished(str(tmp_path), trial)      # other flags: train decides
-  record.unlink()
-  assert not sweep.is_finished(str(tmp_path), trial)      # no record of the sweep's
+  assert sweep.is_finished(trial, record)                           # --num_frames may differ
+  assert sweep.is_finished(trial, dict(record, status="skipped"))
+  assert not sweep.is_finished(trial, dict(record, status="failed"))
+  assert not sweep.is_finished(trial, dict(record, args=[*record["args"], "--lr=1"]))
+  assert not sweep.is_finished(trial, None)                         # no earlier record
 
 
 @pytest.mark.slow
@@ -242,7 +275,7 @@ def test_interrupted_sweep_resumes_partial_trials(tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   run = os.path.join(out, _trial("dqn", 0))
   deadline = time.time() + 300
-  while sweep.frames_of(run) is None and time.time() < deadline:
+  while sweep.frames_of(run) == 0 and time.time() < deadline:
     time.sleep(0.5)
   proc.terminate()   # SIGTERM: the trial checkpoints and stops; the sweep exits 130
   stdout, stderr = proc.communicate(timeout=300)
@@ -254,52 +287,23 @@ def test_interrupted_sweep_resumes_partial_trials(tmp_path):
   args[3] = f"--num_frames={stopped_at + 400}"
   done, _ = _sweep(*args)
   assert done.returncode == 0, done.stdout + done.stderr
-  with open(os.path.join(run, "train.log")) as f:
+  with open(f"{run}.log") as f:
     log = f.read()
   assert f"resumed from {run}/checkpoints/ckpt_{stopped_at:013d}" in log
   assert sweep.frames_of(run) >= stopped_at + 400
+  assert _status(out)["trials"][_trial("dqn", 0)]["status"] == "done"
 
 
-def test_flag_parsing_helpers():
-  assert sweep.flag_name("--norm=layer") == "norm"
-  assert sweep.flag_name("--nonap") == "nap"
-  assert sweep.flag_name("--num_frames=3") == "num_frames"
-  args = ["--norm=layer", "--num_frames=3", "--nap", "--num_frames=5"]
-  assert sweep.last_value(args, "norm") == "layer"
-  assert sweep.last_value(args, "num_frames") == "5"
-  assert sweep.last_value(args, "nap") is None
-
-
-@pytest.mark.parametrize("stopped_early, status", [(True, "incomplete"), (False, "done")])
-def test_a_trial_the_trainer_reports_stopped_early_is_incomplete(tmp_path, stopped_early, status):
-  """--schedule trials have no frame target the sweep knows: the trainer's summary decides."""
-  run_dir = tmp_path / "trial"
-  (run_dir / "checkpoints" / "ckpt_0000000000300").mkdir(parents=True)
-  (run_dir / "train.log").write_text(
-      "starting...\n" + json.dumps({"frames": 300, "stopped_early": stopped_early}) + "\n")
-  trial = sweep.Trial(name="t", game="Pong", variant="dqn", seed=0, run_dir=str(run_dir),
-                      args=("--agent=dqn",), num_frames=None)
-  grid = sweep.Sweep(out=str(tmp_path), trials=[trial], grid={})
-  report = sweep.Report(grid, "local")
-  report.result(trial, {"returncode": 0, "seconds": 1.0})
-  assert report.records["t"]["status"] == status
-  assert report.records["t"]["frames"] == 300
-  assert _status(str(tmp_path))["trials"]["t"]["status"] == status
-
-
-@pytest.mark.parametrize("result, status", [
-    ({"returncode": -15, "cancelled": True}, "incomplete"),   # a second signal: no checkpoint
-    ({"returncode": None, "error": "TaskCancelledError", "cancelled": True}, "incomplete"),
-    ({"returncode": 0, "cancelled": True}, "done"),           # reached its frames first
-    ({"returncode": 1, "cancelled": False}, "failed"),
+@pytest.mark.parametrize("num_frames, returncode, cancelled, status", [
+    (300, 0, False, "done"),
+    (300, 0, True, "done"),              # reached its frames before the sweep stopped it
+    (600, 0, False, "incomplete"),       # train stopped early (it checkpoints when asked)
+    (600, -15, True, "incomplete"),      # a second signal: no checkpoint
+    (600, None, True, "incomplete"),     # a cancelled Ray task
+    (300, 1, False, "failed"),
+    (300, None, False, "failed"),        # a Ray task that could not run
 ])
-def test_a_trial_the_sweep_stopped_is_incomplete_not_failed(tmp_path, result, status):
-  run_dir = tmp_path / "trial"
-  (run_dir / "checkpoints" / "ckpt_0000000000300").mkdir(parents=True)
-  (run_dir / "train.log").write_text(json.dumps({"frames": 300, "stopped_early": False}) + "\n")
-  trial = sweep.Trial(name="t", game="Pong", variant="dqn", seed=0, run_dir=str(run_dir),
-                      args=("--agent=dqn",), num_frames=300)
-  report = sweep.Report(sweep.Sweep(out=str(tmp_path), trials=[trial], grid={}), "local")
-  report.result(trial, dict(result))
-  assert report.records["t"]["status"] == status
-  assert (tmp_path / ".sweep" / "t.json").exists() == (status == "done")
+def test_trial_status(tmp_path, num_frames, returncode, cancelled, status):
+  (tmp_path / "t" / "checkpoints" / "ckpt_0000000000300").mkdir(parents=True)
+  trial = sweep.Trial("t", str(tmp_path / "t"), ("--agent=dqn",), num_frames)
+  assert sweep.trial_status(trial, returncode, cancelled) == status
