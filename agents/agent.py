@@ -49,9 +49,9 @@ class Batch(NamedTuple):
 
 
 class UpdateInfo(NamedTuple):
-  loss: jax.Array          # [] mean weighted loss
-  priorities: jax.Array    # [B] new replay priorities
-  grad_norm: jax.Array     # [] global gradient norm before clipping
+  loss: jax.Array  # [] mean weighted loss
+  priorities: jax.Array  # [B] new replay priorities
+  grad_norm: jax.Array  # [] global gradient norm before clipping
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -60,9 +60,9 @@ class Agent:
 
   config: AgentConfig
   num_actions: int
-  network: Any                      # flax.linen.Module
+  network: Any  # flax.linen.Module
   optimizer: optax.GradientTransformation
-  learning_rate: optax.Schedule     # frames -> lr; the loop evaluates it, `update` takes it
+  learning_rate: optax.Schedule  # frames -> lr; the loop evaluates it, `update` takes it
   # Whether `update` passes the online network's hidden activations to the optimizer
   # (ReDo, Continual Backprop).
   needs_activations: bool = False
@@ -82,24 +82,30 @@ class Agent:
       return None
     return jnp.linspace(net.v_min, net.v_max, net.num_atoms)
 
-  def apply(self, params: Any, obs: chex.Array, rng: jax.Array,
-            deterministic: bool = False) -> chex.Array:
+  def apply(
+    self, params: Any, obs: chex.Array, rng: jax.Array, deterministic: bool = False
+  ) -> chex.Array:
     """Network output: [B, A] Q-values or [B, A, N] logits for obs [B, *obs_shape].
     `deterministic`: noisy layers use their means only (evaluation, as Dopamine)."""
-    return self.network.apply({"params": params}, obs, rngs={"noise": rng},
-                              deterministic=deterministic)
+    return self.network.apply(
+      {"params": params}, obs, rngs={"noise": rng}, deterministic=deterministic
+    )
 
-  def q_values(self, params: Any, obs: chex.Array, rng: jax.Array,
-               deterministic: bool = False) -> chex.Array:
+  def q_values(
+    self, params: Any, obs: chex.Array, rng: jax.Array, deterministic: bool = False
+  ) -> chex.Array:
     out = self.apply(params, obs, rng, deterministic)
     atoms = self.atoms
     return out if atoms is None else losses.expected_q(out, atoms)
 
 
-def make_agent(config: AgentConfig, num_actions: int,
-               gradient_transforms: tuple[optax.GradientTransformation, ...] = (),
-               update_transforms: tuple[optax.GradientTransformation, ...] = (),
-               obs_example: chex.Array | None = None) -> Agent:
+def make_agent(
+  config: AgentConfig,
+  num_actions: int,
+  gradient_transforms: tuple[optax.GradientTransformation, ...] = (),
+  update_transforms: tuple[optax.GradientTransformation, ...] = (),
+  obs_example: chex.Array | None = None,
+) -> Agent:
   """Builds the network and the optimizer for `config`.
 
   The optimizer is `clip -> gradient_transforms -> adam -> (-lr) -> update_transforms ->
@@ -130,33 +136,47 @@ def make_agent(config: AgentConfig, num_actions: int,
 
     def init_fn(key):
       param_key, noise_key = jax.random.split(key)
-      return network.init({"params": param_key, "noise": noise_key},
-                          jnp.zeros(example.shape, example.dtype))["params"]
+      return network.init(
+        {"params": param_key, "noise": noise_key}, jnp.zeros(example.shape, example.dtype)
+      )["params"]
 
     if iv.needs_activations:
       shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
       layer_spec = networks.layer_spec(network, shapes)
   elif iv.needs_activations:
-    raise ValueError(f"obs_example: intervention={iv.name!r} reads its layers off the "
-                     "network's parameters; pass make_agent(..., obs_example=obs "
-                     "[B, *obs_shape])")
+    raise ValueError(
+      f"obs_example: intervention={iv.name!r} reads its layers off the "
+      "network's parameters; pass make_agent(..., obs_example=obs "
+      "[B, *obs_shape])"
+    )
   pre = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm > 0 else []
   pre.extend(gradient_transforms)
   optimizer = iv.chain(
-      optax.scale_by_adam(eps=config.adam_eps), scale_by_learning_rate_arg(), pre=pre,
-      post=tuple(update_transforms) + ((twin.scale_by_layer(layer_scales),)
-                                       if layer_scales else ()),
-      layer_spec=layer_spec, init_fn=init_fn,
-      projection=nap.weight_projection(
-          every_k_steps=config.nap_every_k, norm_params=config.nap_norm_params,
-          norm_decay=config.nap_norm_decay,
-          mask=functools.partial(networks.projection_mask, network,
-                                 norm_params=config.nap_norm_params)) if config.nap else None,
-      upgd_kwargs=dict(learning_rate=None, adaptive=True, eps=config.adam_eps))
-  return Agent(config=config, num_actions=num_actions, network=network,
-               optimizer=optimizer, learning_rate=learning_rate,
-               needs_activations=iv.needs_activations,
-               needs_schedule_step=bool(layer_scales))
+    optax.scale_by_adam(eps=config.adam_eps),
+    scale_by_learning_rate_arg(),
+    pre=pre,
+    post=tuple(update_transforms) + ((twin.scale_by_layer(layer_scales),) if layer_scales else ()),
+    layer_spec=layer_spec,
+    init_fn=init_fn,
+    projection=nap.weight_projection(
+      every_k_steps=config.nap_every_k,
+      norm_params=config.nap_norm_params,
+      norm_decay=config.nap_norm_decay,
+      mask=functools.partial(networks.projection_mask, network, norm_params=config.nap_norm_params),
+    )
+    if config.nap
+    else None,
+    upgd_kwargs=dict(learning_rate=None, adaptive=True, eps=config.adam_eps),
+  )
+  return Agent(
+    config=config,
+    num_actions=num_actions,
+    network=network,
+    optimizer=optimizer,
+    learning_rate=learning_rate,
+    needs_activations=iv.needs_activations,
+    needs_schedule_step=bool(layer_scales),
+  )
 
 
 def _learning_rates(config: AgentConfig) -> tuple[optax.Schedule, dict[str, optax.Schedule]]:
@@ -167,12 +187,18 @@ def _learning_rates(config: AgentConfig) -> tuple[optax.Schedule, dict[str, opta
   global one (so its update is scaled by its own); else `lr_schedule` or the constant `lr`.
   """
   if not config.lr_trace_frames:
-    return (schedules.make_schedule(config.lr_schedule) if config.lr_schedule
-            else optax.constant_schedule(config.lr)), {}
+    return (
+      schedules.make_schedule(config.lr_schedule)
+      if config.lr_schedule
+      else optax.constant_schedule(config.lr)
+    ), {}
   frames, norms = config.lr_trace_frames, dict(config.lr_trace_norms)
   multiplier = twin.global_schedule(frames, norms, config.elr_rule)
-  layers = (twin.relative_schedules(twin.layer_schedules(frames, norms, config.elr_rule),
-                                    multiplier) if config.lr_layerwise else {})
+  layers = (
+    twin.relative_schedules(twin.layer_schedules(frames, norms, config.elr_rule), multiplier)
+    if config.lr_layerwise
+    else {}
+  )
   return (lambda step: config.lr * multiplier(step)), layers
 
 
@@ -186,14 +212,24 @@ def init(agent: Agent, rng: jax.Array, obs_example: chex.Array) -> AgentState:
   """
   param_rng, noise_rng, rng = jax.random.split(rng, 3)
   params = agent.network.init({"params": param_rng, "noise": noise_rng}, obs_example)["params"]
-  state = AgentState(params=params, target_params=params,
-                     opt_state=agent.optimizer.init(params), rng=rng,
-                     updates=jnp.zeros((), jnp.int32))
+  state = AgentState(
+    params=params,
+    target_params=params,
+    opt_state=agent.optimizer.init(params),
+    rng=rng,
+    updates=jnp.zeros((), jnp.int32),
+  )
   return jax.tree.map(jnp.copy, state)
 
 
-def act_step(agent: Agent, params: Any, rng: jax.Array, obs: chex.Array,
-             epsilon: chex.Array, deterministic: bool = False) -> jax.Array:
+def act_step(
+  agent: Agent,
+  params: Any,
+  rng: jax.Array,
+  obs: chex.Array,
+  epsilon: chex.Array,
+  deterministic: bool = False,
+) -> jax.Array:
   """Epsilon-greedy (and, with noisy heads, noisy) actions [B] int32 for obs [B, ...].
 
   `deterministic=True` (evaluation) acts on the noisy layers' means. Unjitted; `act` is its
@@ -210,16 +246,17 @@ def act_step(agent: Agent, params: Any, rng: jax.Array, obs: chex.Array,
 act = jax.jit(act_step, static_argnums=0, static_argnames="deterministic")
 
 
-def _loss(agent: Agent, params: Any, target_params: Any, batch: Batch,
-          rng: jax.Array) -> tuple[jax.Array, tuple[jax.Array, dict[str, jax.Array]]]:
+def _loss(
+  agent: Agent, params: Any, target_params: Any, batch: Batch, rng: jax.Array
+) -> tuple[jax.Array, tuple[jax.Array, dict[str, jax.Array]]]:
   """(mean weighted loss, (priorities [B], hidden activations {name: [B, ..., N]}))."""
   online_rng, target_rng, next_rng = jax.random.split(rng, 3)
   activations = {}
   if agent.needs_activations:
     # The loss's own forward pass sows them, so ReDo / CBP cost no extra forward pass.
-    online_tm1, sown = agent.network.apply({"params": params}, batch.obs,
-                                           rngs={"noise": online_rng},
-                                           mutable=["intermediates"])
+    online_tm1, sown = agent.network.apply(
+      {"params": params}, batch.obs, rngs={"noise": online_rng}, mutable=["intermediates"]
+    )
     activations = metrics.flatten_intermediates(sown["intermediates"])
   else:
     online_tm1 = agent.apply(params, batch.obs, online_rng)
@@ -229,8 +266,15 @@ def _loss(agent: Agent, params: Any, target_params: Any, batch: Batch,
   else:
     online_t = target_t
   per_example, priorities = losses.batch_losses(
-      online_tm1, target_t, online_t, batch.action, batch.reward, batch.discount,
-      agent.atoms, agent.config.double_q)
+    online_tm1,
+    target_t,
+    online_t,
+    batch.action,
+    batch.reward,
+    batch.discount,
+    agent.atoms,
+    agent.config.double_q,
+  )
   return jnp.mean(batch.weight * per_example), (priorities, activations)
 
 
@@ -248,8 +292,13 @@ def scale_by_learning_rate_arg() -> optax.GradientTransformationExtraArgs:
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def update_step(agent: Agent, state: AgentState, batch: Batch, learning_rate: chex.Numeric,
-                schedule_step: chex.Numeric = 0) -> tuple[AgentState, UpdateInfo]:
+def update_step(
+  agent: Agent,
+  state: AgentState,
+  batch: Batch,
+  learning_rate: chex.Numeric,
+  schedule_step: chex.Numeric = 0,
+) -> tuple[AgentState, UpdateInfo]:
   """One learner update (unjitted; `update` is its jitted form).
 
   Loss and gradients, the optimizer chain (NaP projection included when configured) and the
@@ -258,21 +307,23 @@ def update_step(agent: Agent, state: AgentState, batch: Batch, learning_rate: ch
   """
   rng, loss_rng = jax.random.split(state.rng)
   (loss, (priorities, activations)), grads = jax.value_and_grad(
-      functools.partial(_loss, agent), has_aux=True)(
-          state.params, state.target_params, batch, loss_rng)
+    functools.partial(_loss, agent), has_aux=True
+  )(state.params, state.target_params, batch, loss_rng)
   extra = {"activations": activations} if agent.needs_activations else {}
   if agent.needs_schedule_step:
     extra["schedule_step"] = schedule_step
-  updates, opt_state = agent.optimizer.update(grads, state.opt_state, state.params,
-                                              learning_rate=learning_rate, **extra)
+  updates, opt_state = agent.optimizer.update(
+    grads, state.opt_state, state.params, learning_rate=learning_rate, **extra
+  )
   params = optax.apply_updates(state.params, updates)
   count = state.updates + 1
   target_params = optax.periodic_update(
-      params, state.target_params, count, agent.config.target_update_period_updates)
-  new_state = AgentState(params=params, target_params=target_params, opt_state=opt_state,
-                         rng=rng, updates=count)
-  return new_state, UpdateInfo(loss=loss, priorities=priorities,
-                               grad_norm=optax.global_norm(grads))
+    params, state.target_params, count, agent.config.target_update_period_updates
+  )
+  new_state = AgentState(
+    params=params, target_params=target_params, opt_state=opt_state, rng=rng, updates=count
+  )
+  return new_state, UpdateInfo(loss=loss, priorities=priorities, grad_norm=optax.global_norm(grads))
 
 
 # Not donating: callers (tests, notebooks) may keep using the state they passed. The training
@@ -293,4 +344,5 @@ def importance_beta_at(config: AgentConfig, progress: float) -> float:
   """Importance-sampling exponent annealed linearly over training (progress in [0, 1])."""
   progress = float(np.clip(progress, 0.0, 1.0))
   return config.importance_beta_start + progress * (
-      config.importance_beta_end - config.importance_beta_start)
+    config.importance_beta_end - config.importance_beta_start
+  )

@@ -26,7 +26,7 @@ class NetworkConfig:
   """
 
   torso: str = "nature"
-  hidden_sizes: tuple[int, ...] = (512,)   # MLP torso only
+  hidden_sizes: tuple[int, ...] = (512,)  # MLP torso only
   norm: str = "none"
   activation: str = "relu"
   dueling: bool = False
@@ -62,9 +62,9 @@ class AgentConfig:
   n_step: int = 1
   # Optimizer (Adam, as Dopamine JAX and DQN Zoo use for Rainbow).
   lr: float = 6.25e-5
-  lr_schedule: str = ""          # plasticity.schedules spec; empty = constant `lr`
+  lr_schedule: str = ""  # plasticity.schedules spec; empty = constant `lr`
   adam_eps: float = 1.5e-4
-  max_grad_norm: float = 0.0     # 0 disables clipping
+  max_grad_norm: float = 0.0  # 0 disables clipping
   # Normalize-and-Project: weight projection after every optimizer step. `nap_norm_params`
   # is the paper's treatment of LayerNorm scale/offset (plasticity.nap.NORM_PARAM_TREATMENTS):
   # free in its single-task runs, decay in its continual and sequential ones.
@@ -99,7 +99,7 @@ class AgentConfig:
   epsilon_end: float = 0.01
   epsilon_decay_steps: int = 250_000
   eval_epsilon: float = 0.001
-  reward_clip: float = 1.0       # 0 disables clipping
+  reward_clip: float = 1.0  # 0 disables clipping
 
   # Every agent steps with Adam (UPGD's adaptive form is a normalized step too), so the ELR
   # rule of `plasticity.nap.effective_learning_rates` is Adam's: lr / ||W||.
@@ -112,8 +112,14 @@ class AgentConfig:
 
   def validate(self) -> None:
     self.network.validate()
-    for name in ("n_step", "batch_size", "replay_capacity", "update_every",
-                 "target_update_every", "nap_every_k"):
+    for name in (
+      "n_step",
+      "batch_size",
+      "replay_capacity",
+      "update_every",
+      "target_update_every",
+      "nap_every_k",
+    ):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if not 0.0 < self.gamma <= 1.0:
@@ -126,7 +132,8 @@ class AgentConfig:
       raise ValueError(f"min_replay ({self.min_replay}) must be >= batch_size ({self.batch_size})")
     if self.replay_capacity < self.min_replay:
       raise ValueError(
-          f"replay_capacity ({self.replay_capacity}) must be >= min_replay ({self.min_replay})")
+        f"replay_capacity ({self.replay_capacity}) must be >= min_replay ({self.min_replay})"
+      )
     for name in ("epsilon_start", "epsilon_end", "eval_epsilon"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -137,8 +144,11 @@ class AgentConfig:
     for field, value in iv.network.items():
       have = getattr(self.network, field)
       if have != value:
-        raise ValueError(f"intervention={self.intervention!r} needs network.{field}="
-                         f"{value!r}, got {have!r}")
+        raise ValueError(
+          f"intervention={self.intervention!r} needs network.{field}={value!r}, got {have!r}"
+        )
     if iv.needs_activations and self.network.torso == "impala":
-      raise ValueError(f"intervention={self.intervention!r} needs a sequential network; "
-                       "torso='impala' is residual (use torso='nature' or 'mlp')")
+      raise ValueError(
+        f"intervention={self.intervention!r} needs a sequential network; "
+        "torso='impala' is residual (use torso='nature' or 'mlp')"
+      )

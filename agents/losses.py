@@ -13,24 +13,35 @@ import jax.numpy as jnp
 import rlax
 
 
-def q_learning_td(q_tm1: chex.Array, a_tm1: chex.Array, r_t: chex.Array,
-                  discount_t: chex.Array, q_t_target: chex.Array,
-                  q_t_online: chex.Array, double_q: bool) -> chex.Array:
+def q_learning_td(
+  q_tm1: chex.Array,
+  a_tm1: chex.Array,
+  r_t: chex.Array,
+  discount_t: chex.Array,
+  q_t_target: chex.Array,
+  q_t_online: chex.Array,
+  double_q: bool,
+) -> chex.Array:
   """TD error of one transition. q_* are [A]; a_tm1, r_t, discount_t are scalars.
 
   With `double_q` the online network picks the next action and the target network values
   it (van Hasselt et al. 2016); otherwise the target network does both (Mnih et al. 2015).
   """
-  chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t_target, q_t_online],
-                   [1, 0, 0, 0, 1, 1])
+  chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t_target, q_t_online], [1, 0, 0, 0, 1, 1])
   if double_q:
     return rlax.double_q_learning(q_tm1, a_tm1, r_t, discount_t, q_t_target, q_t_online)
   return rlax.q_learning(q_tm1, a_tm1, r_t, discount_t, q_t_target)
 
 
-def categorical_loss(logits_tm1: chex.Array, a_tm1: chex.Array, r_t: chex.Array,
-                     discount_t: chex.Array, logits_t_target: chex.Array,
-                     q_t_selector: chex.Array, atoms: chex.Array) -> chex.Array:
+def categorical_loss(
+  logits_tm1: chex.Array,
+  a_tm1: chex.Array,
+  r_t: chex.Array,
+  discount_t: chex.Array,
+  logits_t_target: chex.Array,
+  q_t_selector: chex.Array,
+  atoms: chex.Array,
+) -> chex.Array:
   """C51 cross-entropy of one transition (Bellemare et al. 2017).
 
   Args:
@@ -44,7 +55,8 @@ def categorical_loss(logits_tm1: chex.Array, a_tm1: chex.Array, r_t: chex.Array,
   chex.assert_rank([logits_tm1, logits_t_target, q_t_selector, atoms], [2, 2, 1, 1])
   chex.assert_equal_shape([logits_tm1, logits_t_target])
   return rlax.categorical_double_q_learning(
-      atoms, logits_tm1, a_tm1, r_t, discount_t, atoms, logits_t_target, q_t_selector)
+    atoms, logits_tm1, a_tm1, r_t, discount_t, atoms, logits_t_target, q_t_selector
+  )
 
 
 def expected_q(logits: chex.Array, atoms: chex.Array) -> chex.Array:
@@ -52,9 +64,16 @@ def expected_q(logits: chex.Array, atoms: chex.Array) -> chex.Array:
   return jnp.sum(jax.nn.softmax(logits, axis=-1) * atoms, axis=-1)
 
 
-def batch_losses(online_tm1: chex.Array, target_t: chex.Array, online_t: chex.Array,
-                 action: chex.Array, reward: chex.Array, discount: chex.Array,
-                 atoms: chex.Array | None, double_q: bool) -> tuple[chex.Array, chex.Array]:
+def batch_losses(
+  online_tm1: chex.Array,
+  target_t: chex.Array,
+  online_t: chex.Array,
+  action: chex.Array,
+  reward: chex.Array,
+  discount: chex.Array,
+  atoms: chex.Array | None,
+  double_q: bool,
+) -> tuple[chex.Array, chex.Array]:
   """Per-example losses [B] and new replay priorities [B].
 
   Network outputs are [B, A] Q-values, or [B, A, N] logits when `atoms` is given. Priorities
@@ -65,9 +84,11 @@ def batch_losses(online_tm1: chex.Array, target_t: chex.Array, online_t: chex.Ar
   chex.assert_rank([action, reward, discount], 1)
   if atoms is None:
     td = jax.vmap(q_learning_td, in_axes=(0, 0, 0, 0, 0, 0, None))(
-        online_tm1, action, reward, discount, target_t, online_t, double_q)
+      online_tm1, action, reward, discount, target_t, online_t, double_q
+    )
     return rlax.huber_loss(td, 1.0), jnp.abs(td)
   selector = expected_q(online_t if double_q else target_t, atoms)
   loss = jax.vmap(categorical_loss, in_axes=(0, 0, 0, 0, 0, 0, None))(
-      online_tm1, action, reward, discount, target_t, selector, atoms)
+    online_tm1, action, reward, discount, target_t, selector, atoms
+  )
   return loss, loss

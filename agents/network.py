@@ -23,16 +23,26 @@ def build_network(config: NetworkConfig, num_actions: int) -> nn.Module:
   if image_dense is not None and config.noisy:
     head_hidden, image_dense = (image_dense,), None
   if config.torso == "nature":
-    torso = networks.NatureCNN(norm=config.norm, activation=config.activation,
-                               dense_units=image_dense)
+    torso = networks.NatureCNN(
+      norm=config.norm, activation=config.activation, dense_units=image_dense
+    )
   elif config.torso == "impala":
-    torso = networks.ImpalaCNN(norm=config.norm, activation=config.activation,
-                               dense_units=image_dense)
+    torso = networks.ImpalaCNN(
+      norm=config.norm, activation=config.activation, dense_units=image_dense
+    )
   else:
-    torso = networks.MLP(hidden_sizes=tuple(config.hidden_sizes), norm=config.norm,
-                         activation=config.activation)
+    torso = networks.MLP(
+      hidden_sizes=tuple(config.hidden_sizes), norm=config.norm, activation=config.activation
+    )
   return networks.QNetwork(
-      torso=torso, num_actions=num_actions, dueling=config.dueling,
-      distributional=config.distributional, num_atoms=config.num_atoms, noisy=config.noisy,
-      noisy_sigma_init=config.noisy_sigma_init, hidden_sizes=head_hidden, norm=config.norm,
-      activation=config.activation)
+    torso=torso,
+    num_actions=num_actions,
+    dueling=config.dueling,
+    distributional=config.distributional,
+    num_atoms=config.num_atoms,
+    noisy=config.noisy,
+    noisy_sigma_init=config.noisy_sigma_init,
+    hidden_sizes=head_hidden,
+    norm=config.norm,
+    activation=config.activation,
+  )

@@ -17,55 +17,95 @@ AGENTS = ("dqn", "rainbow", "full_rainbow", "der", "rainbow_dqnzoo")
 ENV_FAMILIES = ("atari", "classic", "minatar")
 
 _ATARI = {
-    # Nature DQN with Dopamine JAX's Adam settings: Huber loss, uniform replay, 1-step.
-    "dqn": AgentConfig(),
-    # Dopamine's Rainbow: C51 + 3-step returns + prioritized replay.
-    "rainbow": AgentConfig(
-        network=NetworkConfig(distributional=True),
-        n_step=3, prioritized=True),
-    # Rainbow with every component of Hessel et al.: + dueling, noisy nets, double Q.
-    "full_rainbow": AgentConfig(
-        network=NetworkConfig(distributional=True, dueling=True, noisy=True),
-        n_step=3, prioritized=True, double_q=True,
-        epsilon_start=0.0, epsilon_end=0.0, eval_epsilon=0.0),
-    # DQN Zoo's Rainbow (run_atari.py defaults), the paper's baseline: every component, noisy
-    # sigma_0 0.1, Adam eps 0.005/32, gradient clipping at 10, a target sync every 32k frames
-    # (8k agent steps), an update every 16 frames (4 agent steps), learning from 2% of a 1M
-    # replay. Its environment options (no sticky actions, life loss as terminal) are below.
-    "rainbow_dqnzoo": AgentConfig(
-        network=NetworkConfig(distributional=True, dueling=True, noisy=True,
-                              noisy_sigma_init=0.1),
-        n_step=3, prioritized=True, double_q=True, lr=6.25e-5, adam_eps=0.005 / 32,
-        max_grad_norm=10.0, replay_capacity=1_000_000, min_replay=20_000, update_every=4,
-        target_update_every=8_000, epsilon_start=0.0, epsilon_end=0.0, eval_epsilon=0.0),
-    # Data-efficient Rainbow (Atari 100k): n-step 10, an update every agent step.
-    "der": AgentConfig(
-        network=NetworkConfig(distributional=True, dueling=True, noisy=True),
-        n_step=10, prioritized=True, double_q=True, lr=1e-4, max_grad_norm=10.0,
-        replay_capacity=100_000, min_replay=1_600, update_every=1,
-        target_update_every=2_000, epsilon_start=0.0, epsilon_end=0.0, eval_epsilon=0.0),
+  # Nature DQN with Dopamine JAX's Adam settings: Huber loss, uniform replay, 1-step.
+  "dqn": AgentConfig(),
+  # Dopamine's Rainbow: C51 + 3-step returns + prioritized replay.
+  "rainbow": AgentConfig(network=NetworkConfig(distributional=True), n_step=3, prioritized=True),
+  # Rainbow with every component of Hessel et al.: + dueling, noisy nets, double Q.
+  "full_rainbow": AgentConfig(
+    network=NetworkConfig(distributional=True, dueling=True, noisy=True),
+    n_step=3,
+    prioritized=True,
+    double_q=True,
+    epsilon_start=0.0,
+    epsilon_end=0.0,
+    eval_epsilon=0.0,
+  ),
+  # DQN Zoo's Rainbow (run_atari.py defaults), the paper's baseline: every component, noisy
+  # sigma_0 0.1, Adam eps 0.005/32, gradient clipping at 10, a target sync every 32k frames
+  # (8k agent steps), an update every 16 frames (4 agent steps), learning from 2% of a 1M
+  # replay. Its environment options (no sticky actions, life loss as terminal) are below.
+  "rainbow_dqnzoo": AgentConfig(
+    network=NetworkConfig(distributional=True, dueling=True, noisy=True, noisy_sigma_init=0.1),
+    n_step=3,
+    prioritized=True,
+    double_q=True,
+    lr=6.25e-5,
+    adam_eps=0.005 / 32,
+    max_grad_norm=10.0,
+    replay_capacity=1_000_000,
+    min_replay=20_000,
+    update_every=4,
+    target_update_every=8_000,
+    epsilon_start=0.0,
+    epsilon_end=0.0,
+    eval_epsilon=0.0,
+  ),
+  # Data-efficient Rainbow (Atari 100k): n-step 10, an update every agent step.
+  "der": AgentConfig(
+    network=NetworkConfig(distributional=True, dueling=True, noisy=True),
+    n_step=10,
+    prioritized=True,
+    double_q=True,
+    lr=1e-4,
+    max_grad_norm=10.0,
+    replay_capacity=100_000,
+    min_replay=1_600,
+    update_every=1,
+    target_update_every=2_000,
+    epsilon_start=0.0,
+    epsilon_end=0.0,
+    eval_epsilon=0.0,
+  ),
 }
 
 # Per-family overrides applied on top of the agent preset.
 _FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
-    "atari": {},
-    "classic": dict(
-        network=dict(torso="mlp", hidden_sizes=(128, 128), v_min=0.0, v_max=100.0),
-        lr=1e-3, adam_eps=1e-8, batch_size=64, replay_capacity=50_000, min_replay=1_000,
-        update_every=1, target_update_every=500, epsilon_decay_steps=10_000,
-        epsilon_end=0.05, eval_epsilon=0.0),
-    "minatar": dict(
-        network=dict(torso="mlp", hidden_sizes=(256, 256), v_min=-10.0, v_max=10.0),
-        lr=2.5e-4, adam_eps=3.125e-4, replay_capacity=100_000, min_replay=5_000,
-        update_every=1, target_update_every=1_000, epsilon_decay_steps=100_000,
-        epsilon_end=0.1, eval_epsilon=0.0),
+  "atari": {},
+  "classic": dict(
+    network=dict(torso="mlp", hidden_sizes=(128, 128), v_min=0.0, v_max=100.0),
+    lr=1e-3,
+    adam_eps=1e-8,
+    batch_size=64,
+    replay_capacity=50_000,
+    min_replay=1_000,
+    update_every=1,
+    target_update_every=500,
+    epsilon_decay_steps=10_000,
+    epsilon_end=0.05,
+    eval_epsilon=0.0,
+  ),
+  "minatar": dict(
+    network=dict(torso="mlp", hidden_sizes=(256, 256), v_min=-10.0, v_max=10.0),
+    lr=2.5e-4,
+    adam_eps=3.125e-4,
+    replay_capacity=100_000,
+    min_replay=5_000,
+    update_every=1,
+    target_update_every=1_000,
+    epsilon_decay_steps=100_000,
+    epsilon_end=0.1,
+    eval_epsilon=0.0,
+  ),
 }
 
 # Environment options a preset implies: DER uses the Atari-100k protocol; DQN Zoo plays
 # without sticky actions, up to 30 no-op starts (the default) and a life loss ends the
 # bootstrapping (discount 0) but not the episode.
-ENV_OPTIONS = {"der": dict(sticky_actions=False, life_loss_terminal=True),
-               "rainbow_dqnzoo": dict(sticky_actions=False, life_loss_terminal=True)}
+ENV_OPTIONS = {
+  "der": dict(sticky_actions=False, life_loss_terminal=True),
+  "rainbow_dqnzoo": dict(sticky_actions=False, life_loss_terminal=True),
+}
 # Default run length in Atari frames (or environment steps for small environments).
 DEFAULT_FRAMES = {"atari": 10_000_000, "classic": 50_000, "minatar": 1_000_000}
 DEFAULT_FRAMES_DER = 400_000
@@ -137,11 +177,16 @@ class Variant:
 def variant(name: str) -> Variant:
   """`Variant` of a name in `VARIANTS`; raises ValueError listing them otherwise."""
   if name not in VARIANTS:
-    raise ValueError(f"variant {name!r} is not one of the paper's variants; allowed values: "
-                     + ", ".join(VARIANTS))
+    raise ValueError(
+      f"variant {name!r} is not one of the paper's variants; allowed values: " + ", ".join(VARIANTS)
+    )
   agent, *tokens = name.split("+")
-  return Variant(agent=agent, norm="none" if not tokens else "layer", nap="nap" in tokens,
-                 schedule="schedule" in tokens)
+  return Variant(
+    agent=agent,
+    norm="none" if not tokens else "layer",
+    nap="nap" in tokens,
+    schedule="schedule" in tokens,
+  )
 
 
 def linear_schedule_spec(lr: float, num_frames: int) -> str:
@@ -157,5 +202,7 @@ def sequential_schedule_spec(lr: float, frames_per_game: int, frames_per_update:
   half a game when a game is shorter than twice that (short test runs).
   """
   warmup = min(SEQUENTIAL_WARMUP_UPDATES * frames_per_update, frames_per_game // 2)
-  return (f"warmup_cosine:peak={lr!r},warmup={warmup},steps={frames_per_game},"
-          f"init={SEQUENTIAL_INIT_LR!r},end={SCHEDULE_END_LR!r}")
+  return (
+    f"warmup_cosine:peak={lr!r},warmup={warmup},steps={frames_per_game},"
+    f"init={SEQUENTIAL_INIT_LR!r},end={SCHEDULE_END_LR!r}"
+  )

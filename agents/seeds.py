@@ -29,7 +29,8 @@ as batched GEMMs (`learner.seeds4_vmap_gemm_vs_xla_conv` in `scripts/benches/lea
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -88,8 +89,9 @@ class SeedGroup:
       raise ValueError(f"num_seeds must be >= 1, got {self.num_seeds}")
     object.__setattr__(self, "mode", resolve_mode(self.mode))
 
-  def map(self, fn: Callable[..., Any], in_axes: Sequence[int | None],
-          donate_argnums: Sequence[int] = ()) -> Callable[..., Any]:
+  def map(
+    self, fn: Callable[..., Any], in_axes: Sequence[int | None], donate_argnums: Sequence[int] = ()
+  ) -> Callable[..., Any]:
     """`fn` over all seeds. Arguments marked 0 in `in_axes` are per seed (in this group's
     layout, or stacked ``[S, ...]`` arrays, which both modes accept); None ones are shared.
     Returns fn's outputs in this group's layout. Arguments in `donate_argnums` are donated
@@ -100,8 +102,10 @@ class SeedGroup:
     single = jax.jit(fn, donate_argnums=tuple(donate_argnums))
 
     def looped(*args):
-      outputs = [single(*(self.get(a, k) if axis == 0 else a for a, axis in zip(args, in_axes)))
-                 for k in range(self.num_seeds)]
+      outputs = [
+        single(*(self.get(a, k) if axis == 0 else a for a, axis in zip(args, in_axes)))
+        for k in range(self.num_seeds)
+      ]
       return self.collect(outputs)
 
     return looped
@@ -119,8 +123,12 @@ class SeedGroup:
     return jax.tree.map(lambda *xs: PerSeed(xs), *trees)
 
 
-def over_seeds(fn: Callable[..., Any], num_seeds: int, in_axes: Sequence[int | None],
-               donate_argnums: Sequence[int] = ()) -> Callable[..., Any]:
+def over_seeds(
+  fn: Callable[..., Any],
+  num_seeds: int,
+  in_axes: Sequence[int | None],
+  donate_argnums: Sequence[int] = (),
+) -> Callable[..., Any]:
   """Jitted `fn` mapped over the leading seed axis of the arguments marked 0 in `in_axes`.
 
   With several seeds it is `jax.vmap`; with one it squeezes the axis, calls `fn` and
@@ -134,14 +142,16 @@ def over_seeds(fn: Callable[..., Any], num_seeds: int, in_axes: Sequence[int | N
     mapped = jax.vmap(fn, in_axes=tuple(in_axes))
 
     def stacked(*args):
-      with conv.gemm_convolutions():   # active while jit traces this function
+      with conv.gemm_convolutions():  # active while jit traces this function
         return mapped(*args)
 
     return jax.jit(stacked, donate_argnums=donate_argnums)
 
   def single(*args):
-    args = [jax.tree.map(lambda x: jnp.squeeze(x, 0), a) if axis == 0 else a
-            for a, axis in zip(args, in_axes)]
+    args = [
+      jax.tree.map(lambda x: jnp.squeeze(x, 0), a) if axis == 0 else a
+      for a, axis in zip(args, in_axes)
+    ]
     return jax.tree.map(lambda x: jnp.expand_dims(x, 0), fn(*args))
 
   return jax.jit(single, donate_argnums=donate_argnums)

@@ -26,64 +26,64 @@ PREFIXES = ("ale", "gym", "minatar")
 
 
 def make(env_id: str, num_envs: int = 1, seed=0, **options) -> BatchedEnv:
-    """Builds a batched environment; see the module docstring for ids and
-    docs/agents.md ("Environments") for every option.
+  """Builds a batched environment; see the module docstring for ids and
+  docs/agents.md ("Environments") for every option.
 
-    ``seed``: an int (env ``i`` gets ``seed + i``) or one non-negative int per env.
-    """
-    if not isinstance(env_id, str) or not env_id.strip():
-        raise ValueError(f"env_id must be a non-empty string like 'ale:Pong', got {env_id!r}")
-    env_id = env_id.strip()
-    prefix, sep, name = env_id.partition(":")
-    if not sep:
-        prefix, name = "ale", env_id
-    prefix = prefix.lower()
-    if prefix == "ale":
-        from envs.atari import AtariEnv, resolve_game
+  ``seed``: an int (env ``i`` gets ``seed + i``) or one non-negative int per env.
+  """
+  if not isinstance(env_id, str) or not env_id.strip():
+    raise ValueError(f"env_id must be a non-empty string like 'ale:Pong', got {env_id!r}")
+  env_id = env_id.strip()
+  prefix, sep, name = env_id.partition(":")
+  if not sep:
+    prefix, name = "ale", env_id
+  prefix = prefix.lower()
+  if prefix == "ale":
+    from envs.atari import AtariEnv, resolve_game
 
-        try:
-            resolve_game(name)
-        except ValueError as e:
-            hint = ""
-            if not sep:
-                hint = _other_kind_hint(name)
-            raise ValueError(f"env_id {env_id!r}: {e}{hint}") from None
-        return AtariEnv(name, num_envs=num_envs, seed=seed, **options)
-    if prefix == "gym":
-        from envs.classic import GymEnv
+    try:
+      resolve_game(name)
+    except ValueError as e:
+      hint = ""
+      if not sep:
+        hint = _other_kind_hint(name)
+      raise ValueError(f"env_id {env_id!r}: {e}{hint}") from None
+    return AtariEnv(name, num_envs=num_envs, seed=seed, **options)
+  if prefix == "gym":
+    from envs.classic import GymEnv
 
-        return GymEnv(name, num_envs=num_envs, seed=seed, **options)
-    if prefix == "minatar":
-        from envs.classic import MinAtarEnv
+    return GymEnv(name, num_envs=num_envs, seed=seed, **options)
+  if prefix == "minatar":
+    from envs.classic import MinAtarEnv
 
-        return MinAtarEnv(name, num_envs=num_envs, seed=seed, **options)
-    close = difflib.get_close_matches(prefix, PREFIXES, n=1, cutoff=0.0)
-    raise ValueError(
-        f"env_id {env_id!r} has unknown prefix {prefix!r}; valid prefixes: "
-        f"{list(PREFIXES)} (closest: {close}), e.g. 'ale:Pong', 'gym:CartPole-v1', "
-        "'minatar:breakout'"
-    )
+    return MinAtarEnv(name, num_envs=num_envs, seed=seed, **options)
+  close = difflib.get_close_matches(prefix, PREFIXES, n=1, cutoff=0.0)
+  raise ValueError(
+    f"env_id {env_id!r} has unknown prefix {prefix!r}; valid prefixes: "
+    f"{list(PREFIXES)} (closest: {close}), e.g. 'ale:Pong', 'gym:CartPole-v1', "
+    "'minatar:breakout'"
+  )
 
 
 def _other_kind_hint(name: str) -> str:
-    try:
-        import gymnasium as gym
+  try:
+    import gymnasium as gym
 
-        if name in gym.registry:
-            return f"; did you mean 'gym:{name}'?"
-    except Exception:  # pragma: no cover
-        pass
-    from envs.classic import MINATAR_GAMES
+    if name in gym.registry:
+      return f"; did you mean 'gym:{name}'?"
+  except Exception:  # pragma: no cover
+    pass
+  from envs.classic import MINATAR_GAMES
 
-    if name.lower() in MINATAR_GAMES:
-        return f"; did you mean 'minatar:{name.lower()}'?"
-    return ""
+  if name.lower() in MINATAR_GAMES:
+    return f"; did you mean 'minatar:{name.lower()}'?"
+  return ""
 
 
 __all__ = [
-    "ATARI_GAMES",
-    "BatchedEnv",
-    "EnvStep",
-    "human_normalized_score",
-    "make",
+  "ATARI_GAMES",
+  "BatchedEnv",
+  "EnvStep",
+  "human_normalized_score",
+  "make",
 ]

@@ -29,7 +29,7 @@ import io
 import os
 import pickle
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,15 +41,21 @@ DATASETS = ("digits", "mnist", "cifar10")
 SPLITS = ("train", "test")
 
 MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+  "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 CIFAR10_FILES = {
-    "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
-    "test": ("test_batch",),
+  "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+  "test": ("test_batch",),
 }
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES = {
+  0x08: np.uint8,
+  0x09: np.int8,
+  0x0B: np.dtype(">i2"),
+  0x0C: np.dtype(">i4"),
+  0x0D: np.dtype(">f4"),
+  0x0E: np.dtype(">f8"),
+}
 
 
 class DatasetError(ValueError):
@@ -61,8 +67,8 @@ class Dataset:
   """An image classification data set held in memory."""
 
   name: str
-  images: np.ndarray   # float32 [N, H, W, C] in [0, 1]
-  labels: np.ndarray   # int32 [N]
+  images: np.ndarray  # float32 [N, H, W, C] in [0, 1]
+  labels: np.ndarray  # int32 [N]
   num_classes: int
 
   @property
@@ -75,8 +81,10 @@ class Dataset:
 
 def _check_choice(argument: str, value, allowed: Sequence[str]) -> None:
   if value not in allowed:
-    raise ValueError(f"{argument}={value!r} is not supported; allowed values: "
-                     + ", ".join(repr(a) for a in allowed))
+    raise ValueError(
+      f"{argument}={value!r} is not supported; allowed values: "
+      + ", ".join(repr(a) for a in allowed)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,10 +121,13 @@ def read_idx(path: str) -> np.ndarray:
   dtype = np.dtype(_IDX_DTYPES[type_code])
   expected = int(np.prod(shape)) * dtype.itemsize
   if len(raw) - header != expected:
-    raise DatasetError(f"{path}: IDX header says shape {shape} ({expected} bytes of data) but "
-                       f"the file holds {len(raw) - header} bytes")
-  return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(
-      dtype.newbyteorder("="))
+    raise DatasetError(
+      f"{path}: IDX header says shape {shape} ({expected} bytes of data) but "
+      f"the file holds {len(raw) - header} bytes"
+    )
+  return (
+    np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+  )
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
@@ -135,10 +146,15 @@ def write_idx(path: str, array: np.ndarray) -> None:
 class _CifarUnpickler(pickle.Unpickler):
   """Unpickler for the CIFAR-10 python batches that only rebuilds numpy arrays and lists."""
 
-  _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-              ("numpy", "ndarray"), ("numpy", "dtype"),
-              ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-              ("_codecs", "encode")}
+  _ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),
+  }
 
   def find_class(self, module, name):
     if (module, name) in self._ALLOWED:
@@ -154,16 +170,19 @@ def read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
   except Exception as e:  # pickle raises many types on garbage input
     raise DatasetError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from e
   if not isinstance(batch, dict):
-    raise DatasetError(f"{path}: not a CIFAR-10 python batch (expected a dict, got "
-                       f"{type(batch).__name__})")
+    raise DatasetError(
+      f"{path}: not a CIFAR-10 python batch (expected a dict, got {type(batch).__name__})"
+    )
   batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
   if "data" not in batch or "labels" not in batch:
     raise DatasetError(f"{path}: CIFAR-10 batch lacks 'data'/'labels' (keys: {sorted(batch)})")
   data = np.asarray(batch["data"])
   labels = np.asarray(batch["labels"], dtype=np.int64)
   if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
-    raise DatasetError(f"{path}: expected data [N, 3072] and N labels, got data {data.shape} "
-                       f"and {labels.shape[0]} labels")
+    raise DatasetError(
+      f"{path}: expected data [N, 3072] and N labels, got data {data.shape} "
+      f"and {labels.shape[0]} labels"
+    )
   if labels.size and (labels.min() < 0 or labels.max() > 9):
     raise DatasetError(f"{path}: labels outside 0..9")
   images = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -175,8 +194,16 @@ def write_cifar_batch(path: str, images: np.ndarray, labels: Sequence[int]) -> N
   images = np.asarray(images, np.uint8)
   data = images.transpose(0, 3, 1, 2).reshape(images.shape[0], -1)
   with open(path, "wb") as f:
-    pickle.dump({b"batch_label": b"written by envs.continual", b"labels": list(map(int, labels)),
-                 b"data": data, b"filenames": [b"x.png"] * len(labels)}, f, protocol=2)
+    pickle.dump(
+      {
+        b"batch_label": b"written by envs.continual",
+        b"labels": list(map(int, labels)),
+        b"data": data,
+        b"filenames": [b"x.png"] * len(labels),
+      },
+      f,
+      protocol=2,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,8 +212,10 @@ def write_cifar_batch(path: str, images: np.ndarray, labels: Sequence[int]) -> N
 
 def _require_dir(data_dir: str | None, dataset: str) -> str:
   if not data_dir:
-    raise DatasetError(f"dataset {dataset!r} is read from a local directory: pass --data_dir "
-                       "(data_dir=...) pointing at it, or use dataset='digits' (embedded)")
+    raise DatasetError(
+      f"dataset {dataset!r} is read from a local directory: pass --data_dir "
+      "(data_dir=...) pointing at it, or use dataset='digits' (embedded)"
+    )
   if not os.path.isdir(data_dir):
     raise DatasetError(f"--data_dir={data_dir!r} is not a directory")
   return data_dir
@@ -205,13 +234,16 @@ def _find(data_dir: str, names: Sequence[str], subdirs: Sequence[str], what: str
     if len(found) == len(names):
       return found
   where = ", ".join(repr(os.path.join(data_dir, s)) for s in subdirs)
-  raise DatasetError(f"{what} not found under --data_dir: expected files {list(names)} "
-                     f"(optionally .gz) in one of {where}")
+  raise DatasetError(
+    f"{what} not found under --data_dir: expected files {list(names)} "
+    f"(optionally .gz) in one of {where}"
+  )
 
 
 def load_digits() -> Dataset:
   """scikit-learn's bundled 8x8 digits: 1,797 images `[N, 8, 8, 1]` scaled from 0..16 to [0, 1]."""
   from sklearn import datasets
+
   d = datasets.load_digits()
   images = (d.images.astype(np.float32) / 16.0)[..., None]
   return Dataset("digits", images, d.target.astype(np.int32), 10)
@@ -221,35 +253,40 @@ def load_mnist(data_dir: str | None, split: str = "train") -> Dataset:
   """MNIST from IDX files in `data_dir` (or `data_dir/mnist`, `data_dir/MNIST/raw`)."""
   _check_choice("split", split, SPLITS)
   data_dir = _require_dir(data_dir, "mnist")
-  img_path, lab_path = _find(data_dir, MNIST_FILES[split], ("", "mnist", "MNIST/raw", "MNIST"),
-                             f"MNIST {split} IDX files")
+  img_path, lab_path = _find(
+    data_dir, MNIST_FILES[split], ("", "mnist", "MNIST/raw", "MNIST"), f"MNIST {split} IDX files"
+  )
   images = read_idx(img_path)
   labels = read_idx(lab_path)
   if images.ndim != 3 or images.dtype != np.uint8:
-    raise DatasetError(f"{img_path}: expected uint8 images [N, H, W], got {images.dtype} "
-                       f"{images.shape}")
+    raise DatasetError(
+      f"{img_path}: expected uint8 images [N, H, W], got {images.dtype} {images.shape}"
+    )
   if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
     raise DatasetError(f"{lab_path}: expected {images.shape[0]} labels [N], got {labels.shape}")
   if labels.size and labels.max() > 9:
     raise DatasetError(f"{lab_path}: labels outside 0..9")
-  return Dataset("mnist", (images.astype(np.float32) / 255.0)[..., None],
-                 labels.astype(np.int32), 10)
+  return Dataset(
+    "mnist", (images.astype(np.float32) / 255.0)[..., None], labels.astype(np.int32), 10
+  )
 
 
 def load_cifar10(data_dir: str | None, split: str = "train") -> Dataset:
   """CIFAR-10 from the python batches in `data_dir` (or `data_dir/cifar-10-batches-py`)."""
   _check_choice("split", split, SPLITS)
   data_dir = _require_dir(data_dir, "cifar10")
-  paths = _find(data_dir, CIFAR10_FILES[split], ("", "cifar-10-batches-py"),
-                f"CIFAR-10 {split} python batches")
+  paths = _find(
+    data_dir, CIFAR10_FILES[split], ("", "cifar-10-batches-py"), f"CIFAR-10 {split} python batches"
+  )
   parts = [read_cifar_batch(p) for p in paths]
   images = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
   labels = np.concatenate([p[1] for p in parts])
   return Dataset("cifar10", images, labels, 10)
 
 
-def load_dataset(name: str = "digits", data_dir: str | None = None,
-                 split: str = "train") -> Dataset:
+def load_dataset(
+  name: str = "digits", data_dir: str | None = None, split: str = "train"
+) -> Dataset:
   """Loads `name` in `DATASETS`; `mnist`/`cifar10` need `data_dir`."""
   _check_choice("dataset", name, DATASETS)
   if name == "digits":
@@ -335,9 +372,13 @@ class TaskStream:
     return self.examples(task, index)
 
 
-def make_stream(benchmark: str = "random_labels", dataset: str | Dataset = "digits",
-                data_dir: str | None = None, num_examples: int | None = None,
-                subset_seed: int = 0) -> TaskStream:
+def make_stream(
+  benchmark: str = "random_labels",
+  dataset: str | Dataset = "digits",
+  data_dir: str | None = None,
+  num_examples: int | None = None,
+  subset_seed: int = 0,
+) -> TaskStream:
   """Builds a `TaskStream`.
 
   Args:
@@ -355,9 +396,14 @@ def make_stream(benchmark: str = "random_labels", dataset: str | Dataset = "digi
     if not isinstance(num_examples, (int, np.integer)) or num_examples < 1:
       raise ValueError(f"num_examples={num_examples!r} must be a positive int")
     if num_examples > len(ds):
-      raise ValueError(f"num_examples={num_examples} exceeds the {len(ds)} images of "
-                       f"dataset {ds.name!r}")
+      raise ValueError(
+        f"num_examples={num_examples} exceeds the {len(ds)} images of dataset {ds.name!r}"
+      )
     idx = np.random.default_rng(subset_seed).permutation(len(ds))[:num_examples]
     images, labels = images[np.sort(idx)], labels[np.sort(idx)]
-  return TaskStream(benchmark=benchmark, images=jnp.asarray(images, jnp.float32),
-                    base_labels=jnp.asarray(labels, jnp.int32), num_classes=ds.num_classes)
+  return TaskStream(
+    benchmark=benchmark,
+    images=jnp.asarray(images, jnp.float32),
+    base_labels=jnp.asarray(labels, jnp.int32),
+    num_classes=ds.num_classes,
+  )

@@ -13,18 +13,28 @@ from typing import NamedTuple
 
 # The paper's game list is not public. Ours spans paddle, shooter, maze, racing and
 # sports games, and every one has published random/human scores and Dopamine baselines.
-DEFAULT_GAMES = ("Pong", "Breakout", "SpaceInvaders", "Seaquest", "MsPacman", "Qbert",
-                 "Asterix", "BeamRider", "Enduro", "Boxing")
+DEFAULT_GAMES = (
+  "Pong",
+  "Breakout",
+  "SpaceInvaders",
+  "Seaquest",
+  "MsPacman",
+  "Qbert",
+  "Asterix",
+  "BeamRider",
+  "Enduro",
+  "Boxing",
+)
 DEFAULT_FRAMES_PER_GAME = 20_000_000
 DEFAULT_CYCLES = 2
 
 
 class Task(NamedTuple):
-  index: int        # position in the whole run (0 .. num_tasks - 1)
+  index: int  # position in the whole run (0 .. num_tasks - 1)
   game: str
-  cycle: int        # 0-based pass over the game list
+  cycle: int  # 0-based pass over the game list
   start_frame: int
-  end_frame: int    # exclusive; a large number for an open-ended single task
+  end_frame: int  # exclusive; a large number for an open-ended single task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +54,7 @@ class GameSchedule:
       raise ValueError(f"cycles must be positive, got {self.cycles}")
 
   @classmethod
-  def single(cls, game: str, total_frames: int) -> "GameSchedule":
+  def single(cls, game: str, total_frames: int) -> GameSchedule:
     return cls(games=(game,), frames_per_game=max(1, total_frames), cycles=1)
 
   @property
@@ -64,9 +74,13 @@ class GameSchedule:
     if not 0 <= index < self.num_tasks:
       raise IndexError(f"task index {index} outside 0..{self.num_tasks - 1}")
     start = index * self.frames_per_game
-    return Task(index=index, game=self.games[index % len(self.games)],
-                cycle=index // len(self.games), start_frame=start,
-                end_frame=start + self.frames_per_game)
+    return Task(
+      index=index,
+      game=self.games[index % len(self.games)],
+      cycle=index // len(self.games),
+      start_frame=start,
+      end_frame=start + self.frames_per_game,
+    )
 
   def task_at(self, frames: int) -> Task:
     """The task being played after `frames` frames (the last task past the end)."""

@@ -1,7 +1,14 @@
 """NaP in plain JAX + Optax with a Flax MLP: LayerNorm before each nonlinearity, and the
 weight projection chained after Adam. Run: python examples/nap_flax.py (or python -m examples.nap_flax)"""
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import jax, jax.numpy as jnp, optax
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import optax
+
 import networks
 from plasticity import nap
 
@@ -12,11 +19,15 @@ params = model.init(jax.random.key(0), x)["params"]
 tx = optax.chain(optax.adam(1e-2), nap.weight_projection())  # projection goes last
 opt_state = tx.init(params)  # records each hidden kernel's (and norm layer's) initial norm
 
+
 @jax.jit
 def step(params, opt_state):
-  loss, grads = jax.value_and_grad(lambda p: jnp.mean((model.apply({"params": p}, x) - y) ** 2))(params)
+  loss, grads = jax.value_and_grad(lambda p: jnp.mean((model.apply({"params": p}, x) - y) ** 2))(
+    params
+  )
   updates, opt_state = tx.update(grads, opt_state, params)  # needs params
   return optax.apply_updates(params, updates), opt_state, loss
+
 
 norms0 = nap.param_norms(params)
 for i in range(301):

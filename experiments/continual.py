@@ -44,7 +44,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +56,7 @@ from absl import flags
 from envs import continual as streams
 from experiments import options, rundir, xla_cpu
 from experiments import twin as twin_experiment
+from experiments.continual_report import plot_all, write_per_task
 from experiments.options import option
 from networks import MLP, SmallCNN, layer_spec, projection_mask
 from networks.common import check_choice
@@ -65,53 +67,70 @@ NETS = ("mlp", "cnn")
 NAP_MODES = ("off", "on", "both")
 OPTIMIZERS = interventions.BASES
 
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Settings of one grid run; each field is a flag of the same name (experiments/options.py)."""
 
   out: str | None = option(None, "Output directory (created).")
   benchmark: str = option("random_labels", "Task stream.", streams.BENCHMARKS)
-  dataset: str = option("digits", "Images (digits is embedded; mnist/cifar10 need --data_dir).",
-                        streams.DATASETS)
-  data_dir: str | None = option(None, "Directory with the MNIST IDX files or the CIFAR-10 "
-                                "python batches.")
+  dataset: str = option(
+    "digits", "Images (digits is embedded; mnist/cifar10 need --data_dir).", streams.DATASETS
+  )
+  data_dir: str | None = option(
+    None, "Directory with the MNIST IDX files or the CIFAR-10 python batches."
+  )
   num_examples: int = option(1000, "Fixed subset of images in the stream (0 = all).")
   net: tuple[str, ...] = option(["mlp"], f"Networks, comma-separated: {', '.join(NETS)}.")
-  methods: tuple[str, ...] = option(list(interventions.METHODS), "Interventions, "
-                                    f"comma-separated: {', '.join(interventions.METHODS)}.")
+  methods: tuple[str, ...] = option(
+    list(interventions.METHODS),
+    f"Interventions, comma-separated: {', '.join(interventions.METHODS)}.",
+  )
   nap: str = option("both", "NaP (LayerNorm + weight projection): off, on or both.", NAP_MODES)
   nap_norm_params: str = option(
-      "decay", "With NaP, LayerNorm scale/offset: free, joint (held at their initial joint "
-      "norm) or decay (pulled toward (1, 0) each step; the paper's continual setting).",
-      nap_lib.NORM_PARAM_TREATMENTS)
-  nap_norm_decay: float = option(nap_lib.DEFAULT_NORM_DECAY, "1 - a of "
-                                 "--nap_norm_params=decay: (s, b) <- (a s + 1 - a, a b).")
+    "decay",
+    "With NaP, LayerNorm scale/offset: free, joint (held at their initial joint "
+    "norm) or decay (pulled toward (1, 0) each step; the paper's continual setting).",
+    nap_lib.NORM_PARAM_TREATMENTS,
+  )
+  nap_norm_decay: float = option(
+    nap_lib.DEFAULT_NORM_DECAY, "1 - a of --nap_norm_params=decay: (s, b) <- (a s + 1 - a, a b)."
+  )
   steps_per_task: int = option(500, "Optimizer steps per task.")
   num_tasks: int = option(30, "Number of tasks (label resets).")
   seeds: int = option(3, "Seeds per configuration (vmapped).")
   seed: int = option(0, "First seed.")
   batch_size: int = option(64, "Batch size.")
   lr: float = option(1e-3, "Learning rate.")
-  optimizer: str = option("adam", "Base optimizer (its ELR rule is the one logged).",
-                          OPTIMIZERS)
+  optimizer: str = option("adam", "Base optimizer (its ELR rule is the one logged).", OPTIMIZERS)
   hidden_sizes: tuple[int, ...] = option([128, 128], "MLP hidden layer sizes.")
   cnn_channels: tuple[int, ...] = option([8, 16], "SmallCNN conv channels.")
   cnn_strides: tuple[int, ...] = option([1, 2], "SmallCNN conv strides.")
   cnn_hidden: tuple[int, ...] = option([64], "SmallCNN dense hidden sizes.")
-  overrides: tuple[str, ...] = option([], "Intervention hyperparameters, method.name=value, "
-                                      "e.g. redo.tau=0.1,continual_backprop.replacement_rate=1e-3.")
+  overrides: tuple[str, ...] = option(
+    [],
+    "Intervention hyperparameters, method.name=value, "
+    "e.g. redo.tau=0.1,continual_backprop.replacement_rate=1e-3.",
+  )
   log_every: int = option(10, "Window (steps) of the per-step means in steps.csv.")
   probe_size: int = option(256, "Probe batch size for the diagnostics.")
   eval_size: int = option(1024, "Examples scored for the final loss of a task.")
   jacobian_projections: int = option(8, "Random projections for the Jacobian norm.")
   plots: bool = option(True, "Write the figures.")
-  twin: bool = option(False, "Instead of the grid: the twin experiment (experiments/twin.py): "
-                      "an unprojected LayerNorm SmallCNN (--cnn_* flags) and three NaP twins "
-                      "rescaled per layer, globally or not at all, under SGD and Adam; writes "
-                      "twin.json and twin.png.")
-  twin_precision: str = option("float64", "Float type of the --twin networks (float32 "
-                               "rounding differs between the differently scaled twins and "
-                               "training amplifies it).", twin_experiment.PRECISIONS)
+  twin: bool = option(
+    False,
+    "Instead of the grid: the twin experiment (experiments/twin.py): "
+    "an unprojected LayerNorm SmallCNN (--cnn_* flags) and three NaP twins "
+    "rescaled per layer, globally or not at all, under SGD and Adam; writes "
+    "twin.json and twin.png.",
+  )
+  twin_precision: str = option(
+    "float64",
+    "Float type of the --twin networks (float32 "
+    "rounding differs between the differently scaled twins and "
+    "training amplifies it).",
+    twin_experiment.PRECISIONS,
+  )
 
   @property
   def nap_modes(self) -> tuple[bool, ...]:
@@ -120,7 +139,8 @@ class Config:
   def intervention_overrides(self) -> dict[str, dict[str, Any]]:
     """{method: {name: value}} from --overrides (typed like the method's defaults)."""
     tree = options.apply_overrides(
-        {m: dict(interventions.DEFAULTS[m]) for m in self.methods}, self.overrides)
+      {m: dict(interventions.DEFAULTS[m]) for m in self.methods}, self.overrides
+    )
     out: dict[str, dict[str, Any]] = {}
     for item in self.overrides:
       method, _, name = item.partition("=")[0].strip().partition(".")
@@ -133,22 +153,28 @@ options.define_flags(Config, _FLAGS)
 
 
 def _positive(flag: str, value, allow_zero: bool = False) -> None:
-  ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and (
-      value >= 0 if allow_zero else value > 0)
+  ok = (
+    isinstance(value, (int, np.integer))
+    and not isinstance(value, bool)
+    and (value >= 0 if allow_zero else value > 0)
+  )
   if not ok:
-    raise ValueError(f"--{flag}={value!r} must be a {'non-negative' if allow_zero else 'positive'}"
-                     " integer")
+    raise ValueError(
+      f"--{flag}={value!r} must be a {'non-negative' if allow_zero else 'positive'} integer"
+    )
 
 
 def _int_list(flag: str, values) -> tuple[int, ...]:
   try:
     out = tuple(int(v) for v in values)
   except (TypeError, ValueError):
-    raise ValueError(f"--{flag}={','.join(map(str, values))!r} must be comma-separated "
-                     "positive integers") from None
+    raise ValueError(
+      f"--{flag}={','.join(map(str, values))!r} must be comma-separated positive integers"
+    ) from None
   if not out or min(out) < 1:
-    raise ValueError(f"--{flag}={','.join(map(str, values))!r} must be comma-separated "
-                     "positive integers")
+    raise ValueError(
+      f"--{flag}={','.join(map(str, values))!r} must be comma-separated positive integers"
+    )
   return out
 
 
@@ -160,8 +186,9 @@ def validate(cfg: Config) -> Config:
   check_choice("--dataset", cfg.dataset, streams.DATASETS)
   if cfg.dataset != "digits":
     if not cfg.data_dir:
-      raise ValueError(f"--data_dir is required for --dataset={cfg.dataset} (or use "
-                       "--dataset=digits, embedded)")
+      raise ValueError(
+        f"--data_dir is required for --dataset={cfg.dataset} (or use --dataset=digits, embedded)"
+      )
     if not os.path.isdir(cfg.data_dir):
       raise ValueError(f"--data_dir={cfg.data_dir!r} is not a directory")
   _positive("num_examples", cfg.num_examples, allow_zero=True)
@@ -181,13 +208,22 @@ def validate(cfg: Config) -> Config:
   check_choice("--nap_norm_params", cfg.nap_norm_params, nap_lib.NORM_PARAM_TREATMENTS)
   if not 0.0 < cfg.nap_norm_decay < 1.0:
     raise ValueError(f"--nap_norm_decay={cfg.nap_norm_decay!r} must be in (0, 1)")
-  for name in ("steps_per_task", "num_tasks", "seeds", "batch_size", "log_every", "probe_size",
-               "eval_size", "jacobian_projections"):
+  for name in (
+    "steps_per_task",
+    "num_tasks",
+    "seeds",
+    "batch_size",
+    "log_every",
+    "probe_size",
+    "eval_size",
+    "jacobian_projections",
+  ):
     _positive(name, getattr(cfg, name))
   _positive("seed", cfg.seed, allow_zero=True)
   if cfg.steps_per_task % cfg.log_every:
-    raise ValueError(f"--log_every={cfg.log_every} must divide --steps_per_task="
-                     f"{cfg.steps_per_task}")
+    raise ValueError(
+      f"--log_every={cfg.log_every} must divide --steps_per_task={cfg.steps_per_task}"
+    )
   if not (isinstance(cfg.lr, (int, float)) and np.isfinite(cfg.lr) and cfg.lr > 0):
     raise ValueError(f"--lr={cfg.lr!r} must be a positive number")
   check_choice("--optimizer", cfg.optimizer, OPTIMIZERS)
@@ -196,14 +232,17 @@ def validate(cfg: Config) -> Config:
   for flag in ("hidden_sizes", "cnn_channels", "cnn_strides", "cnn_hidden"):
     _int_list(flag, getattr(cfg, flag))
   if len(cfg.cnn_strides) != len(cfg.cnn_channels):
-    raise ValueError(f"--cnn_strides ({len(cfg.cnn_strides)} values) must have one stride per "
-                     f"--cnn_channels entry ({len(cfg.cnn_channels)})")
+    raise ValueError(
+      f"--cnn_strides ({len(cfg.cnn_strides)} values) must have one stride per "
+      f"--cnn_channels entry ({len(cfg.cnn_channels)})"
+    )
   for item in cfg.overrides:
     key, eq, value = item.partition("=")
     method, dot, name = key.partition(".")
     if not eq or not dot or not name or not value:
-      raise ValueError(f"--overrides entry {item!r} must look like method.name=value, e.g. "
-                       "redo.tau=0.1")
+      raise ValueError(
+        f"--overrides entry {item!r} must look like method.name=value, e.g. redo.tau=0.1"
+      )
     check_choice("--overrides (method)", method, interventions.METHODS)
     if method not in cfg.methods:
       raise ValueError(f"--overrides entry {item!r} names a method not in --methods")
@@ -245,25 +284,36 @@ def effective_setup(run: RunSpec) -> tuple[str, str, str]:
 
 def build_model(cfg: Config, net: str, norm: str, activation: str, num_classes: int):
   if net == "mlp":
-    return MLP(hidden_sizes=tuple(cfg.hidden_sizes), num_outputs=num_classes, norm=norm,
-               activation=activation)
-  return SmallCNN(channels=tuple(cfg.cnn_channels), strides=tuple(cfg.cnn_strides),
-                  hidden_sizes=tuple(cfg.cnn_hidden), num_outputs=num_classes, norm=norm,
-                  activation=activation)
+    return MLP(
+      hidden_sizes=tuple(cfg.hidden_sizes),
+      num_outputs=num_classes,
+      norm=norm,
+      activation=activation,
+    )
+  return SmallCNN(
+    channels=tuple(cfg.cnn_channels),
+    strides=tuple(cfg.cnn_strides),
+    hidden_sizes=tuple(cfg.cnn_hidden),
+    num_outputs=num_classes,
+    norm=norm,
+    activation=activation,
+  )
 
 
 def _prep(net: str, x):
   return x.reshape(x.shape[0], -1) if net == "mlp" else x
 
 
-def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
-               log_steps, log_task) -> dict[str, Any]:
+def run_config(
+  cfg: Config, stream: streams.TaskStream, run: RunSpec, log_steps, log_task
+) -> dict[str, Any]:
   """Trains all seeds of one configuration over the stream; returns its summary."""
   t0 = time.time()
   norm, activation, opt_method = effective_setup(run)
   model = build_model(cfg, run.net, norm, activation, stream.num_classes)
   iv = interventions.make_intervention(
-      opt_method, **cfg.intervention_overrides().get(opt_method, {}))
+    opt_method, **cfg.intervention_overrides().get(opt_method, {})
+  )
   sample = _prep(run.net, stream.images[:2])
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), sample)["params"]
   spec = layer_spec(model, shapes) if iv.needs_activations else None
@@ -271,16 +321,24 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
   def init_fn(key):
     return model.init(key, sample)["params"]
 
-  tx = iv.optimizer(cfg.lr, base=cfg.optimizer, layer_spec=spec, init_fn=init_fn,
-                    projection=nap_lib.weight_projection(
-                        norm_params=cfg.nap_norm_params, norm_decay=cfg.nap_norm_decay,
-                        mask=projection_mask(model, shapes, cfg.nap_norm_params))
-                    if run.nap else None,
-                    seed=cfg.seed)
+  tx = iv.optimizer(
+    cfg.lr,
+    base=cfg.optimizer,
+    layer_spec=spec,
+    init_fn=init_fn,
+    projection=nap_lib.weight_projection(
+      norm_params=cfg.nap_norm_params,
+      norm_decay=cfg.nap_norm_decay,
+      mask=projection_mask(model, shapes, cfg.nap_norm_params),
+    )
+    if run.nap
+    else None,
+    seed=cfg.seed,
+  )
   seeds = np.arange(cfg.seed, cfg.seed + cfg.seeds)
   root = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
   init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(root)
-  task_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(root)   # shared by all configs
+  task_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(root)  # shared by all configs
   data_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(root)
   params = jax.jit(jax.vmap(init_fn))(init_keys)
   opt_state = jax.jit(jax.vmap(tx.init))(params)
@@ -302,10 +360,15 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
       acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
       return (optax.apply_updates(p, u), s), (loss, acc)
 
-    (p, s), (losses, accs) = jax.lax.scan(step, (p, s),
-                                          jax.random.split(key, cfg.steps_per_task))
-    return p, s, losses.reshape(-1, window).mean(1), accs.reshape(-1, window).mean(1), \
-        losses.mean(), accs.mean()
+    (p, s), (losses, accs) = jax.lax.scan(step, (p, s), jax.random.split(key, cfg.steps_per_task))
+    return (
+      p,
+      s,
+      losses.reshape(-1, window).mean(1),
+      accs.reshape(-1, window).mean(1),
+      losses.mean(),
+      accs.mean(),
+    )
 
   def diagnose(p, task, key):
     xe, ye = stream.examples(task, jnp.arange(num_eval))
@@ -313,25 +376,28 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
     final_loss = optax.softmax_cross_entropy_with_integer_labels(logits, ye).mean()
     final_acc = jnp.mean((jnp.argmax(logits, -1) == ye).astype(jnp.float32))
     kp, kj = jax.random.split(key)
-    xp, _ = stream.examples(task, jax.random.choice(kp, stream.num_examples, (probe_n,),
-                                                    replace=False))
+    xp, _ = stream.examples(
+      task, jax.random.choice(kp, stream.num_examples, (probe_n,), replace=False)
+    )
     xp = _prep(run.net, xp)
     _, acts = metrics.capture_intermediates(model.apply, {"params": p}, xp)
     feats = acts["features"].reshape(probe_n, -1)
     hidden = {g.activation: acts[g.activation] for g in model.structure().groups}
-    jac = metrics.jacobian_norm(lambda inp: model.apply({"params": p}, inp), xp, kj,
-                                num_projections=cfg.jacobian_projections)
+    jac = metrics.jacobian_norm(
+      lambda inp: model.apply({"params": p}, inp), xp, kj, num_projections=cfg.jacobian_projections
+    )
     return {
-        "final_loss": final_loss, "final_accuracy": final_acc,
-        "param_norm": metrics.global_param_norm(p),
-        "param_norms": metrics.param_norms(p),
-        "elr": metrics.effective_learning_rates(p, cfg.lr, cfg.optimizer,
-                                              projection_mask(model, p)),
-        "jacobian_norm": jac,
-        "dormant": metrics.dormant_fractions(hidden),
-        "dormant_zero": metrics.dormant_fractions(hidden, 0.0),
-        "dormant_total": metrics.dormant_fraction_total(hidden),
-        "srank": metrics.srank(feats), "effective_rank": metrics.effective_rank(feats),
+      "final_loss": final_loss,
+      "final_accuracy": final_acc,
+      "param_norm": metrics.global_param_norm(p),
+      "param_norms": metrics.param_norms(p),
+      "elr": metrics.effective_learning_rates(p, cfg.lr, cfg.optimizer, projection_mask(model, p)),
+      "jacobian_norm": jac,
+      "dormant": metrics.dormant_fractions(hidden),
+      "dormant_zero": metrics.dormant_fractions(hidden, 0.0),
+      "dormant_total": metrics.dormant_fraction_total(hidden),
+      "srank": metrics.srank(feats),
+      "effective_rank": metrics.effective_rank(feats),
     }
 
   train = jax.jit(jax.vmap(train_task))
@@ -344,8 +410,7 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
   compile_s = None
   train_s = diag_s = 0.0
   step_keys = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
-  probe_keys = jax.jit(jax.vmap(lambda k, t: jax.random.fold_in(k, 10_000 + t),
-                                in_axes=(0, None)))
+  probe_keys = jax.jit(jax.vmap(lambda k, t: jax.random.fold_in(k, 10_000 + t), in_axes=(0, None)))
   for t in range(cfg.num_tasks):
     tasks = make_tasks(task_keys, t)
     keys = step_keys(data_keys, t)
@@ -361,11 +426,30 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
       diag_s += time.time() - t_diag
     for i, seed in enumerate(seeds):
       base_step = t * cfg.steps_per_task
-      log_steps([(run.net, run.method, int(run.nap), int(seed), t,
-                  base_step + (j + 1) * window, float(loss_w[i, j]), float(acc_w[i, j]))
-                 for j in range(loss_w.shape[1])])
-      rec = {"net": run.net, "method": run.method, "nap": run.nap, "seed": int(seed),
-             "task": t, "online_accuracy": float(acc_m[i]), "online_loss": float(loss_m[i])}
+      log_steps(
+        [
+          (
+            run.net,
+            run.method,
+            int(run.nap),
+            int(seed),
+            t,
+            base_step + (j + 1) * window,
+            float(loss_w[i, j]),
+            float(acc_w[i, j]),
+          )
+          for j in range(loss_w.shape[1])
+        ]
+      )
+      rec = {
+        "net": run.net,
+        "method": run.method,
+        "nap": run.nap,
+        "seed": int(seed),
+        "task": t,
+        "online_accuracy": float(acc_m[i]),
+        "online_loss": float(loss_m[i]),
+      }
       rec.update(jax.tree.map(lambda v: float(v[i]), d))
       log_task(rec)
     online_acc[:, t] = acc_m
@@ -378,20 +462,27 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
   last = max(1, min(5, cfg.num_tasks))
   per_seed = online_acc.mean(1)
   return {
-      "net": run.net, "method": run.method, "nap": run.nap, "norm": norm,
-      "activation": activation, "hparams": dict(iv.hparams),
-      "online_accuracy": float(per_seed.mean()), "online_accuracy_std": float(per_seed.std()),
-      "online_accuracy_first5": float(online_acc[:, :last].mean()),
-      "online_accuracy_last5": float(online_acc[:, -last:].mean()),
-      "online_accuracy_per_task": online_acc.mean(0).tolist(),
-      "final_loss_first": float(final_loss[:, 0].mean()),
-      "final_loss_last": float(final_loss[:, -1].mean()),
-      "param_norm_first": float(param_norm[:, 0].mean()),
-      "param_norm_last": float(param_norm[:, -1].mean()),
-      "jacobian_norm_first": float(jac_norm[:, 0].mean()),
-      "jacobian_norm_last": float(jac_norm[:, -1].mean()),
-      "seconds": elapsed, "first_task_seconds_incl_compile": compile_s,
-      "train_seconds_after_first_task": train_s, "diag_seconds_after_first_task": diag_s,
+    "net": run.net,
+    "method": run.method,
+    "nap": run.nap,
+    "norm": norm,
+    "activation": activation,
+    "hparams": dict(iv.hparams),
+    "online_accuracy": float(per_seed.mean()),
+    "online_accuracy_std": float(per_seed.std()),
+    "online_accuracy_first5": float(online_acc[:, :last].mean()),
+    "online_accuracy_last5": float(online_acc[:, -last:].mean()),
+    "online_accuracy_per_task": online_acc.mean(0).tolist(),
+    "final_loss_first": float(final_loss[:, 0].mean()),
+    "final_loss_last": float(final_loss[:, -1].mean()),
+    "param_norm_first": float(param_norm[:, 0].mean()),
+    "param_norm_last": float(param_norm[:, -1].mean()),
+    "jacobian_norm_first": float(jac_norm[:, 0].mean()),
+    "jacobian_norm_last": float(jac_norm[:, -1].mean()),
+    "seconds": elapsed,
+    "first_task_seconds_incl_compile": compile_s,
+    "train_seconds_after_first_task": train_s,
+    "diag_seconds_after_first_task": diag_s,
   }
 
 
@@ -400,21 +491,33 @@ def run_config(cfg: Config, stream: streams.TaskStream, run: RunSpec,
 
 
 def grid(cfg: Config) -> list[RunSpec]:
-  return [RunSpec(net, method, use_nap) for net in cfg.net for use_nap in cfg.nap_modes
-          for method in cfg.methods]
+  return [
+    RunSpec(net, method, use_nap)
+    for net in cfg.net
+    for use_nap in cfg.nap_modes
+    for method in cfg.methods
+  ]
 
 
 def run(cfg: Config, verbose: bool = True) -> dict[str, Any]:
   """Runs the whole grid; writes logs (and figures) under `cfg.out`; returns the summary."""
   cfg = validate(cfg)
-  stream = streams.make_stream(cfg.benchmark, cfg.dataset, cfg.data_dir,
-                               num_examples=cfg.num_examples or None)
+  stream = streams.make_stream(
+    cfg.benchmark, cfg.dataset, cfg.data_dir, num_examples=cfg.num_examples or None
+  )
   os.makedirs(cfg.out, exist_ok=True)
   with open(os.path.join(cfg.out, "config.json"), "w") as f:
-    json.dump({"flags": dataclasses.asdict(cfg), "versions": rundir.package_versions(),
-               "git_commit": rundir.git_commit(),
-               "devices": [str(d) for d in jax.devices()],
-               "created": datetime.datetime.now().isoformat(timespec="seconds")}, f, indent=1)
+    json.dump(
+      {
+        "flags": dataclasses.asdict(cfg),
+        "versions": rundir.package_versions(),
+        "git_commit": rundir.git_commit(),
+        "devices": [str(d) for d in jax.devices()],
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+      },
+      f,
+      indent=1,
+    )
   steps_f = open(os.path.join(cfg.out, "steps.csv"), "w", newline="")
   tasks_f = open(os.path.join(cfg.out, "tasks.jsonl"), "w")
   writer = csv.writer(steps_f)
@@ -425,22 +528,26 @@ def run(cfg: Config, verbose: bool = True) -> dict[str, Any]:
   try:
     for spec in grid(cfg):
       key = (spec.net, spec.nap) + effective_setup(spec)
-      if key in done:   # e.g. layernorm + NaP == none + NaP: same network and optimizer
+      if key in done:  # e.g. layernorm + NaP == none + NaP: same network and optimizer
         res = dict(done[key], method=spec.method, alias_of=done[key]["method"])
         _copy_logs(cfg.out, done[key]["method"], spec, writer, tasks_f, steps_f)
       else:
         if verbose:
           print(f"[continual] {spec.label} ...", flush=True)
-        res = run_config(cfg, stream, spec, writer.writerows,
-                         lambda r: tasks_f.write(json.dumps(r) + "\n"))
+        res = run_config(
+          cfg, stream, spec, writer.writerows, lambda r: tasks_f.write(json.dumps(r) + "\n")
+        )
         done[key] = res
         steps_f.flush()
         tasks_f.flush()
         if verbose:
-          print(f"[continual] {spec.label}: online acc {res['online_accuracy']:.3f} "
-                f"(last 5 tasks {res['online_accuracy_last5']:.3f}), final loss "
-                f"{res['final_loss_last']:.3f}, param norm {res['param_norm_last']:.1f}, "
-                f"{res['seconds']:.0f}s", flush=True)
+          print(
+            f"[continual] {spec.label}: online acc {res['online_accuracy']:.3f} "
+            f"(last 5 tasks {res['online_accuracy_last5']:.3f}), final loss "
+            f"{res['final_loss_last']:.3f}, param norm {res['param_norm_last']:.1f}, "
+            f"{res['seconds']:.0f}s",
+            flush=True,
+          )
       summary["configs"][spec.label] = res
   finally:
     steps_f.close()
@@ -461,8 +568,11 @@ def _copy_logs(out, source_method, spec, writer, tasks_f, steps_f):
   steps_f.flush()
   tasks_f.flush()
   with open(os.path.join(out, "steps.csv")) as f:
-    rows = [r for r in csv.reader(f)
-            if r and r[0] == spec.net and r[1] == source_method and r[2] == str(int(spec.nap))]
+    rows = [
+      r
+      for r in csv.reader(f)
+      if r and r[0] == spec.net and r[1] == source_method and r[2] == str(int(spec.nap))
+    ]
   writer.writerows([[r[0], spec.method, *r[2:]] for r in rows])
   with open(os.path.join(out, "tasks.jsonl")) as f:
     recs = [json.loads(line) for line in f if line.strip()]
@@ -471,159 +581,10 @@ def _copy_logs(out, source_method, spec, writer, tasks_f, steps_f):
       tasks_f.write(json.dumps(dict(r, method=spec.method)) + "\n")
 
 
-PER_TASK_METRICS = ("online_accuracy", "final_loss", "final_accuracy", "param_norm",
-                    "jacobian_norm", "dormant_total", "srank")
-
-
-def write_per_task(out: str) -> str:
-  """Writes `out/per_task.csv` from `out/tasks.jsonl`; returns its path.
-
-  One row per (net, method, nap, task) with the mean and std over seeds of each of
-  `PER_TASK_METRICS` (the data behind the figures, small enough to keep with them).
-  """
-  recs = _load_tasks(out)
-  groups: dict[tuple, list[dict[str, Any]]] = {}
-  for r in recs:
-    groups.setdefault((r["net"], r["method"], int(r["nap"]), r["task"]), []).append(r)
-  path = os.path.join(out, "per_task.csv")
-  with open(path, "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["net", "method", "nap", "task", "seeds"] + [
-        f"{m}_{stat}" for m in PER_TASK_METRICS for stat in ("mean", "std")])
-    for key, rows in groups.items():
-      values = []
-      for m in PER_TASK_METRICS:
-        v = np.asarray([r[m] for r in rows], np.float64)
-        values += [f"{v.mean():.6g}", f"{v.std():.6g}"]
-      writer.writerow([*key, len(rows), *values])
-  return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures.
-
-
-def _load_tasks(out: str) -> list[dict[str, Any]]:
-  with open(os.path.join(out, "tasks.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def _series(recs, net, method, nap, key):
-  sel = [r for r in recs if r["net"] == net and r["method"] == method and r["nap"] == nap]
-  if not sel:
-    return None
-  seeds = sorted({r["seed"] for r in sel})
-  tasks = sorted({r["task"] for r in sel})
-  arr = np.full((len(seeds), len(tasks)), np.nan)
-  for r in sel:
-    arr[seeds.index(r["seed"]), tasks.index(r["task"])] = r[key]
-  return np.asarray(tasks), arr
-
-
-def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
-  """Writes the figures from `out/tasks.jsonl`; returns their paths."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  recs = _load_tasks(out)
-  dest = figures_dir or out
-  os.makedirs(dest, exist_ok=True)
-  paths = []
-  nets = [n for n in NETS if any(r["net"] == n for r in recs)]
-
-  # Figure 1 analogue.
-  trio = [("none", False, "no normalization"), ("layernorm", False, "LayerNorm"),
-          ("none", True, "LayerNorm + projection (NaP)")]
-  rows = [n for n in nets if all(_series(recs, n, m, p, "final_loss") is not None
-                                 for m, p, _ in trio)]
-  if rows:
-    fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.1 * len(rows)), squeeze=False,
-                             dpi=80)
-    for r, net in enumerate(rows):
-      for c, (key, title) in enumerate((("final_loss", "final loss on the task"),
-                                        ("jacobian_norm", "Jacobian norm"),
-                                        ("param_norm", "parameter norm"))):
-        ax = axes[r, c]
-        for (m, p, lab), color in zip(trio, ("tab:red", "tab:blue", "tab:green")):
-          tasks, arr = _series(recs, net, m, p, key)
-          mean = np.nanmean(arr, 0)
-          ax.plot(tasks + 1, mean, color=color, label=lab)
-          ax.fill_between(tasks + 1, np.nanmin(arr, 0), np.nanmax(arr, 0), color=color,
-                          alpha=0.2, lw=0)
-        ax.set_title(f"{net.upper()}: {title}", fontsize=10)
-        ax.set_xlabel("label resets (tasks)")
-        if key != "final_loss":
-          ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(dest, "fig1_norm_growth.png")
-    fig.savefig(path)
-    plt.close(fig)
-    paths.append(path)
-
-  # Figure 5 analogue.
-  methods = [m for m in interventions.METHODS if any(r["method"] == m for r in recs)]
-  if methods and nets:
-    fig, axes = plt.subplots(1, len(nets), figsize=(6.2 * len(nets), 3.6), squeeze=False,
-                             dpi=80)
-    for c, net in enumerate(nets):
-      ax = axes[0, c]
-      xs = np.arange(len(methods))
-      for off, use_nap, color, lab in ((-0.2, False, "tab:gray", "without NaP"),
-                                       (0.2, True, "tab:green", "with NaP")):
-        means, stds = [], []
-        for m in methods:
-          s = _series(recs, net, m, use_nap, "online_accuracy")
-          if s is None:
-            means.append(np.nan)
-            stds.append(0.0)
-          else:
-            per_seed = np.nanmean(s[1], 1)
-            means.append(per_seed.mean())
-            stds.append(per_seed.std())
-        ax.bar(xs + off, means, 0.4, yerr=stds, color=color, label=lab, capsize=2)
-      ax.set_xticks(xs)
-      ax.set_xticklabels(methods, rotation=35, ha="right", fontsize=8)
-      ax.set_ylabel("average online accuracy")
-      ax.set_title(f"{net.upper()}: all tasks, mean over seeds (bars: std)", fontsize=10)
-      ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(dest, "fig5_interventions.png")
-    fig.savefig(path)
-    plt.close(fig)
-    paths.append(path)
-
-    # Per-task online accuracy curves.
-    fig, axes = plt.subplots(len(nets), 2, figsize=(11, 3.2 * len(nets)), squeeze=False,
-                             dpi=80)
-    cmap = plt.get_cmap("tab10")
-    for r, net in enumerate(nets):
-      for c, use_nap in enumerate((False, True)):
-        ax = axes[r, c]
-        for i, m in enumerate(methods):
-          s = _series(recs, net, m, use_nap, "online_accuracy")
-          if s is not None:
-            ax.plot(s[0] + 1, np.nanmean(s[1], 0), color=cmap(i % 10), label=m, lw=1.2)
-        ax.set_title(f"{net.upper()} {'with' if use_nap else 'without'} NaP", fontsize=10)
-        ax.set_xlabel("task")
-        ax.set_ylabel("online accuracy")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = os.path.join(dest, "online_accuracy.png")
-    fig.savefig(path)
-    plt.close(fig)
-    paths.append(path)
-  return paths
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   """Command-line entry: parses and validates every flag before any work starts."""
   argv = list(sys.argv if argv is None else argv)
-  xla_cpu.configure()   # before any JAX computation (see experiments/xla_cpu.py)
+  xla_cpu.configure()  # before any JAX computation (see experiments/xla_cpu.py)
   if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
     print(__doc__)
     print(_FLAGS.get_help())
@@ -640,9 +601,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(twin_experiment.run(cfg), indent=1))
     return 0
   summary = run(cfg)
-  print(json.dumps({k: {kk: v[kk] for kk in ("online_accuracy", "online_accuracy_last5",
-                                             "final_loss_last", "param_norm_last", "seconds")}
-                    for k, v in summary["configs"].items()}, indent=1))
+  print(
+    json.dumps(
+      {
+        k: {
+          kk: v[kk]
+          for kk in (
+            "online_accuracy",
+            "online_accuracy_last5",
+            "final_loss_last",
+            "param_norm_last",
+            "seconds",
+          )
+        }
+        for k, v in summary["configs"].items()
+      },
+      indent=1,
+    )
+  )
   print(f"[continual] grid: {summary['grid_seconds']:.0f}s, logs in {cfg.out}")
   return 0
 

@@ -30,9 +30,17 @@ def make_diagnostics_fn(agent):
   def diagnostics(params, probe, key, lr):
     noise_key, jacobian_key = jax.random.split(key)
     return metrics.diagnostics(
-        agent.network.apply, {"params": params}, probe, jacobian_key, learning_rate=lr,
-        optimizer=agent.config.elr_rule, hidden=agent.hidden_mask, unit_layers=unit_layers,
-        num_projections=JACOBIAN_PROJECTIONS, apply_kwargs={"rngs": {"noise": noise_key}})
+      agent.network.apply,
+      {"params": params},
+      probe,
+      jacobian_key,
+      learning_rate=lr,
+      optimizer=agent.config.elr_rule,
+      hidden=agent.hidden_mask,
+      unit_layers=unit_layers,
+      num_projections=JACOBIAN_PROJECTIONS,
+      apply_kwargs={"rngs": {"noise": noise_key}},
+    )
 
   return diagnostics
 
@@ -40,5 +48,4 @@ def make_diagnostics_fn(agent):
 def to_json(values: dict[str, Any]) -> dict[str, Any]:
   """Device scalars (possibly nested in dicts) -> Python floats."""
   values = jax.device_get(values)
-  return {k: to_json(v) if isinstance(v, dict) else float(np.asarray(v))
-          for k, v in values.items()}
+  return {k: to_json(v) if isinstance(v, dict) else float(np.asarray(v)) for k, v in values.items()}

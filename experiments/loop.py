@@ -34,7 +34,8 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.serialization
 import jax
@@ -64,42 +65,43 @@ class RunConfig:
   sequential: bool
   seeds: tuple[int, ...]
   num_frames: int
-  num_envs: int                        # per seed
+  num_envs: int  # per seed
   env_options: tuple[tuple[str, Any], ...] = ()
   eval_every: int = 0
   eval_episodes: int = 10
   checkpoint_every: int = 1_000_000
   log_every: int = 100_000
-  diagnostics_every: int = 0           # learner updates; 0 disables
-  replay_on_switch: str = "keep"       # keep | clear
+  diagnostics_every: int = 0  # learner updates; 0 disables
+  replay_on_switch: str = "keep"  # keep | clear
   reset_optimizer_on_switch: bool = False
   lr_restart_on_switch: bool = False
   tensorboard: bool = False
   progress: bool = True
-  seed_mode: str = "auto"              # agents.seeds.MODES: how seeds share the process
+  seed_mode: str = "auto"  # agents.seeds.MODES: how seeds share the process
 
   def __post_init__(self):
     # Past its end a schedule has no task to run: the loop would spin without stepping.
     if self.sequential and self.num_frames > self.schedule.total_frames:
       raise ValueError(
-          f"--num_frames={self.num_frames} is past the end of the schedule "
-          f"({self.schedule.total_frames} frames = --frames_per_game x games x --cycles); "
-          "--num_frames can stop a sequential run early, not extend it")
+        f"--num_frames={self.num_frames} is past the end of the schedule "
+        f"({self.schedule.total_frames} frames = --frames_per_game x games x --cycles); "
+        "--num_frames can stop a sequential run early, not extend it"
+      )
 
 
 @dataclasses.dataclass
 class Counters:
   """Loop state shared by all seeds; saved in every checkpoint."""
 
-  agent_steps: int = 0          # per seed
-  frames: int = 0               # per seed
-  updates: int = 0              # per seed
+  agent_steps: int = 0  # per seed
+  frames: int = 0  # per seed
+  updates: int = 0  # per seed
   update_credit: float = 0.0
   segments: int = 0
-  task_index: int = -1          # last task whose start was handled
-  lr_origin: int = 0            # frame the learning-rate schedule is measured from
+  task_index: int = -1  # last task whose start was handled
+  lr_origin: int = 0  # frame the learning-rate schedule is measured from
   next_log: int = 0
-  last_log: int = 0             # frames of the last training line
+  last_log: int = 0  # frames of the last training line
   next_eval: int = 0
   next_checkpoint: int = 0
 
@@ -124,8 +126,7 @@ class Trainer:
   `run()` releases the run directories (their logs and locks) when it returns or raises.
   """
 
-  def __init__(self, config: RunConfig, run_dirs: list[RunDir],
-               log: Callable[[str], None] = print):
+  def __init__(self, config: RunConfig, run_dirs: list[RunDir], log: Callable[[str], None] = print):
     if len(run_dirs) != len(config.seeds):
       raise ValueError(f"{len(config.seeds)} seeds need as many run dirs, got {len(run_dirs)}")
     self.config = config
@@ -138,38 +139,63 @@ class Trainer:
     obs_shape, obs_dtype = tuple(probe_env.observation_shape), probe_env.observation_dtype
     frame_stack = probe_env.frame_stack
     probe_env.close()
-    self.agent = agent_lib.make_agent(config.agent, self.num_actions,
-                                      obs_example=np.zeros((1,) + obs_shape, obs_dtype))
+    self.agent = agent_lib.make_agent(
+      config.agent, self.num_actions, obs_example=np.zeros((1,) + obs_shape, obs_dtype)
+    )
     a = config.agent
-    self.seeds = [Seed(seed, run_dir, ReplayMemory(
-        capacity=a.replay_capacity, num_streams=config.num_envs, observation_shape=obs_shape,
-        observation_dtype=obs_dtype, frame_stack=frame_stack, n_step=a.n_step, gamma=a.gamma,
-        prioritized=a.prioritized, alpha=a.priority_exponent))
-        for seed, run_dir in zip(config.seeds, run_dirs)]
+    self.seeds = [
+      Seed(
+        seed,
+        run_dir,
+        ReplayMemory(
+          capacity=a.replay_capacity,
+          num_streams=config.num_envs,
+          observation_shape=obs_shape,
+          observation_dtype=obs_dtype,
+          frame_stack=frame_stack,
+          n_step=a.n_step,
+          gamma=a.gamma,
+          prioritized=a.prioritized,
+          alpha=a.priority_exponent,
+        ),
+      )
+      for seed, run_dir in zip(config.seeds, run_dirs)
+    ]
     keys = jnp.stack([jax.random.split(jax.random.PRNGKey(s), 4) for s in config.seeds])
     init_keys, self.act_keys, self.eval_keys, self.diagnostics_keys = (
-        keys[:, 0], keys[:, 1], keys[:, 2], keys[:, 3])
+      keys[:, 0],
+      keys[:, 1],
+      keys[:, 2],
+      keys[:, 3],
+    )
     obs_example = jnp.zeros((1,) + obs_shape, obs_dtype)
     self.group = seeds_lib.SeedGroup(len(config.seeds), config.seed_mode)
-    self.state = self.group.map(lambda k: agent_lib.init(self.agent, k, obs_example),
-                                (0,))(init_keys)
+    self.state = self.group.map(lambda k: agent_lib.init(self.agent, k, obs_example), (0,))(
+      init_keys
+    )
     self._act = self.group.map(
-        lambda params, key, obs, eps: agent_lib.act_step(self.agent, params, key, obs, eps),
-        (0, 0, 0, None))
+      lambda params, key, obs, eps: agent_lib.act_step(self.agent, params, key, obs, eps),
+      (0, 0, 0, None),
+    )
     # The state is donated: XLA writes the new parameters and optimizer moments into the
     # old buffers instead of fresh ones, which saves allocations and memory traffic
     # (learner.rainbow_donated_vs_not in scripts/benches/learner.py). Nothing reads the old
     # state after an update.
     self._update = self.group.map(
-        lambda state, batch, lr, step: agent_lib.update_step(self.agent, state, batch, lr,
-                                                             step),
-        (0, 0, None, None), donate_argnums=(0,))
+      lambda state, batch, lr, step: agent_lib.update_step(self.agent, state, batch, lr, step),
+      (0, 0, None, None),
+      donate_argnums=(0,),
+    )
     self._fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     self._norms = self.group.map(
-        lambda p, lr: (nap.param_norms(p),
-                       nap.effective_learning_rates(p, lr, optimizer=config.agent.elr_rule,
-                                                    mask=self.agent.hidden_mask)),
-        (0, None))
+      lambda p, lr: (
+        nap.param_norms(p),
+        nap.effective_learning_rates(
+          p, lr, optimizer=config.agent.elr_rule, mask=self.agent.hidden_mask
+        ),
+      ),
+      (0, None),
+    )
     self.counters = Counters()
     self._losses: list[jax.Array] = []
     self._grad_norms: list[jax.Array] = []
@@ -184,8 +210,7 @@ class Trainer:
     """One batched env of len(seeds) x num_envs; sub-env j of seed k gets seeds[k] + j."""
     num_envs = num_envs or self.config.num_envs
     env_seeds = np.concatenate([s + np.arange(num_envs) for s in seeds]).astype(np.int64)
-    return envs.make(game, num_envs=len(env_seeds), seed=env_seeds,
-                     **dict(self.config.env_options))
+    return envs.make(game, num_envs=len(env_seeds), seed=env_seeds, **dict(self.config.env_options))
 
   def _segment_seed(self, seed: int, segment: int) -> int:
     return int(np.random.SeedSequence([seed, segment]).generate_state(1)[0] >> 2)
@@ -207,8 +232,11 @@ class Trainer:
           self._start_task(task)
         end = min(self._task_end(task), c.next_checkpoint, self.config.num_frames)
         self._run_segment(task, end, progress)
-        if c.frames >= c.next_checkpoint or c.frames >= self.config.num_frames \
-            or self._stop_requested:
+        if (
+          c.frames >= c.next_checkpoint
+          or c.frames >= self.config.num_frames
+          or self._stop_requested
+        ):
           self._checkpoint()
     finally:
       for sig, handler in previous.items():
@@ -216,17 +244,22 @@ class Trainer:
       if progress is not None:
         progress.close()
       for s in self.seeds:
-        s.run_dir.release()       # closes the logs and frees the run directory's lock
+        s.run_dir.release()  # closes the logs and frees the run directory's lock
         if s.tensorboard is not None:
           s.tensorboard.close()
     elapsed = time.time() - start_time
     steps = (c.frames - start_frames) / self.frames_per_step
-    return {"frames": c.frames, "agent_steps": c.agent_steps, "updates": c.updates,
-            "seeds": list(self.config.seeds), "episodes": [s.episodes for s in self.seeds],
-            "seconds": round(elapsed, 1),
-            "sps": round(steps * self.num_seeds / max(elapsed, 1e-9), 1),
-            "recent_return": [_mean_or_none(s.recent_returns) for s in self.seeds],
-            "stopped_early": self._stop_requested}
+    return {
+      "frames": c.frames,
+      "agent_steps": c.agent_steps,
+      "updates": c.updates,
+      "seeds": list(self.config.seeds),
+      "episodes": [s.episodes for s in self.seeds],
+      "seconds": round(elapsed, 1),
+      "sps": round(steps * self.num_seeds / max(elapsed, 1e-9), 1),
+      "recent_return": [_mean_or_none(s.recent_returns) for s in self.seeds],
+      "stopped_early": self._stop_requested,
+    }
 
   def _task_end(self, task: Task) -> int:
     return task.end_frame if self.config.sequential else self.config.num_frames
@@ -237,8 +270,10 @@ class Trainer:
     if self._stop_requested and not self._checkpointing:
       raise KeyboardInterrupt
     self._stop_requested = True
-    self.log("stopping: finishing this step and writing a checkpoint "
-             "(press Ctrl-C again to stop without one)")
+    self.log(
+      "stopping: finishing this step and writing a checkpoint "
+      "(press Ctrl-C again to stop without one)"
+    )
 
   # --- task switches -----------------------------------------------------------------------
   def _start_task(self, task: Task) -> None:
@@ -249,16 +284,25 @@ class Trainer:
           s.replay.clear()
       if self.config.reset_optimizer_on_switch:
         opt_init = self.group.map(self.agent.optimizer.init, (0,))
-        self.state = self.state.replace(opt_state=nap.keep_target_norms(
-            opt_init(self.state.params), self.state.opt_state))
+        self.state = self.state.replace(
+          opt_state=nap.keep_target_norms(opt_init(self.state.params), self.state.opt_state)
+        )
       if self.config.lr_restart_on_switch:
         c.lr_origin = task.start_frame
     c.task_index = task.index
     if self.config.sequential:
       for s in self.seeds:
-        s.run_dir.log("metrics.jsonl", {
-            "kind": "switch", "frames": task.start_frame, "agent_steps": c.agent_steps,
-            "game": task.game, "cycle": task.cycle, "task_index": task.index})
+        s.run_dir.log(
+          "metrics.jsonl",
+          {
+            "kind": "switch",
+            "frames": task.start_frame,
+            "agent_steps": c.agent_steps,
+            "game": task.game,
+            "cycle": task.cycle,
+            "task_index": task.index,
+          },
+        )
 
   # --- one segment ---------------------------------------------------------------------------
   def _run_segment(self, task: Task, end_frame: int, progress) -> None:
@@ -282,25 +326,35 @@ class Trainer:
         actions = np.asarray(self._act(self.state.params, keys, per_seed(obs), epsilon))
         actions = actions.reshape(-1)
         env.step_async(actions)
-        pending = self._learn(c.frames)               # runs while the emulator steps
+        pending = self._learn(c.frames)  # runs while the emulator steps
         step = env.step_wait()
         self._write_priorities(pending)
         c.agent_steps += num_envs
         c.frames += frames_per_iter
-        cut = c.frames >= end_frame or self._stop_requested   # read once per step
+        cut = c.frames >= end_frame or self._stop_requested  # read once per step
         truncated = step.truncated | (cut & ~step.terminated)
         reward = _clip(step.reward, cfg.agent.reward_clip)
         for k, s in enumerate(self.seeds):
           rows = slice(k * num_envs, (k + 1) * num_envs)
-          s.replay.add(obs[rows], actions[rows], reward[rows], step.terminated[rows],
-                       truncated[rows], step.next_obs[rows])
+          s.replay.add(
+            obs[rows],
+            actions[rows],
+            reward[rows],
+            step.terminated[rows],
+            truncated[rows],
+            step.next_obs[rows],
+          )
         clipped_returns += reward
         # With life loss as terminal, `terminated` marks lives; episodes end at game over.
-        ended = step.game_over if step.game_over is not None else (
-            step.terminated | step.truncated)
+        ended = step.game_over if step.game_over is not None else (step.terminated | step.truncated)
         for i in np.flatnonzero(ended):
-          self._log_episode(self.seeds[i // num_envs], task.game, float(step.episode_return[i]),
-                            float(clipped_returns[i]), int(step.episode_length[i]))
+          self._log_episode(
+            self.seeds[i // num_envs],
+            task.game,
+            float(step.episode_return[i]),
+            float(clipped_returns[i]),
+            int(step.episode_length[i]),
+          )
         clipped_returns[ended] = 0.0
         obs = step.obs
         if progress is not None:
@@ -326,8 +380,9 @@ class Trainer:
     while c.update_credit >= 1.0:
       c.update_credit -= 1.0
       samples = [s.replay.sample(cfg.batch_size, s.np_rng, beta=beta) for s in self.seeds]
-      batch = self.group.collect([agent_lib.Batch(*(getattr(x, f) for f in agent_lib.Batch._fields))
-                                  for x in samples])
+      batch = self.group.collect(
+        [agent_lib.Batch(*(getattr(x, f) for f in agent_lib.Batch._fields)) for x in samples]
+      )
       self.state, info = self._update(self.state, batch, lr, frames - c.lr_origin)
       c.updates += 1
       self._losses.append(info.loss)
@@ -356,8 +411,12 @@ class Trainer:
   def _log_episode(self, seed: Seed, game: str, ret: float, clipped: float, length: int) -> None:
     seed.episodes += 1
     seed.recent_returns.append(ret)
-    self._record(seed, "metrics.jsonl", "episode", {"game": game, "return": ret,
-                                                    "clipped_return": clipped, "length": length})
+    self._record(
+      seed,
+      "metrics.jsonl",
+      "episode",
+      {"game": game, "return": ret, "clipped_return": clipped, "length": length},
+    )
 
   def _log_train(self, interval_start, progress):
     c = self.counters
@@ -370,19 +429,28 @@ class Trainer:
     self._losses, self._grad_norms = [], []
     epsilon = agent_lib.epsilon_at(self.config.agent, c.agent_steps)
     for k, s in enumerate(self.seeds):
-      values = {"updates": c.updates, "loss": _mean_or_none(losses[:, k]), "lr": lr,
-                "grad_norm": _mean_or_none(grad_norms[:, k]), "sps": round(sps, 1),
-                "epsilon": epsilon, "param_norms": {n: float(v[k]) for n, v in norms.items()},
-                "elr": {n: float(v[k]) for n, v in elr.items()},
-                "recent_return": _mean_or_none(s.recent_returns)}
+      values = {
+        "updates": c.updates,
+        "loss": _mean_or_none(losses[:, k]),
+        "lr": lr,
+        "grad_norm": _mean_or_none(grad_norms[:, k]),
+        "sps": round(sps, 1),
+        "epsilon": epsilon,
+        "param_norms": {n: float(v[k]) for n, v in norms.items()},
+        "elr": {n: float(v[k]) for n, v in elr.items()},
+        "recent_return": _mean_or_none(s.recent_returns),
+      }
       self._record(s, "metrics.jsonl", "train", values)
       self._tensorboard(s, values)
       s.run_dir.flush()
     if progress is not None:
       returns = [_mean_or_none(s.recent_returns) for s in self.seeds]
       shown = [r for r in returns if r is not None]
-      progress.set_postfix(sps=f"{sps * self.num_seeds:.0f}",
-                           ret=f"{np.mean(shown):.1f}" if shown else "-", refresh=False)
+      progress.set_postfix(
+        sps=f"{sps * self.num_seeds:.0f}",
+        ret=f"{np.mean(shown):.1f}" if shown else "-",
+        refresh=False,
+      )
     c.last_log = c.frames
     while c.next_log <= c.frames:
       c.next_log += self.config.log_every
@@ -396,8 +464,9 @@ class Trainer:
       if s.probe is None:
         s.probe = np.array(obs[k])
       key = jax.random.fold_in(self.diagnostics_keys[k], self.counters.updates)
-      values = diagnostics.to_json(self._diagnostics_fn(
-          self.group.get(self.state.params, k), s.probe, key, lr))
+      values = diagnostics.to_json(
+        self._diagnostics_fn(self.group.get(self.state.params, k), s.probe, key, lr)
+      )
       values["updates"] = self.counters.updates
       self._record(s, "metrics.jsonl", "diagnostics", values)
       self._tensorboard(s, values, prefix="diagnostics/")
@@ -407,6 +476,7 @@ class Trainer:
       return
     if seed.tensorboard is None:
       from tensorboardX import SummaryWriter
+
       seed.tensorboard = SummaryWriter(os.path.join(seed.run_dir.path, "tensorboard"))
     for key, value in _flatten(values).items():
       if isinstance(value, (int, float)) and math.isfinite(value):
@@ -416,12 +486,20 @@ class Trainer:
   def _evaluate(self, game: str) -> None:
     c = self.counters
     for k, s in enumerate(self.seeds):
-      env = self._make_env(game, [self._segment_seed(s.seed, 1_000_000_000 + c.frames)],
-                           num_envs=self.config.eval_episodes)
-      returns = evaluate(self.agent, self.group.get(self.state.params, k), env,
-                         key=jax.random.fold_in(self.eval_keys[k], c.frames))
-      self._record(s, "eval.jsonl", None, {"game": game, "returns": returns,
-                                          "mean": float(np.mean(returns))})
+      env = self._make_env(
+        game,
+        [self._segment_seed(s.seed, 1_000_000_000 + c.frames)],
+        num_envs=self.config.eval_episodes,
+      )
+      returns = evaluate(
+        self.agent,
+        self.group.get(self.state.params, k),
+        env,
+        key=jax.random.fold_in(self.eval_keys[k], c.frames),
+      )
+      self._record(
+        s, "eval.jsonl", None, {"game": game, "returns": returns, "mean": float(np.mean(returns))}
+      )
     while c.next_eval <= c.frames:
       c.next_eval += self.config.eval_every
 
@@ -441,12 +519,18 @@ class Trainer:
       c.next_checkpoint += self.config.checkpoint_every
     for k, s in enumerate(self.seeds):
       state_bytes = flax.serialization.to_bytes(jax.device_get(self.group.get(self.state, k)))
-      writers = {"agent.msgpack": lambda path, b=state_bytes: _write_bytes(path, b),
-                 "replay": s.replay.save}
+      writers = {
+        "agent.msgpack": lambda path, b=state_bytes: _write_bytes(path, b),
+        "replay": s.replay.save,
+      }
       if s.probe is not None:
         writers["probe.npy"] = lambda path, p=s.probe: np.save(path, p, allow_pickle=False)
-      meta = {"counters": dataclasses.asdict(c), "np_rng": s.np_rng.bit_generator.state,
-              "recent_returns": list(s.recent_returns), "episodes": s.episodes}
+      meta = {
+        "counters": dataclasses.asdict(c),
+        "np_rng": s.np_rng.bit_generator.state,
+        "recent_returns": list(s.recent_returns),
+        "episodes": s.episodes,
+      }
       s.run_dir.save_checkpoint(c.frames, writers, meta)
 
   def _restore(self) -> None:
@@ -462,12 +546,14 @@ class Trainer:
     last_error = None
     for frames in common:
       try:
-        loaded = [self._load_seed(s, ckpts[frames], template)
-                  for s, ckpts in zip(self.seeds, available)]
+        loaded = [
+          self._load_seed(s, ckpts[frames], template) for s, ckpts in zip(self.seeds, available)
+        ]
       except Exception as e:
         last_error = f"{type(e).__name__}: {e}"
-        self.log(f"checkpoint at {frames:,} frames is unreadable ({last_error}); "
-                 "trying the previous one")
+        self.log(
+          f"checkpoint at {frames:,} frames is unreadable ({last_error}); trying the previous one"
+        )
         continue
       self.state = self.group.collect([state for state, _ in loaded])
       self.counters = Counters(**loaded[0][1]["counters"])
@@ -480,11 +566,12 @@ class Trainer:
       return
     if any(available):
       raise CheckpointError(
-          f"no checkpoint could be loaded from {[s.run_dir.path for s in self.seeds]} (last "
-          f"error: {last_error}). If every checkpoint fails the same way, they were written "
-          "by another network or optimizer layout than this configuration builds (another "
-          "preset or --overrides, or full_rainbow/der checkpoints from before their noisy "
-          "streams): resume with that configuration or start a new --run_dir")
+        f"no checkpoint could be loaded from {[s.run_dir.path for s in self.seeds]} (last "
+        f"error: {last_error}). If every checkpoint fails the same way, they were written "
+        "by another network or optimizer layout than this configuration builds (another "
+        "preset or --overrides, or full_rainbow/der checkpoints from before their noisy "
+        "streams): resume with that configuration or start a new --run_dir"
+      )
     # A fresh start, possibly of a run that crashed before its first checkpoint: its log
     # lines would otherwise be counted twice.
     for s in self.seeds:
@@ -506,8 +593,14 @@ class Trainer:
     if not self.config.progress:
       return None
     unit = "frame" if self.frames_per_step > 1 else "step"
-    return tqdm(total=self.config.num_frames, initial=self.counters.frames, unit=unit,
-                unit_scale=True, mininterval=2.0, dynamic_ncols=True)
+    return tqdm(
+      total=self.config.num_frames,
+      initial=self.counters.frames,
+      unit=unit,
+      unit_scale=True,
+      mininterval=2.0,
+      dynamic_ncols=True,
+    )
 
 
 def evaluate(agent: agent_lib.Agent, params: Any, env, key: jax.Array) -> list[float]:
@@ -517,11 +610,18 @@ def evaluate(agent: agent_lib.Agent, params: Any, env, key: jax.Array) -> list[f
     obs = env.reset()
     returns = np.full(env.num_envs, np.nan)
     for t in range(EVAL_MAX_AGENT_STEPS):
-      actions = agent_lib.act(agent, params, jax.random.fold_in(key, t), obs,
-                              agent.config.eval_epsilon, deterministic=True)
+      actions = agent_lib.act(
+        agent,
+        params,
+        jax.random.fold_in(key, t),
+        obs,
+        agent.config.eval_epsilon,
+        deterministic=True,
+      )
       step = env.step(np.asarray(actions))
-      game_over = step.game_over if step.game_over is not None else (
-          step.terminated | step.truncated)
+      game_over = (
+        step.game_over if step.game_over is not None else (step.terminated | step.truncated)
+      )
       ended = game_over & np.isnan(returns)
       returns[ended] = step.episode_return[ended]
       if not np.isnan(returns).any():

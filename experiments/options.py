@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from absl import flags
 
@@ -44,11 +45,14 @@ def define_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS) -> None
     kind, _ = _base_type(hints[field.name])
     help_text = field.metadata.get("help", field.name)
     choices = field.metadata.get("choices")
-    default = (field.default if field.default is not dataclasses.MISSING
-               else field.default_factory())
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
     if typing.get_origin(kind) is tuple:
-      flags.DEFINE_list(field.name, list(map(str, default)) if default is not None else None,
-                        help_text, flag_values=flag_values)
+      flags.DEFINE_list(
+        field.name,
+        list(map(str, default)) if default is not None else None,
+        help_text,
+        flag_values=flag_values,
+      )
     elif kind is bool:
       flags.DEFINE_bool(field.name, default, help_text, flag_values=flag_values)
     elif kind is int:
@@ -121,16 +125,18 @@ def apply_override(tree: Any, path: Sequence[str], raw: str, where: str) -> Any:
       raise ValueError(f"{where}: {key!r} has no fields")
     return _set(tree, key, apply_override(child, rest, raw, where))
   if dataclasses.is_dataclass(child) or isinstance(child, dict):
-    raise ValueError(f"{where}: {key!r} is a group; name one of its fields "
-                     f"({', '.join(sorted(_keys(child)))})")
-  if child is None and dataclasses.is_dataclass(tree):   # an unset optional: read as its type
+    raise ValueError(
+      f"{where}: {key!r} is a group; name one of its fields ({', '.join(sorted(_keys(child)))})"
+    )
+  if child is None and dataclasses.is_dataclass(tree):  # an unset optional: read as its type
     kind, _ = _base_type(typing.get_type_hints(type(tree))[key])
     child = kind() if kind in (bool, int, float, str) else child
   return _set(tree, key, parse_value(raw, child, f"{where} {'.'.join(path)}"))
 
 
-def apply_overrides(tree: Any, items: Sequence[str], where: str = "--overrides",
-                    aliases: dict[str, str] | None = None) -> Any:
+def apply_overrides(
+  tree: Any, items: Sequence[str], where: str = "--overrides", aliases: dict[str, str] | None = None
+) -> Any:
   """`tree` with every `key=value` of `items` applied in order (see the module docstring).
 
   `aliases` maps a short key to its dotted path (e.g. `hidden_sizes` -> `network.hidden_sizes`).

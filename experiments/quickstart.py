@@ -34,9 +34,9 @@ class QuickstartOptions:
 FLAGS = flags.FLAGS
 options.define_flags(QuickstartOptions, FLAGS)
 
-VARIANTS = ("rainbow", "rainbow+nap")   # the paper's names (agents.presets.VARIANTS)
-MIN_REPLAY = 5_000       # transitions before learning (the published protocol: 20,000)
-CURVE_POINTS = 20        # train lines (norms, ELR) per run, so a short run still has curves
+VARIANTS = ("rainbow", "rainbow+nap")  # the paper's names (agents.presets.VARIANTS)
+MIN_REPLAY = 5_000  # transitions before learning (the published protocol: 20,000)
+CURVE_POINTS = 20  # train lines (norms, ELR) per run, so a short run still has curves
 # Learner updates between diagnostics: the trainer's 1,000 would leave a 100k-frame run
 # (~5k updates) with a handful of points.
 DIAGNOSTICS_EVERY = 250
@@ -58,12 +58,21 @@ def main(argv):
   for name in VARIANTS:
     run_dir = os.path.join(o.out, f"{o.env.lower()}_{name.replace('+', '_')}_s{o.seed}")
     run_dirs.append(run_dir)
-    command = [sys.executable, "-m", "experiments.train", f"--variant={name}", f"--env={o.env}",
-               f"--seed={o.seed}", f"--num_frames={o.num_frames}",
-               f"--run_dir={run_dir}", "--eval_every=0",
-               f"--log_every={log_every(o.num_frames)}",
-               f"--diagnostics_every={DIAGNOSTICS_EVERY}",
-               f"--checkpoint_every={o.num_frames}", f"--overrides=min_replay={MIN_REPLAY}"]
+    command = [
+      sys.executable,
+      "-m",
+      "experiments.train",
+      f"--variant={name}",
+      f"--env={o.env}",
+      f"--seed={o.seed}",
+      f"--num_frames={o.num_frames}",
+      f"--run_dir={run_dir}",
+      "--eval_every=0",
+      f"--log_every={log_every(o.num_frames)}",
+      f"--diagnostics_every={DIAGNOSTICS_EVERY}",
+      f"--checkpoint_every={o.num_frames}",
+      f"--overrides=min_replay={MIN_REPLAY}",
+    ]
     print("+", " ".join(command), flush=True)
     # The trainer has printed its own error; a traceback from here would only hide it.
     returncode = subprocess.run(command, check=False).returncode
@@ -74,8 +83,9 @@ def main(argv):
     info = compare.compare(run_dirs, report_dir)
   except ValueError as e:
     # Typically no finished episode yet (a Pong episode of 8 parallel games takes ~27k frames).
-    raise app.UsageError(f"no report: {e}. Rerun with a larger --num_frames; the runs "
-                         "resume where they stopped.") from None
+    raise app.UsageError(
+      f"no report: {e}. Rerun with a larger --num_frames; the runs resume where they stopped."
+    ) from None
   print(f"report: {os.path.join(report_dir, 'report.md')}")
   for figure in getattr(info, "figures", []):
     print(f"  figure: {figure}")

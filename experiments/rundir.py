@@ -19,25 +19,53 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 LOG_FILES = ("metrics.jsonl", "eval.jsonl")
 LOCK_FILE = ".lock"
 # Flags that may differ between a run and its resumption without changing the experiment.
-RESUME_FREE_FLAGS = frozenset({
-    "num_frames", "overwrite", "progress", "log_every", "eval_every", "eval_episodes",
-    "checkpoint_every", "tensorboard", "run_dir",
+RESUME_FREE_FLAGS = frozenset(
+  {
+    "num_frames",
+    "overwrite",
+    "progress",
+    "log_every",
+    "eval_every",
+    "eval_episodes",
+    "checkpoint_every",
+    "tensorboard",
+    "run_dir",
     # Diagnostics read the parameters on their own RNG stream; training never depends on them.
     "diagnostics_every",
     # How seeds share the process (agents/seeds.py): the same computation per seed.
-    "seed_mode"})
+    "seed_mode",
+  }
+)
 # Flags added after runs were recorded, with the value every older run implicitly used: an
 # old run without them still resumes.
-ADDED_FLAG_DEFAULTS = {"intervention": "none", "intervention_hparams": [], "seed_mode": "auto",
-                       "variant": None, "nap_norm_params": None, "nap_norm_decay": None}
-_PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "rlax", "numpy", "scikit-learn", "ale-py",
-             "gymnasium", "nap-rl")
+ADDED_FLAG_DEFAULTS = {
+  "intervention": "none",
+  "intervention_hparams": [],
+  "seed_mode": "auto",
+  "variant": None,
+  "nap_norm_params": None,
+  "nap_norm_decay": None,
+}
+_PACKAGES = (
+  "jax",
+  "jaxlib",
+  "flax",
+  "optax",
+  "chex",
+  "rlax",
+  "numpy",
+  "scikit-learn",
+  "ale-py",
+  "gymnasium",
+  "nap-rl",
+)
 KEEP_CHECKPOINTS = 2
 
 
@@ -58,10 +86,16 @@ def package_versions() -> dict[str, str]:
 def git_commit() -> str:
   here = os.path.dirname(os.path.abspath(__file__))
   try:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                         text=True, timeout=5, check=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                           cwd=here, capture_output=True, text=True, timeout=5).stdout
+    out = subprocess.run(
+      ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+    )
+    dirty = subprocess.run(
+      ["git", "status", "--porcelain", "--untracked-files=no"],
+      cwd=here,
+      capture_output=True,
+      text=True,
+      timeout=5,
+    ).stdout
     return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
   except (OSError, subprocess.SubprocessError):
     return "unknown"
@@ -83,7 +117,7 @@ class RunDir:
     self.path = path
     self.checkpoint_root = os.path.join(path, "checkpoints")
     self._files: dict[str, Any] = {}
-    self._lock: Any = None     # open file holding the flock of `open_run_dir`
+    self._lock: Any = None  # open file holding the flock of `open_run_dir`
 
   def lock(self) -> None:
     """Takes the run's exclusive lock (`<run_dir>/.lock`) for as long as this object (or
@@ -94,9 +128,11 @@ class RunDir:
       fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
       handle.close()
-      raise ValueError(f"--run_dir={self.path} is in use by another running process "
-                       f"(it holds {os.path.join(self.path, LOCK_FILE)}); wait for it to "
-                       "finish or stop it first") from None
+      raise ValueError(
+        f"--run_dir={self.path} is in use by another running process "
+        f"(it holds {os.path.join(self.path, LOCK_FILE)}); wait for it to "
+        "finish or stop it first"
+      ) from None
     self._lock = handle
 
   # --- configuration -------------------------------------------------------------------
@@ -144,8 +180,9 @@ class RunDir:
           f.truncate(sizes.get(name, 0))
 
   # --- checkpoints ---------------------------------------------------------------------
-  def save_checkpoint(self, frames: int, writers: dict[str, Callable[[str], None]],
-                      meta: dict[str, Any]) -> str:
+  def save_checkpoint(
+    self, frames: int, writers: dict[str, Callable[[str], None]], meta: dict[str, Any]
+  ) -> str:
     """Writes a checkpoint atomically and returns its directory.
 
     Args:
@@ -161,8 +198,10 @@ class RunDir:
     os.makedirs(tmp)
     for file, write in writers.items():
       write(os.path.join(tmp, file))
-    write_json_atomic(os.path.join(tmp, "loop.json"),
-                      {"meta": meta, "log_sizes": self.log_sizes(), "frames": frames})
+    write_json_atomic(
+      os.path.join(tmp, "loop.json"),
+      {"meta": meta, "log_sizes": self.log_sizes(), "frames": frames},
+    )
     _fsync_dir(tmp)
     if os.path.exists(final):
       # Rewriting a checkpoint: move the old one out of the `ckpt_*` namespace first, so a
@@ -196,9 +235,11 @@ class RunDir:
     """Complete checkpoint directories by the frame count they were taken at."""
     if not os.path.isdir(self.checkpoint_root):
       return {}
-    return {int(n[len("ckpt_"):]): os.path.join(self.checkpoint_root, n)
-            for n in os.listdir(self.checkpoint_root)
-            if n.startswith("ckpt_") and n[len("ckpt_"):].isdigit()}
+    return {
+      int(n[len("ckpt_") :]): os.path.join(self.checkpoint_root, n)
+      for n in os.listdir(self.checkpoint_root)
+      if n.startswith("ckpt_") and n[len("ckpt_") :].isdigit()
+    }
 
   @staticmethod
   def read_checkpoint_meta(ckpt: str) -> dict[str, Any]:
@@ -225,23 +266,28 @@ def open_run_dir(path: str, config: dict[str, Any], overwrite: bool) -> tuple[Ru
   """
   run = RunDir(path)
   old = run.read_config()
-  if (old is None and os.path.isdir(path) and set(os.listdir(path)) - {LOCK_FILE}
-      and not overwrite):
-    raise ValueError(f"--run_dir={path} exists and is not a NaP-RL run (no config.json); "
-                     "choose another directory or pass --overwrite")
+  if old is None and os.path.isdir(path) and set(os.listdir(path)) - {LOCK_FILE} and not overwrite:
+    raise ValueError(
+      f"--run_dir={path} exists and is not a NaP-RL run (no config.json); "
+      "choose another directory or pass --overwrite"
+    )
   if old is not None and not overwrite:
     diff = _config_diff(old.get("flags", {}), config["flags"])
     # Settings resolved from the flags can still differ (a +schedule variant's decay ends at
     # half of --num_frames): compare the resolved agent where both runs recorded it.
     old_agent = old.get("agent_config", {})
-    new_agent = json.loads(json.dumps(config.get("agent_config", {})))   # tuples as lists
-    diff += [f"agent_config.{k}: {old_agent[k]!r} -> {new_agent[k]!r}"
-             for k in sorted(set(old_agent) & set(new_agent)) if old_agent[k] != new_agent[k]]
+    new_agent = json.loads(json.dumps(config.get("agent_config", {})))  # tuples as lists
+    diff += [
+      f"agent_config.{k}: {old_agent[k]!r} -> {new_agent[k]!r}"
+      for k in sorted(set(old_agent) & set(new_agent))
+      if old_agent[k] != new_agent[k]
+    ]
     if diff:
       raise ValueError(
-          f"--run_dir={path} holds a run with a different configuration ({'; '.join(diff)}). "
-          "Use another --run_dir, or --overwrite to replace it (only --num_frames and "
-          f"logging flags may change on resume: {', '.join(sorted(RESUME_FREE_FLAGS))})")
+        f"--run_dir={path} holds a run with a different configuration ({'; '.join(diff)}). "
+        "Use another --run_dir, or --overwrite to replace it (only --num_frames and "
+        f"logging flags may change on resume: {', '.join(sorted(RESUME_FREE_FLAGS))})"
+      )
   os.makedirs(path, exist_ok=True)
   run.lock()
   try:
@@ -265,12 +311,13 @@ def open_run_dir(path: str, config: dict[str, Any], overwrite: bool) -> tuple[Ru
 def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   keys = (set(old) | set(new)) - RESUME_FREE_FLAGS
   old = {**{k: v for k, v in ADDED_FLAG_DEFAULTS.items() if k in new}, **old}
-  return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(keys)
-          if old.get(k) != new.get(k)]
+  return [
+    f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(keys) if old.get(k) != new.get(k)
+  ]
 
 
 def _now() -> str:
-  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _fsync_dir(path: str) -> None:

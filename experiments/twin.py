@@ -62,21 +62,29 @@ def learning_rate(cfg, optimizer: str) -> float:
 
 
 def build_model(cfg, num_classes: int) -> SmallCNN:
-  return SmallCNN(channels=tuple(cfg.cnn_channels), strides=tuple(cfg.cnn_strides),
-                  hidden_sizes=tuple(cfg.cnn_hidden), num_outputs=num_classes, norm="layer")
+  return SmallCNN(
+    channels=tuple(cfg.cnn_channels),
+    strides=tuple(cfg.cnn_strides),
+    hidden_sizes=tuple(cfg.cnn_hidden),
+    num_outputs=num_classes,
+    norm="layer",
+  )
 
 
 def base_optimizer(optimizer: str, lr: float) -> optax.GradientTransformation:
   if optimizer not in OPTIMIZERS:
-    raise ValueError(f"optimizer={optimizer!r} is not supported by the twin; allowed values: "
-                     + ", ".join(repr(o) for o in OPTIMIZERS))
+    raise ValueError(
+      f"optimizer={optimizer!r} is not supported by the twin; allowed values: "
+      + ", ".join(repr(o) for o in OPTIMIZERS)
+    )
   return optax.sgd(lr) if optimizer == "sgd" else optax.adam(lr)
 
 
 def twin_optimizer(optimizer: str, lr: float, mask: Any) -> optax.GradientTransformation:
   """optimizer -> per-layer scale (multipliers passed per update) -> projection."""
-  return optax.chain(base_optimizer(optimizer, lr), twin.scale_by_layer(),
-                     nap.weight_projection(mask=mask))
+  return optax.chain(
+    base_optimizer(optimizer, lr), twin.scale_by_layer(), nap.weight_projection(mask=mask)
+  )
 
 
 def hidden_norms(params, hidden: tuple[str, ...]) -> dict[str, jax.Array]:
@@ -95,8 +103,9 @@ def twin_scales(mode: str, initial, current, optimizer: str) -> dict[str, jax.Ar
   return {}
 
 
-def train_twins(cfg, stream: streams.TaskStream, optimizer: str,
-                precision: str = "float32") -> dict[str, np.ndarray]:
+def train_twins(
+  cfg, stream: streams.TaskStream, optimizer: str, precision: str = "float32"
+) -> dict[str, np.ndarray]:
   """Trains the unprojected network and its three twins; returns ``{network: loss [T]}``
   per step (before each update, on that step's batch) and ``'multiplier'``: the global
   multiplier the unprojected network's norms give at each step.
@@ -105,8 +114,10 @@ def train_twins(cfg, stream: streams.TaskStream, optimizer: str,
   networks' different scales round differently, and training (a chaotic map at a large
   step) amplifies those roundings; float64 keeps them far below the effect measured."""
   if precision not in PRECISIONS:
-    raise ValueError(f"precision={precision!r} is not supported; allowed values: "
-                     + ", ".join(repr(p) for p in PRECISIONS))
+    raise ValueError(
+      f"precision={precision!r} is not supported; allowed values: "
+      + ", ".join(repr(p) for p in PRECISIONS)
+    )
   with jax.enable_x64(precision == "float64"):
     return _train_twins(cfg, stream, optimizer, jnp.dtype(precision))
 
@@ -116,8 +127,9 @@ def _train_twins(cfg, stream, optimizer: str, dtype) -> dict[str, np.ndarray]:
   model = build_model(cfg, stream.num_classes)
   root = jax.random.PRNGKey(cfg.seed)
   sample = stream.images[:2]
-  params = jax.tree.map(lambda a: a.astype(dtype),
-                        model.init(jax.random.fold_in(root, 0), sample)["params"])
+  params = jax.tree.map(
+    lambda a: a.astype(dtype), model.init(jax.random.fold_in(root, 0), sample)["params"]
+  )
   hidden = declared_structure(model, params).hidden
   mask = projection_mask(model, params, "free")
   plain = base_optimizer(optimizer, lr)
@@ -140,8 +152,7 @@ def _train_twins(cfg, stream, optimizer: str, dtype) -> dict[str, np.ndarray]:
     losses, new_twins = [loss0], []
     for mode, (p, s) in zip(TWINS, twins):
       loss, g = grad_fn(p, x, y)
-      u, s = projected.update(g, s, p,
-                              layer_scales=twin_scales(mode, initial, current, optimizer))
+      u, s = projected.update(g, s, p, layer_scales=twin_scales(mode, initial, current, optimizer))
       losses.append(loss)
       new_twins.append((optax.apply_updates(p, u), s))
     m = twin.global_multiplier(initial, current, optimizer)
@@ -149,15 +160,16 @@ def _train_twins(cfg, stream, optimizer: str, dtype) -> dict[str, np.ndarray]:
 
   def run_task(carry, index):
     task = stream.task(jax.random.fold_in(root, 1), index)
-    keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(root, 2), index),
-                            cfg.steps_per_task)
+    keys = jax.random.split(
+      jax.random.fold_in(jax.random.fold_in(root, 2), index), cfg.steps_per_task
+    )
     tasks = jax.tree.map(lambda a: jnp.broadcast_to(a, (cfg.steps_per_task,) + a.shape), task)
     return jax.lax.scan(step, carry, (tasks, keys))
 
-  carry = ((params, plain.init(params)),
-           tuple((params, projected.init(params)) for _ in TWINS))
-  _, (losses, multiplier) = jax.jit(lambda c: jax.lax.scan(run_task, c, jnp.arange(
-      cfg.num_tasks)))(carry)
+  carry = ((params, plain.init(params)), tuple((params, projected.init(params)) for _ in TWINS))
+  _, (losses, multiplier) = jax.jit(lambda c: jax.lax.scan(run_task, c, jnp.arange(cfg.num_tasks)))(
+    carry
+  )
   losses = np.asarray(losses).reshape(-1, len(NETWORKS))
   out = {name: losses[:, i] for i, name in enumerate(NETWORKS)}
   out["multiplier"] = np.asarray(multiplier).reshape(-1)
@@ -182,26 +194,38 @@ def write_curves(path: str, results: dict[str, dict[str, np.ndarray]], log_every
     writer.writerow(["optimizer", "step", *NETWORKS, "global_multiplier"])
     for optimizer, curves in results.items():
       for i in logged_steps(len(curves["unprojected"]), log_every):
-        writer.writerow([optimizer, int(i) + 1, *(f"{curves[n][i]:.6g}" for n in NETWORKS),
-                         f"{curves['multiplier'][i]:.6g}"])
+        writer.writerow(
+          [
+            optimizer,
+            int(i) + 1,
+            *(f"{curves[n][i]:.6g}" for n in NETWORKS),
+            f"{curves['multiplier'][i]:.6g}",
+          ]
+        )
 
 
 def plot(path: str, results: dict[str, dict[str, np.ndarray]], log_every: int) -> None:
   """The four loss curves per optimizer (means over ``log_every`` windows)."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.6), squeeze=False,
-                           dpi=80)
-  styles = {"unprojected": ("black", "-", 2.5), "layerwise": ("tab:green", "--", 1.5),
-            "global": ("tab:blue", ":", 1.5), "none": ("tab:red", "-", 1.0)}
+  fig, axes = plt.subplots(
+    1, len(results), figsize=(5.5 * len(results), 3.6), squeeze=False, dpi=80
+  )
+  styles = {
+    "unprojected": ("black", "-", 2.5),
+    "layerwise": ("tab:green", "--", 1.5),
+    "global": ("tab:blue", ":", 1.5),
+    "none": ("tab:red", "-", 1.0),
+  }
   for ax, (optimizer, curves) in zip(axes[0], results.items()):
     windows = len(curves["unprojected"]) // log_every
     steps = (np.arange(windows) + 1) * log_every
     for name in NETWORKS:
       color, style, width = styles[name]
-      mean = curves[name][:windows * log_every].reshape(windows, log_every).mean(1)
+      mean = curves[name][: windows * log_every].reshape(windows, log_every).mean(1)
       label = name if name == "unprojected" else f"NaP twin: {name}"
       ax.plot(steps, mean, color=color, ls=style, lw=width, label=label)
     ax.set_title(f"{optimizer.upper()}: training loss", fontsize=10)
@@ -215,8 +239,9 @@ def plot(path: str, results: dict[str, dict[str, np.ndarray]], log_every: int) -
 
 def run(cfg, verbose: bool = True) -> dict[str, dict[str, float]]:
   """Trains the twins under both optimizers; writes twin.json, twin_curves.csv, twin.png."""
-  stream = streams.make_stream(cfg.benchmark, cfg.dataset, cfg.data_dir,
-                               num_examples=cfg.num_examples or None)
+  stream = streams.make_stream(
+    cfg.benchmark, cfg.dataset, cfg.data_dir, num_examples=cfg.num_examples or None
+  )
   os.makedirs(cfg.out, exist_ok=True)
   results, gaps = {}, {}
   for optimizer in OPTIMIZERS:
@@ -224,8 +249,11 @@ def run(cfg, verbose: bool = True) -> dict[str, dict[str, float]]:
     gaps[optimizer] = relative_gaps(results[optimizer], cfg.log_every)
     if verbose:
       final = results[optimizer]["multiplier"][-1]
-      print(f"[twin] {optimizer} (lr {learning_rate(cfg, optimizer)}): gaps "
-            f"{json.dumps(gaps[optimizer])}, final global multiplier {final:.4g}", flush=True)
+      print(
+        f"[twin] {optimizer} (lr {learning_rate(cfg, optimizer)}): gaps "
+        f"{json.dumps(gaps[optimizer])}, final global multiplier {final:.4g}",
+        flush=True,
+      )
   with open(os.path.join(cfg.out, "twin.json"), "w") as f:
     json.dump(gaps, f, indent=1)
   write_curves(os.path.join(cfg.out, "twin_curves.csv"), results, cfg.log_every)

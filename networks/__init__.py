@@ -18,7 +18,19 @@ from networks.small_cnn import SmallCNN
 from networks.structure import Structure, layer_spec, output_paths, projection_mask
 
 __all__ = [
-    "ACTIVATIONS", "NORMS", "MLP", "NatureCNN", "ImpalaCNN", "NoisyDense", "QHead",
-    "DuelingHead", "DistributionalHead", "QNetwork", "SmallCNN", "Structure", "layer_spec",
-    "output_paths", "projection_mask",
+  "ACTIVATIONS",
+  "NORMS",
+  "MLP",
+  "NatureCNN",
+  "ImpalaCNN",
+  "NoisyDense",
+  "QHead",
+  "DuelingHead",
+  "DistributionalHead",
+  "QNetwork",
+  "SmallCNN",
+  "Structure",
+  "layer_spec",
+  "output_paths",
+  "projection_mask",
 ]

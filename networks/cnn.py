@@ -12,7 +12,7 @@ swapped in at one place.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -35,8 +35,7 @@ def frames_to_nhwc(x: jax.Array) -> jax.Array:
   the same outputs. Unlike ``SmallCNN``, which takes float images as already scaled.
   """
   if x.ndim != 4:
-    raise ValueError(
-        f"image torsos expect observations of shape [B, C, H, W]; got shape {x.shape}")
+    raise ValueError(f"image torsos expect observations of shape [B, C, H, W]; got shape {x.shape}")
   x = x.astype(jnp.float32) * (1.0 / 255.0)
   return jnp.transpose(x, (0, 2, 3, 1))
 
@@ -72,8 +71,14 @@ class NatureCNN(nn.Module):
     use_bias = self.norm == "none"
     for i, (features, kernel, stride) in enumerate(((32, 8, 4), (64, 4, 2), (64, 3, 1))):
       name = f"Conv_{i}"
-      x = Conv(features, (kernel, kernel), strides=(stride, stride), padding="VALID",
-               use_bias=use_bias, name=name)(x)
+      x = Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding="VALID",
+        use_bias=use_bias,
+        name=name,
+      )(x)
       x = common.norm_act(x, self, name, self.norm, self.activation)
     x = x.reshape((x.shape[0], -1))
     if self.dense_units is not None:
@@ -104,8 +109,10 @@ class ImpalaCNN(nn.Module):
 
   def __post_init__(self):
     common.check_norm_activation(self.norm, self.activation)
-    common.check_sizes("channels", tuple(self.channels)
-                       if isinstance(self.channels, (tuple, list)) else self.channels)
+    common.check_sizes(
+      "channels",
+      tuple(self.channels) if isinstance(self.channels, (tuple, list)) else self.channels,
+    )
     common.check_positive_int("num_blocks", self.num_blocks)
     common.check_positive_int("width_scale", self.width_scale)
     common.check_positive_int("dense_units", self.dense_units, allow_none=True)
@@ -114,10 +121,12 @@ class ImpalaCNN(nn.Module):
   def structure(self) -> Structure:
     """Every convolution and ``Dense_0`` hidden, no output layer, and no unit groups: the
     blocks' units feed residual sums (see ``networks.structure``)."""
-    blocks = [f"stack{s}_block{b}" for s in range(len(self.channels))
-              for b in range(self.num_blocks)]
-    layers = ([f"stack{s}_conv" for s in range(len(self.channels))]
-              + [f"{block}_conv{i}" for block in blocks for i in (0, 1)])
+    blocks = [
+      f"stack{s}_block{b}" for s in range(len(self.channels)) for b in range(self.num_blocks)
+    ]
+    layers = [f"stack{s}_conv" for s in range(len(self.channels))] + [
+      f"{block}_conv{i}" for block in blocks for i in (0, 1)
+    ]
     normed = [f"{block}_{part}" for block in blocks for part in ("in", "conv0")] + ["final"]
     if self.dense_units is not None:
       layers.append("Dense_0")

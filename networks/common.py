@@ -11,7 +11,7 @@ layer's scale invariance that NaP's weight projection relies on.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -26,14 +26,16 @@ def check_choice(argument: str, value, allowed: Sequence[str]) -> None:
   """Raises ``ValueError`` naming ``argument`` and ``allowed`` unless ``value`` is allowed."""
   if not isinstance(value, str) or value not in allowed:
     raise ValueError(
-        f"{argument}={value!r} is not supported; allowed values: "
-        + ", ".join(repr(a) for a in allowed))
+      f"{argument}={value!r} is not supported; allowed values: "
+      + ", ".join(repr(a) for a in allowed)
+    )
 
 
 def check_sizes(argument: str, sizes) -> None:
   """Raises ``ValueError`` unless ``sizes`` is a sequence of positive ints."""
   ok = isinstance(sizes, (tuple, list)) and all(
-      isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
+    isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
+  )
   if not ok:
     raise ValueError(f"{argument}={sizes!r} must be a tuple of positive ints")
 
@@ -42,8 +44,9 @@ def check_positive_int(argument: str, value, allow_none: bool = False) -> None:
   if allow_none and value is None:
     return
   if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-    raise ValueError(f"{argument}={value!r} must be a positive int"
-                     + (" or None" if allow_none else ""))
+    raise ValueError(
+      f"{argument}={value!r} must be a positive int" + (" or None" if allow_none else "")
+    )
 
 
 def check_norm_activation(norm, activation) -> None:
@@ -99,8 +102,9 @@ class LayerNorm(nn.Module):
     return layer_norm(x, scale, bias, self.epsilon, row_sums)
 
 
-def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float = 1e-6,
-               row_sums: str = "dot") -> jax.Array:
+def layer_norm(
+  x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float = 1e-6, row_sums: str = "dot"
+) -> jax.Array:
   """``(x - mean) / sqrt(var + epsilon) * scale + bias`` over the last axis of ``x``.
 
   Statistics in float32 and in one pass over ``x`` (``var = max(E[x^2] - E[x]^2, 0)``), as
@@ -125,8 +129,7 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float =
   dtype = jnp.promote_types(jnp.result_type(x, scale, bias), jnp.float32)
   shape = x.shape
   x2 = x.astype(dtype).reshape(-1, shape[-1])
-  y = _layer_norm_2d(float(epsilon), row_sums == "dot", x2, scale.astype(dtype),
-                     bias.astype(dtype))
+  y = _layer_norm_2d(float(epsilon), row_sums == "dot", x2, scale.astype(dtype), bias.astype(dtype))
   return y.reshape(shape)
 
 
@@ -174,18 +177,20 @@ def _layer_norm_2d_jvp(epsilon, dot, primals, tangents):
     # that [C] vector so that the transpose negates nothing of full size.
     rdx = r * dx
     neg_scale_c = scale * (-1.0 / x.shape[-1])
-    terms += [scale * rdx, _outer(_row_sum(rdx, None, dot), neg_scale_c, dot),
-              xhat * _outer(_row_sum(rdx * xhat, None, dot), neg_scale_c, dot)]
+    terms += [
+      scale * rdx,
+      _outer(_row_sum(rdx, None, dot), neg_scale_c, dot),
+      xhat * _outer(_row_sum(rdx * xhat, None, dot), neg_scale_c, dot),
+    ]
   ones = jnp.ones((x.shape[0], 1), x.dtype)
   if not isinstance(dscale, SymbolicZero):
     terms.append(xhat * _outer(ones, dscale, dot))
   if not isinstance(dbias, SymbolicZero):
     terms.append(_outer(ones, dbias, dot))
-  return y, functools.reduce(jnp.add, terms)   # JAX skips the rule when all are zero
+  return y, functools.reduce(jnp.add, terms)  # JAX skips the rule when all are zero
 
 
-def norm_act(x: jax.Array, module: nn.Module, layer: str, norm: str,
-             activation: str) -> jax.Array:
+def norm_act(x: jax.Array, module: nn.Module, layer: str, norm: str, activation: str) -> jax.Array:
   """``activation(norm(x))`` for the output ``x`` of hidden layer ``layer``.
 
   The norm module is named ``f"{layer}_norm"``; the activations are sown into

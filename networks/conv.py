@@ -49,7 +49,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -57,10 +57,10 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-IMPLS = ('auto', 'gemm', 'xla_s2d', 'xla')
-METHODS = ('auto', 'im2col', 'stack', 'shift')
+IMPLS = ("auto", "gemm", "xla_s2d", "xla")
+METHODS = ("auto", "im2col", "stack", "shift")
 # Read while a network is traced (not at run time), like jax's own configuration contexts.
-_GEMM = contextvars.ContextVar('gemm_convolutions', default=False)
+_GEMM = contextvars.ContextVar("gemm_convolutions", default=False)
 
 
 @contextlib.contextmanager
@@ -102,12 +102,13 @@ def _kernel_space_to_depth(k, sh: int, sw: int):
   return k.reshape(kh // sh, kw // sw, sh * sw * c, f)
 
 
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
+_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def _lax_conv(x, kernel, strides, precision):
-  return lax.conv_general_dilated(x, kernel, strides, 'VALID', dimension_numbers=_NHWC,
-                                  precision=precision)
+  return lax.conv_general_dilated(
+    x, kernel, strides, "VALID", dimension_numbers=_NHWC, precision=precision
+  )
 
 
 def _space_to_depth_conv(x, kernel, strides, precision):
@@ -117,15 +118,19 @@ def _space_to_depth_conv(x, kernel, strides, precision):
   sh, sw = strides
   kh, kw = kernel.shape[:2]
   ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-  x = _space_to_depth(x[:, :(ho - 1) * sh + kh, :(wo - 1) * sw + kw], sh, sw)
+  x = _space_to_depth(x[:, : (ho - 1) * sh + kh, : (wo - 1) * sw + kw], sh, sw)
   return _lax_conv(x, _kernel_space_to_depth(kernel, sh, sw), (1, 1), precision)
 
 
 def strided_conv_applies(kernel_size: Sequence[int], strides: Sequence[int]) -> bool:
   """Whether ``strided_conv`` takes a 2-D convolution with this ``(kh, kw)`` kernel and
   ``(sh, sw)`` strides: a stride above 1 that divides the kernel size."""
-  return (len(kernel_size) == 2 and len(strides) == 2 and tuple(strides) != (1, 1)
-          and all(s >= 1 and k % s == 0 for k, s in zip(kernel_size, strides)))
+  return (
+    len(kernel_size) == 2
+    and len(strides) == 2
+    and tuple(strides) != (1, 1)
+    and all(s >= 1 and k % s == 0 for k, s in zip(kernel_size, strides))
+  )
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
@@ -144,9 +149,11 @@ def strided_conv(x, kernel, strides: tuple[int, int], precision=None):
 
 def _check_strided_conv(x, kernel, strides) -> None:
   if x.ndim != 4 or kernel.ndim != 4 or not strided_conv_applies(kernel.shape[:2], strides):
-    raise ValueError(f"strided_conv takes x [B, H, W, C], kernel [kh, kw, C, F] and strides "
-                     f"above 1 dividing the kernel size; got x {x.shape}, kernel "
-                     f"{kernel.shape}, strides {tuple(strides)}")
+    raise ValueError(
+      f"strided_conv takes x [B, H, W, C], kernel [kh, kw, C, F] and strides "
+      f"above 1 dividing the kernel size; got x {x.shape}, kernel "
+      f"{kernel.shape}, strides {tuple(strides)}"
+    )
 
 
 @functools.partial(strided_conv.defjvp, symbolic_zeros=True)
@@ -162,7 +169,7 @@ def _strided_conv_jvp(strides, precision, primals, tangents):
     terms.append(_space_to_depth_conv(dx, kernel, strides, precision))
   if not isinstance(dkernel, SymbolicZero):
     terms.append(_space_to_depth_conv(x, dkernel, strides, precision))
-  return y, functools.reduce(jnp.add, terms)   # JAX skips the rule when both are zero
+  return y, functools.reduce(jnp.add, terms)  # JAX skips the rule when both are zero
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -209,13 +216,12 @@ def _shift_conv(x, kernel, precision=None):
   y = None
   for i in range(kh):
     for j in range(kw):
-      t = z[:, i:i + ho, j:j + wo, i, j, :]
+      t = z[:, i : i + ho, j : j + wo, i, j, :]
       y = t if y is None else y + t
   return y
 
 
-def conv2d_valid(x, kernel, strides: Sequence[int] = (1, 1), precision=None,
-                 method: str = 'auto'):
+def conv2d_valid(x, kernel, strides: Sequence[int] = (1, 1), precision=None, method: str = "auto"):
   """VALID 2-D convolution, NHWC x HWIO -> NHWC, as GEMMs (im2col or shifted sums).
 
   Args:
@@ -236,11 +242,11 @@ def conv2d_valid(x, kernel, strides: Sequence[int] = (1, 1), precision=None,
   b, h, w, c = x.shape
   kh, kw, kc, f = kernel.shape
   if kc != c:
-    raise ValueError(f'kernel in-features {kc} != input features {c}')
+    raise ValueError(f"kernel in-features {kc} != input features {c}")
   ho = (h - kh) // sh + 1
   wo = (w - kw) // sw + 1
   if ho < 1 or wo < 1:
-    raise ValueError(f'kernel {kh}x{kw} larger than input {h}x{w}')
+    raise ValueError(f"kernel {kh}x{kw} larger than input {h}x{w}")
   if (sh > 1 or sw > 1) and kh % sh == 0 and kw % sw == 0:
     # Space-to-depth: crop to the rows/cols the windows touch, fold the stride into
     # channels; the convolution becomes stride 1.
@@ -249,24 +255,24 @@ def conv2d_valid(x, kernel, strides: Sequence[int] = (1, 1), precision=None,
     kernel = _kernel_space_to_depth(kernel, sh, sw)
     kh, kw = kh // sh, kw // sw
     sh = sw = 1
-  if method == 'auto':
-    method = 'shift' if sh == sw == 1 and x.shape[1] * x.shape[2] <= 1.3 * ho * wo else 'im2col'
-  if method == 'shift' and sh == sw == 1:
+  if method == "auto":
+    method = "shift" if sh == sw == 1 and x.shape[1] * x.shape[2] <= 1.3 * ho * wo else "im2col"
+  if method == "shift" and sh == sw == 1:
     return _shift_conv(x, kernel, precision)
   if kh == 1 and kw == 1 and sh == 1 and sw == 1:
     patches = x[:, :ho, :wo, :]
   else:
     cols = [
-        lax.slice(
-            x,
-            (0, i, j, 0),
-            (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, x.shape[-1]),
-            (1, sh, sw, 1),
-        )
-        for i in range(kh)
-        for j in range(kw)
+      lax.slice(
+        x,
+        (0, i, j, 0),
+        (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, x.shape[-1]),
+        (1, sh, sw, 1),
+      )
+      for i in range(kh)
+      for j in range(kw)
     ]
-    if method == 'stack':   # the same [kh, kw, C] patch order, built by one stack
+    if method == "stack":  # the same [kh, kw, C] patch order, built by one stack
       patches = jnp.stack(cols, axis=3).reshape(b, ho, wo, -1)
     else:
       patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
@@ -287,8 +293,8 @@ class Conv(nn.Conv):
   these forms' cases is delegated to ``nn.Conv``.
   """
 
-  impl: str = 'auto'
-  method: str = 'auto'
+  impl: str = "auto"
+  method: str = "auto"
 
   def __post_init__(self):
     if self.impl not in IMPLS:
@@ -300,21 +306,21 @@ class Conv(nn.Conv):
   @nn.compact
   def __call__(self, inputs):
     impl = self.impl
-    if impl == 'auto':
-      impl = 'gemm' if _GEMM.get() else 'xla_s2d' if jax.default_backend() == 'cpu' else 'xla'
+    if impl == "auto":
+      impl = "gemm" if _GEMM.get() else "xla_s2d" if jax.default_backend() == "cpu" else "xla"
     ksize = (self.kernel_size,) if isinstance(self.kernel_size, int) else tuple(self.kernel_size)
     strides = _pair(self.strides, len(ksize))
     fast = (
-        impl != 'xla'
-        and len(ksize) == 2
-        and inputs.ndim >= 3
-        and self.feature_group_count == 1
-        and self.mask is None
-        and _pair(self.input_dilation) == (1, 1)
-        and _pair(self.kernel_dilation) == (1, 1)
-        and self.conv_general_dilated is None
-        and self.conv_general_dilated_cls is None
-        and not (isinstance(self.padding, str) and self.padding.upper() not in ('VALID', 'SAME'))
+      impl != "xla"
+      and len(ksize) == 2
+      and inputs.ndim >= 3
+      and self.feature_group_count == 1
+      and self.mask is None
+      and _pair(self.input_dilation) == (1, 1)
+      and _pair(self.kernel_dilation) == (1, 1)
+      and self.conv_general_dilated is None
+      and self.conv_general_dilated_cls is None
+      and not (isinstance(self.padding, str) and self.padding.upper() not in ("VALID", "SAME"))
     )
     if fast:
       pads = nn.linear.canonicalize_padding(self.padding, 2)
@@ -324,7 +330,7 @@ class Conv(nn.Conv):
       # kernel: their im2col/shift buffers are k*k times the activation, which made an
       # IMPALA-CNN gradient 3x slower, while the unpadded (Nature CNN) ones win.
       fast = all(tuple(p) == (0, 0) for p in pads)
-    if impl == 'xla_s2d':
+    if impl == "xla_s2d":
       fast = fast and strided_conv_applies(ksize, strides)
     if not fast:
       return nn.Conv.__call__(self, inputs)
@@ -332,12 +338,16 @@ class Conv(nn.Conv):
     batch_shape = inputs.shape[:-3]
     x = inputs.reshape((-1,) + inputs.shape[-3:])
     in_features = x.shape[-1]
-    kernel = self.param('kernel', self.kernel_init, ksize + (in_features, self.features),
-                        self.param_dtype)
-    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
-            if self.use_bias else None)
+    kernel = self.param(
+      "kernel", self.kernel_init, ksize + (in_features, self.features), self.param_dtype
+    )
+    bias = (
+      self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+      if self.use_bias
+      else None
+    )
     x, kernel, bias = self.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    if impl == 'gemm':
+    if impl == "gemm":
       y = conv2d_valid(x, kernel, strides, precision=self.precision, method=self.method)
     else:
       y = strided_conv(x, kernel, strides, self.precision)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -19,7 +19,8 @@ def _check_head(m) -> None:
   hidden = m.hidden_sizes
   common.check_sizes("hidden_sizes", tuple(hidden) if isinstance(hidden, (tuple, list)) else hidden)
   if m.num_atoms is not None and not (
-      isinstance(m.num_atoms, int) and not isinstance(m.num_atoms, bool) and m.num_atoms >= 2):
+    isinstance(m.num_atoms, int) and not isinstance(m.num_atoms, bool) and m.num_atoms >= 2
+  ):
     raise ValueError(f"num_atoms={m.num_atoms!r} must be an int >= 2 (or None for Q-values)")
   sigma = m.noisy_sigma_init
   try:
@@ -30,9 +31,20 @@ def _check_head(m) -> None:
     raise ValueError(f"noisy_sigma_init={sigma!r} must be a number >= 0")
 
 
-def q_head(module: nn.Module, x: jax.Array, *, num_actions: int, num_atoms: int | None,
-           dueling: bool, noisy: bool, noisy_sigma_init: float, hidden_sizes: Sequence[int],
-           norm: str, activation: str, deterministic: bool) -> jax.Array:
+def q_head(
+  module: nn.Module,
+  x: jax.Array,
+  *,
+  num_actions: int,
+  num_atoms: int | None,
+  dueling: bool,
+  noisy: bool,
+  noisy_sigma_init: float,
+  hidden_sizes: Sequence[int],
+  norm: str,
+  activation: str,
+  deterministic: bool,
+) -> jax.Array:
   """Builds the head layers inside ``module``'s compact scope.
 
   ``x [B, D] -> [B, A]`` (``num_atoms`` None) or ``[B, A, num_atoms]`` logits. Layer names:
@@ -44,8 +56,9 @@ def q_head(module: nn.Module, x: jax.Array, *, num_actions: int, num_atoms: int 
 
   def linear(h, features, name, use_bias):
     if noisy:
-      return NoisyDense(features, use_bias=use_bias, sigma_init=noisy_sigma_init,
-                        name=name)(h, deterministic=deterministic)
+      return NoisyDense(features, use_bias=use_bias, sigma_init=noisy_sigma_init, name=name)(
+        h, deterministic=deterministic
+      )
     return nn.Dense(features, use_bias=use_bias, name=name)(h)
 
   def stream(h, prefix, out_features):
@@ -77,8 +90,9 @@ def q_head_structure(dueling: bool, hidden_sizes: Sequence[int], norm: str) -> S
   ``advantage_`` streams side by side when dueling (see ``networks.structure``)."""
 
   def stream(prefix):
-    return sequential([f"{prefix}hidden_{i}" for i in range(len(hidden_sizes))], norm,
-                      [f"{prefix}output"])
+    return sequential(
+      [f"{prefix}hidden_{i}" for i in range(len(hidden_sizes))], norm, [f"{prefix}output"]
+    )
 
   return parallel(stream("value_"), stream("advantage_")) if dueling else stream("")
 
@@ -108,19 +122,30 @@ class QHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
-    return q_head(self, x, num_actions=self.num_actions, num_atoms=self.num_atoms,
-                  dueling=self.dueling, noisy=self.noisy,
-                  noisy_sigma_init=self.noisy_sigma_init, hidden_sizes=self.hidden_sizes,
-                  norm=self.norm, activation=self.activation, deterministic=deterministic)
+    return q_head(
+      self,
+      x,
+      num_actions=self.num_actions,
+      num_atoms=self.num_atoms,
+      dueling=self.dueling,
+      noisy=self.noisy,
+      noisy_sigma_init=self.noisy_sigma_init,
+      hidden_sizes=self.hidden_sizes,
+      norm=self.norm,
+      activation=self.activation,
+      deterministic=deterministic,
+    )
 
 
 class DuelingHead(QHead):
   """``QHead`` with ``dueling=True`` by default."""
+
   dueling: bool = True
 
 
 class DistributionalHead(QHead):
   """C51 head: ``QHead`` returning ``[B, A, num_atoms]`` logits (51 atoms by default)."""
+
   num_atoms: int | None = 51
 
 
@@ -154,14 +179,24 @@ class QNetwork(nn.Module):
 
   def structure(self) -> Structure:
     """The torso's structure under ``torso/``, its last layer feeding the head's first."""
-    return stacked(nested(self.torso.structure(), "torso"),
-                   q_head_structure(self.dueling, self.hidden_sizes, self.norm))
+    return stacked(
+      nested(self.torso.structure(), "torso"),
+      q_head_structure(self.dueling, self.hidden_sizes, self.norm),
+    )
 
   @nn.compact
   def __call__(self, obs: jax.Array, deterministic: bool = False) -> jax.Array:
     x = self.torso(obs)
-    return q_head(self, x, num_actions=self.num_actions,
-                  num_atoms=self.num_atoms if self.distributional else None,
-                  dueling=self.dueling, noisy=self.noisy,
-                  noisy_sigma_init=self.noisy_sigma_init, hidden_sizes=self.hidden_sizes,
-                  norm=self.norm, activation=self.activation, deterministic=deterministic)
+    return q_head(
+      self,
+      x,
+      num_actions=self.num_actions,
+      num_atoms=self.num_atoms if self.distributional else None,
+      dueling=self.dueling,
+      noisy=self.noisy,
+      noisy_sigma_init=self.noisy_sigma_init,
+      hidden_sizes=self.hidden_sizes,
+      norm=self.norm,
+      activation=self.activation,
+      deterministic=deterministic,
+    )

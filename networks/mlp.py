@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -34,8 +34,11 @@ class MLP(nn.Module):
 
   def structure(self) -> Structure:
     """``Dense_0 -> ... -> output`` (see ``networks.structure``)."""
-    return sequential([f"Dense_{i}" for i in range(len(self.hidden_sizes))], self.norm,
-                      ["output"] if self.num_outputs is not None else [])
+    return sequential(
+      [f"Dense_{i}" for i in range(len(self.hidden_sizes))],
+      self.norm,
+      ["output"] if self.num_outputs is not None else [],
+    )
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

@@ -8,7 +8,7 @@ no bias on a layer that feeds a normalization, the penultimate features also sow
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -36,8 +36,11 @@ def im2col(x: jax.Array, kernel: int, stride: int) -> jax.Array:
   ho, top, bottom = _same_pads(h, kernel, stride)
   wo, left, right = _same_pads(w, kernel, stride)
   xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-  cols = [xp[:, di:di + (ho - 1) * stride + 1:stride, dj:dj + (wo - 1) * stride + 1:stride, :]
-          for di in range(kernel) for dj in range(kernel)]
+  cols = [
+    xp[:, di : di + (ho - 1) * stride + 1 : stride, dj : dj + (wo - 1) * stride + 1 : stride, :]
+    for di in range(kernel)
+    for dj in range(kernel)
+  ]
   return jnp.concatenate(cols, axis=-1)
 
 
@@ -58,8 +61,9 @@ class Im2ColConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, x.shape[-1], self.features), jnp.float32)
+    kernel = self.param(
+      "kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features), jnp.float32
+    )
     patches = im2col(x, k, self.stride)
     y = patches @ kernel.reshape(-1, self.features)
     if self.use_bias:
@@ -95,17 +99,20 @@ class SmallCNN(nn.Module):
     common.check_sizes("channels", self.channels)
     common.check_sizes("strides", self.strides)
     if len(tuple(self.strides)) != len(tuple(self.channels)):
-      raise ValueError(f"strides={self.strides!r} must have one entry per channel count "
-                       f"(channels={self.channels!r})")
+      raise ValueError(
+        f"strides={self.strides!r} must have one entry per channel count "
+        f"(channels={self.channels!r})"
+      )
     common.check_positive_int("kernel_size", self.kernel_size)
-    common.check_sizes("hidden_sizes", self.hidden_sizes)   # () is allowed: no dense layer
+    common.check_sizes("hidden_sizes", self.hidden_sizes)  # () is allowed: no dense layer
     common.check_positive_int("num_outputs", self.num_outputs, allow_none=True)
     super().__post_init__()
 
   def structure(self) -> Structure:
     """``Conv_0 -> ... -> Dense_0 -> ... -> output`` (see ``networks.structure``)."""
-    layers = ([f"Conv_{i}" for i in range(len(self.channels))]
-              + [f"Dense_{j}" for j in range(len(self.hidden_sizes))])
+    layers = [f"Conv_{i}" for i in range(len(self.channels))] + [
+      f"Dense_{j}" for j in range(len(self.hidden_sizes))
+    ]
     return sequential(layers, self.norm, ["output"] if self.num_outputs is not None else [])
 
   @nn.compact
@@ -124,8 +131,14 @@ class SmallCNN(nn.Module):
       if self.conv_impl == "im2col":
         x = Im2ColConv(ch, self.kernel_size, stride, use_bias=use_bias, name=name)(x)
       else:
-        x = nn.Conv(ch, (self.kernel_size, self.kernel_size), strides=(stride, stride),
-                    padding="SAME", use_bias=use_bias, name=name)(x)
+        x = nn.Conv(
+          ch,
+          (self.kernel_size, self.kernel_size),
+          strides=(stride, stride),
+          padding="SAME",
+          use_bias=use_bias,
+          name=name,
+        )(x)
       x = common.norm_act(x, self, name, self.norm, self.activation)
     x = x.reshape((x.shape[0], -1))
     for j, size in enumerate(self.hidden_sizes):

@@ -16,7 +16,8 @@ networks: callers build the mask or layer spec here and pass it in.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -70,28 +71,41 @@ def sequential(layers: Sequence[str], norm: str, outputs: Sequence[str] = ()) ->
   """
   consumers = [(nxt,) for nxt in layers[1:]] + [tuple(outputs)]
   groups = tuple(
-      UnitLayer(activation=f"{layer}_act", incoming=kernel_path(layer),
-                outgoing=tuple(map(kernel_path, fed)),
-                incoming_extra=norm_param_paths(layer, norm))
-      for layer, fed in zip(layers, consumers))
-  return Structure(hidden=tuple(g.incoming for g in groups),
-                   outputs=tuple(map(kernel_path, outputs)),
-                   norms=tuple(p for g in groups for p in g.incoming_extra), groups=groups,
-                   inputs=tuple(map(kernel_path, layers[:1] or outputs)))
+    UnitLayer(
+      activation=f"{layer}_act",
+      incoming=kernel_path(layer),
+      outgoing=tuple(map(kernel_path, fed)),
+      incoming_extra=norm_param_paths(layer, norm),
+    )
+    for layer, fed in zip(layers, consumers)
+  )
+  return Structure(
+    hidden=tuple(g.incoming for g in groups),
+    outputs=tuple(map(kernel_path, outputs)),
+    norms=tuple(p for g in groups for p in g.incoming_extra),
+    groups=groups,
+    inputs=tuple(map(kernel_path, layers[:1] or outputs)),
+  )
 
 
 def _joined(parts: Sequence[Structure], groups, inputs: tuple[str, ...]) -> Structure:
   def concat(field):
     return tuple(p for part in parts for p in getattr(part, field))
 
-  return Structure(hidden=concat("hidden"), outputs=concat("outputs"), norms=concat("norms"),
-                   groups=groups, inputs=inputs)
+  return Structure(
+    hidden=concat("hidden"),
+    outputs=concat("outputs"),
+    norms=concat("norms"),
+    groups=groups,
+    inputs=inputs,
+  )
 
 
 def parallel(*streams: Structure) -> Structure:
   """Streams reading the same input side by side (a dueling head's value and advantage)."""
-  groups = None if any(s.groups is None for s in streams) else tuple(
-      g for s in streams for g in s.groups)
+  groups = (
+    None if any(s.groups is None for s in streams) else tuple(g for s in streams for g in s.groups)
+  )
   return _joined(streams, groups, tuple(p for s in streams for p in s.inputs))
 
 
@@ -99,8 +113,9 @@ def stacked(first: Structure, second: Structure) -> Structure:
   """``first`` feeding ``second``: ``first``'s unconsumed units feed ``second``'s inputs."""
   groups = None
   if first.groups is not None and second.groups is not None:
-    fed = tuple(g if g.outgoing else dataclasses.replace(g, outgoing=second.inputs)
-                for g in first.groups)
+    fed = tuple(
+      g if g.outgoing else dataclasses.replace(g, outgoing=second.inputs) for g in first.groups
+    )
     groups = fed + second.groups
   return _joined((first, second), groups, first.inputs)
 
@@ -111,13 +126,26 @@ def nested(structure: Structure, name: str) -> Structure:
   def under(paths):
     return tuple(f"{name}/{p}" for p in paths)
 
-  groups = None if structure.groups is None else tuple(
-      UnitLayer(activation=f"{name}/{g.activation}", incoming=f"{name}/{g.incoming}",
-                outgoing=under(g.outgoing), incoming_extra=under(g.incoming_extra))
-      for g in structure.groups)
-  return Structure(hidden=under(structure.hidden), outputs=under(structure.outputs),
-                   norms=under(structure.norms), groups=groups,
-                   inputs=under(structure.inputs))
+  groups = (
+    None
+    if structure.groups is None
+    else tuple(
+      UnitLayer(
+        activation=f"{name}/{g.activation}",
+        incoming=f"{name}/{g.incoming}",
+        outgoing=under(g.outgoing),
+        incoming_extra=under(g.incoming_extra),
+      )
+      for g in structure.groups
+    )
+  )
+  return Structure(
+    hidden=under(structure.hidden),
+    outputs=under(structure.outputs),
+    norms=under(structure.norms),
+    groups=groups,
+    inputs=under(structure.inputs),
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,17 +159,24 @@ def declared_structure(module: nn.Module, params: Any) -> Structure:
     ValueError: ``module`` declares no structure, or declares a path ``params`` lacks.
   """
   if not callable(getattr(module, "structure", None)):
-    raise ValueError(f"module: {type(module).__name__} declares no structure (a structure() "
-                     "method returning networks.Structure, as every NaP-RL network has)")
+    raise ValueError(
+      f"module: {type(module).__name__} declares no structure (a structure() "
+      "method returning networks.Structure, as every NaP-RL network has)"
+    )
   structure = module.structure()
   paths = set(nap.flatten_with_paths(params)[0])
-  declared = (*structure.hidden, *structure.outputs, *structure.norms,
-              *(p for g in structure.groups or () for p in (g.incoming, *g.outgoing,
-                                                            *g.incoming_extra)))
+  declared = (
+    *structure.hidden,
+    *structure.outputs,
+    *structure.norms,
+    *(p for g in structure.groups or () for p in (g.incoming, *g.outgoing, *g.incoming_extra)),
+  )
   missing = [p for p in declared if p not in paths]
   if missing:
-    raise ValueError(f"params: {type(module).__name__} declares {missing[:5]}, not found "
-                     f"among the parameter paths {sorted(paths)[:20]}")
+    raise ValueError(
+      f"params: {type(module).__name__} declares {missing[:5]}, not found "
+      f"among the parameter paths {sorted(paths)[:20]}"
+    )
   return structure
 
 
@@ -180,7 +215,9 @@ def layer_spec(module: nn.Module, params: Any) -> tuple[UnitLayer, ...]:
   """
   structure = declared_structure(module, params)
   if structure.groups is None:
-    raise ValueError(f"module: {type(module).__name__} declares no unit groups: it is "
-                     "residual (its units feed sums and cannot be reset one by one); ReDo / "
-                     "Continual Backprop need a sequential network")
+    raise ValueError(
+      f"module: {type(module).__name__} declares no unit groups: it is "
+      "residual (its units feed sums and cannot be reset one by one); ReDo / "
+      "Continual Backprop need a sequential network"
+    )
   return resolve_layer_spec([g for g in structure.groups if g.outgoing], params)

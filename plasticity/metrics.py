@@ -23,7 +23,8 @@ returns them as a flat `{'/'-joined name: array}` dict.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,8 +54,9 @@ def param_norms(params: PyTree) -> dict[str, Array]:
   return nap.param_norms(params)
 
 
-def effective_learning_rates(params: PyTree, learning_rate, optimizer: str = "adam",
-                             mask: Any = None) -> dict[str, Array]:
+def effective_learning_rates(
+  params: PyTree, learning_rate, optimizer: str = "adam", mask: Any = None
+) -> dict[str, Array]:
   """Per-layer effective learning rates (lr / ||W|| for Adam, lr / ||W||^2 for SGD) of the
   hidden kernels (`mask`: which), from `plasticity.nap.effective_learning_rates`."""
   return nap.effective_learning_rates(params, learning_rate, optimizer=optimizer, mask=mask)
@@ -96,8 +98,9 @@ def flatten_intermediates(intermediates: Mapping[str, Any]) -> dict[str, Array]:
   return flat
 
 
-def capture_intermediates(apply_fn: Callable[..., Any] | Any, variables: Mapping[str, Any],
-                          *args, **kwargs) -> tuple[Any, dict[str, Array]]:
+def capture_intermediates(
+  apply_fn: Callable[..., Any] | Any, variables: Mapping[str, Any], *args, **kwargs
+) -> tuple[Any, dict[str, Array]]:
   """Runs a Flax apply and returns `(output, {name: activation})`.
 
   Args:
@@ -141,8 +144,9 @@ def dormant_mask(h: Array, tau: float = DEFAULT_TAU) -> Array:
   return unit_scores(h) <= tau
 
 
-def dormant_fractions(activations: Mapping[str, Array],
-                      tau: float = DEFAULT_TAU) -> dict[str, Array]:
+def dormant_fractions(
+  activations: Mapping[str, Array], tau: float = DEFAULT_TAU
+) -> dict[str, Array]:
   """Fraction of tau-dormant units in each layer: `{name: scalar in [0, 1]}`.
 
   Args:
@@ -150,8 +154,9 @@ def dormant_fractions(activations: Mapping[str, Array],
     tau: the ReDo threshold on the normalized score; 0 counts exactly-dead units only
       (units with `mean |h| == 0` over the batch).
   """
-  return {name: jnp.mean(dormant_mask(h, tau).astype(jnp.float32))
-          for name, h in activations.items()}
+  return {
+    name: jnp.mean(dormant_mask(h, tau).astype(jnp.float32)) for name, h in activations.items()
+  }
 
 
 def dormant_fraction_total(activations: Mapping[str, Array], tau: float = DEFAULT_TAU) -> Array:
@@ -205,9 +210,15 @@ def _probe(key: Array, like: Array, distribution: str) -> Array:
   return jax.random.normal(key, like.shape, dtype=like.dtype)
 
 
-def jacobian_norm(fn: Callable[[Array], Array], x: Array, key: Array, *,
-                  num_projections: int = 16, method: str = "jvp",
-                  distribution: str = "rademacher") -> Array:
+def jacobian_norm(
+  fn: Callable[[Array], Array],
+  x: Array,
+  key: Array,
+  *,
+  num_projections: int = 16,
+  method: str = "jvp",
+  distribution: str = "rademacher",
+) -> Array:
   """Random-projection estimate of the input-output Jacobian Frobenius norm.
 
   For a batched function `fn: x [B, ...] -> y [B, ...]` whose examples are independent (no
@@ -242,6 +253,7 @@ def jacobian_norm(fn: Callable[[Array], Array], x: Array, key: Array, *,
   keys = jax.random.split(key, num_projections)
 
   if method == "jvp":
+
     def one(k):
       _, jv = jax.jvp(fn, (x,), (_probe(k, x, distribution),))
       return _per_example_sq_norm(jv)
@@ -271,13 +283,22 @@ def exact_jacobian_norm(fn: Callable[[Array], Array], x: Array) -> Array:
 # Everything at once.
 
 
-def diagnostics(apply_fn: Callable[..., Any], variables: Mapping[str, Any], x: Array,
-                key: Array, *, learning_rate=None, optimizer: str = "adam",
-                hidden: Any = None, unit_layers: Sequence[str] | None = None,
-                grads: PyTree | None = None, tau: float = DEFAULT_TAU,
-                features_name: str = "features",
-                num_projections: int = 16, apply_kwargs: Mapping[str, Any] | None = None
-                ) -> dict[str, Any]:
+def diagnostics(
+  apply_fn: Callable[..., Any],
+  variables: Mapping[str, Any],
+  x: Array,
+  key: Array,
+  *,
+  learning_rate=None,
+  optimizer: str = "adam",
+  hidden: Any = None,
+  unit_layers: Sequence[str] | None = None,
+  grads: PyTree | None = None,
+  tau: float = DEFAULT_TAU,
+  features_name: str = "features",
+  num_projections: int = 16,
+  apply_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
   """All diagnostics on a probe batch, in the `metrics.jsonl` 'diagnostics' layout.
 
   Args:
@@ -306,11 +327,14 @@ def diagnostics(apply_fn: Callable[..., Any], variables: Mapping[str, Any], x: A
   apply_kwargs = dict(apply_kwargs or {})
   _, acts = capture_intermediates(apply_fn, variables, x, **apply_kwargs)
   is_features = lambda k: k == features_name or k.endswith("/" + features_name)
-  layers = ({k: acts[k] for k in unit_layers} if unit_layers is not None
-            else {k: v for k, v in acts.items() if not is_features(k)})
+  layers = (
+    {k: acts[k] for k in unit_layers}
+    if unit_layers is not None
+    else {k: v for k, v in acts.items() if not is_features(k)}
+  )
   out: dict[str, Any] = {
-      "dormant": dormant_fractions(layers, tau),
-      "dormant_zero": dormant_fractions(layers, 0.0),
+    "dormant": dormant_fractions(layers, tau),
+    "dormant_zero": dormant_fractions(layers, 0.0),
   }
   feats = [v for k, v in acts.items() if is_features(k)]
   if feats:

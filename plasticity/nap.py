@@ -56,7 +56,7 @@ import numpy as np
 import optax
 
 KERNEL_NAMES = ("kernel", "w")
-SIGMA_NAME = "kernel_sigma"   # a noisy layer's noise scale, projected jointly with its kernel
+SIGMA_NAME = "kernel_sigma"  # a noisy layer's noise scale, projected jointly with its kernel
 NORM_PARAM_NAMES = ("scale", "bias", "offset")
 SCOPES = ("layer", "unit")
 NORM_PARAM_TREATMENTS = ("free", "joint", "decay")
@@ -72,6 +72,7 @@ ELR_EXPONENTS = {"adam": 1, "rmsprop": 1, "sgd": 2, "momentum": 2}
 class WeightProjectionState(NamedTuple):
   """``count``: updates seen (int32 scalar); ``target_norms``: group key -> target norm
   (a scalar for 'layer' scope and joint norm groups, ``[units]`` for 'unit' scope)."""
+
   count: jax.Array
   target_norms: dict[str, jax.Array]
 
@@ -113,8 +114,11 @@ def _is_output(path: str) -> bool:
 
 
 def _kernel_indices(paths, leaves) -> list[int]:
-  return [i for i, (p, x) in enumerate(zip(paths, leaves))
-          if _split(p)[1] in KERNEL_NAMES and np.ndim(x) >= 2]
+  return [
+    i
+    for i, (p, x) in enumerate(zip(paths, leaves))
+    if _split(p)[1] in KERNEL_NAMES and np.ndim(x) >= 2
+  ]
 
 
 def _output_indices(paths, kernels: list[int]) -> list[int]:
@@ -130,8 +134,11 @@ def _norm_parents(paths) -> set[str]:
   for p in paths:
     parent, name = _split(p)
     children.setdefault(parent, set()).add(name)
-  return {parent for parent, names in children.items()
-          if "scale" in names and names <= set(NORM_PARAM_NAMES)}
+  return {
+    parent
+    for parent, names in children.items()
+    if "scale" in names and names <= set(NORM_PARAM_NAMES)
+  }
 
 
 def default_mask(params, include_output: bool = False, norm_params: str = "free"):
@@ -163,19 +170,18 @@ def _resolve_mask(params, mask, include_output, norm_params) -> list[bool]:
     missing = sorted(set(paths) - set(mpaths))[:5]
     extra = sorted(set(mpaths) - set(paths))[:5]
     raise ValueError(
-        "mask: structure does not match params (it must be a pytree of bools with the "
-        f"same keys as params, or a callable returning one); params paths missing from "
-        f"mask: {missing}, mask paths not in params: {extra}")
+      "mask: structure does not match params (it must be a pytree of bools with the "
+      f"same keys as params, or a callable returning one); params paths missing from "
+      f"mask: {missing}, mask paths not in params: {extra}"
+    )
   out = []
   for p, m in zip(mpaths, mleaves):
     try:
       if np.ndim(m) != 0:
         raise TypeError
       out.append(bool(m))
-    except (TypeError, jax.errors.ConcretizationTypeError,
-            jax.errors.TracerBoolConversionError):
-      raise ValueError(
-          f"mask: leaf {p!r} must be a static Python/NumPy bool, got {m!r}") from None
+    except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError):
+      raise ValueError(f"mask: leaf {p!r} must be a static Python/NumPy bool, got {m!r}") from None
   return out
 
 
@@ -191,8 +197,8 @@ class _Group(NamedTuple):
 class _Plan(NamedTuple):
   leaves: list[Any]
   treedef: Any
-  groups: list[_Group]               # projected onto their recorded norms
-  decayed: tuple[tuple[int, float], ...]   # (leaf index, value it decays toward)
+  groups: list[_Group]  # projected onto their recorded norms
+  decayed: tuple[tuple[int, float], ...]  # (leaf index, value it decays toward)
 
 
 def _plan(params, mask, scope, include_output, norm_params) -> _Plan:
@@ -213,7 +219,7 @@ def _plan(params, mask, scope, include_output, norm_params) -> _Plan:
     if parent in parents and name in NORM_PARAM_NAMES:
       joint.setdefault(parent, []).append(i)
     elif name == SIGMA_NAME and kernel is not None and selected[kernel]:
-      continue    # grouped with its kernel
+      continue  # grouped with its kernel
     elif name == "kernel" and sigma is not None and selected[sigma]:
       # Same shapes, so 'unit' scope sums both arrays' per-unit squares.
       groups.append(_Group(path, (i, sigma), scope == "unit" and np.ndim(leaf) >= 2))
@@ -222,9 +228,11 @@ def _plan(params, mask, scope, include_output, norm_params) -> _Plan:
   groups += [_Group(parent, tuple(idx), False) for parent, idx in joint.items()]
   decayed = ()
   if norm_params == "decay":
-    decayed = tuple((i, 1.0 if _split(p)[1] == "scale" else 0.0)
-                    for i, p in enumerate(paths)
-                    if _split(p)[0] in parents and not selected[i])
+    decayed = tuple(
+      (i, 1.0 if _split(p)[1] == "scale" else 0.0)
+      for i, p in enumerate(paths)
+      if _split(p)[0] in parents and not selected[i]
+    )
   return _Plan(leaves, treedef, groups, decayed)
 
 
@@ -235,8 +243,7 @@ def _at_least_f32(w: jax.Array) -> jax.Array:
 
 def _sq_norm(per_unit: bool, arrays) -> jax.Array:
   if per_unit:
-    return sum(jnp.sum(jnp.square(_at_least_f32(w)), axis=tuple(range(w.ndim - 1)))
-               for w in arrays)
+    return sum(jnp.sum(jnp.square(_at_least_f32(w)), axis=tuple(range(w.ndim - 1))) for w in arrays)
   return sum(jnp.sum(jnp.square(_at_least_f32(w))) for w in arrays)
 
 
@@ -277,32 +284,37 @@ def _check_positive(target, key: str) -> None:
     return  # traced (init under jit/vmap): cannot check here
   if np.any(value <= 0):
     raise ValueError(
-        f"params: {key!r} selected for weight projection has zero norm at init "
-        "(it would be projected to zero forever); initialize it non-zero or exclude it "
-        "with `mask`")
+      f"params: {key!r} selected for weight projection has zero norm at init "
+      "(it would be projected to zero forever); initialize it non-zero or exclude it "
+      "with `mask`"
+    )
 
 
 def check_norm_params(norm_params: str, norm_decay: float = DEFAULT_NORM_DECAY) -> None:
   """Raises ``ValueError`` for an unknown treatment or a decay outside (0, 1) (a traced
   decay, as under ``optax.inject_hyperparams``, is not checked)."""
   if norm_params not in NORM_PARAM_TREATMENTS:
-    raise ValueError(f"norm_params={norm_params!r} is not supported; allowed values: "
-                     + ", ".join(repr(t) for t in NORM_PARAM_TREATMENTS))
+    raise ValueError(
+      f"norm_params={norm_params!r} is not supported; allowed values: "
+      + ", ".join(repr(t) for t in NORM_PARAM_TREATMENTS)
+    )
   if isinstance(norm_decay, (int, float)) and not 0.0 < norm_decay < 1.0:
-    raise ValueError(f"norm_decay={norm_decay!r} must be in (0, 1) (the pull toward (1, 0) "
-                     "per update; a = 1 - norm_decay)")
+    raise ValueError(
+      f"norm_decay={norm_decay!r} must be in (0, 1) (the pull toward (1, 0) "
+      "per update; a = 1 - norm_decay)"
+    )
 
 
 # ----------------------------------------------------------------------------- transform
 
 
 def weight_projection(
-    scope: str = "layer",
-    include_output: bool = False,
-    norm_params: str = "free",
-    norm_decay: float = DEFAULT_NORM_DECAY,
-    mask: Any = None,
-    every_k_steps: int = 1,
+  scope: str = "layer",
+  include_output: bool = False,
+  norm_params: str = "free",
+  norm_decay: float = DEFAULT_NORM_DECAY,
+  mask: Any = None,
+  every_k_steps: int = 1,
 ) -> optax.GradientTransformation:
   """NaP weight projection, to be chained last: ``optax.chain(opt, weight_projection())``.
 
@@ -338,11 +350,13 @@ def weight_projection(
     raise ValueError(f"scope={scope!r} is not supported; allowed values: 'layer', 'unit'")
   check_norm_params(norm_params, norm_decay)
   if isinstance(every_k_steps, (bool, float)) or (
-      isinstance(every_k_steps, int) and every_k_steps < 1):
+    isinstance(every_k_steps, int) and every_k_steps < 1
+  ):
     raise ValueError(f"every_k_steps={every_k_steps!r} must be an int >= 1")
   static_every_step = isinstance(every_k_steps, int) and every_k_steps == 1
-  plan = functools.partial(_plan, mask=mask, scope=scope, include_output=include_output,
-                           norm_params=norm_params)
+  plan = functools.partial(
+    _plan, mask=mask, scope=scope, include_output=include_output, norm_params=norm_params
+  )
 
   def init_fn(params):
     p = plan(params)
@@ -356,21 +370,30 @@ def weight_projection(
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(
-          "params: weight_projection.update needs the current parameters; call "
-          "tx.update(updates, state, params)")
+        "params: weight_projection.update needs the current parameters; call "
+        "tx.update(updates, state, params)"
+      )
     p = plan(params)
     if {g.key for g in p.groups} != set(state.target_norms):
       raise ValueError(
-          "params: the selected parameters differ from those seen at init "
-          f"({sorted(state.target_norms)[:5]}...); re-run init for the new parameters")
+        "params: the selected parameters differ from those seen at init "
+        f"({sorted(state.target_norms)[:5]}...); re-run init for the new parameters"
+      )
     u_leaves = p.treedef.flatten_up_to(updates)
     count = optax.safe_int32_increment(state.count)
     project = None if static_every_step else (count % every_k_steps) == 0
-    new_u = _project(p.leaves, u_leaves, [state.target_norms[g.key] for g in p.groups],
-                     project, layout=_layout(p.groups), decayed=p.decayed,
-                     keep=1.0 - norm_decay)
+    new_u = _project(
+      p.leaves,
+      u_leaves,
+      [state.target_norms[g.key] for g in p.groups],
+      project,
+      layout=_layout(p.groups),
+      decayed=p.decayed,
+      keep=1.0 - norm_decay,
+    )
     return jax.tree_util.tree_unflatten(p.treedef, new_u), WeightProjectionState(
-        count, state.target_norms)
+      count, state.target_norms
+    )
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -386,12 +409,16 @@ def keep_target_norms(new_state: Any, old_state: Any) -> Any:
   from parameters that (with ``every_k_steps > 1``) have drifted off them. Both states must
   have the same structure (the same optimizer).
   """
+
   def is_projection(x):
     return isinstance(x, WeightProjectionState)
 
   return jax.tree.map(
-      lambda new, old: new._replace(target_norms=old.target_norms) if is_projection(new) else new,
-      new_state, old_state, is_leaf=is_projection)
+    lambda new, old: new._replace(target_norms=old.target_norms) if is_projection(new) else new,
+    new_state,
+    old_state,
+    is_leaf=is_projection,
+  )
 
 
 def param_norms(params, mask: Any = None) -> dict[str, jax.Array]:
@@ -412,13 +439,15 @@ def param_norms(params, mask: Any = None) -> dict[str, jax.Array]:
 
 def check_optimizer(optimizer: str) -> None:
   if optimizer not in ELR_EXPONENTS:
-    raise ValueError(f"optimizer={optimizer!r} has no ELR rule here; allowed values: "
-                     + ", ".join(repr(o) for o in ELR_EXPONENTS))
+    raise ValueError(
+      f"optimizer={optimizer!r} has no ELR rule here; allowed values: "
+      + ", ".join(repr(o) for o in ELR_EXPONENTS)
+    )
 
 
-def effective_learning_rates(params, lr, optimizer: str = "adam",
-                             include_output: bool = False,
-                             mask: Any = None) -> dict[str, jax.Array]:
+def effective_learning_rates(
+  params, lr, optimizer: str = "adam", include_output: bool = False, mask: Any = None
+) -> dict[str, jax.Array]:
   """Per-layer effective learning rate ``{path: lr / ||W||^k}``, ``k`` set by ``optimizer``.
 
   A weight ``W`` followed by a normalization layer is scale-invariant: ``f(cW) = f(W)`` for
@@ -448,13 +477,22 @@ def effective_learning_rates(params, lr, optimizer: str = "adam",
     if not include_output:
       out = set(_output_indices(paths, chosen))
       chosen = [i for i in chosen if i not in out]
-  else:   # a selected kernel_sigma counts with its kernel (a projection mask selects both)
+  else:  # a selected kernel_sigma counts with its kernel (a projection mask selects both)
     sel = _resolve_mask(params, mask, False, "free")
     chosen = [i for i, s in enumerate(sel) if s and _split(paths[i])[1] != SIGMA_NAME]
   index = {p: i for i, p in enumerate(paths)}
-  layout = tuple(((i,) + ((index[sibling_path(paths[i], SIGMA_NAME)],)
-                          if sibling_path(paths[i], SIGMA_NAME) in index else ()), False)
-                 for i in chosen)
+  layout = tuple(
+    (
+      (i,)
+      + (
+        (index[sibling_path(paths[i], SIGMA_NAME)],)
+        if sibling_path(paths[i], SIGMA_NAME) in index
+        else ()
+      ),
+      False,
+    )
+    for i in chosen
+  )
   norms = _group_norms(leaves, layout=layout)
   k = ELR_EXPONENTS[optimizer]
   return {paths[i]: lr / n**k for i, n in zip(chosen, norms)}

@@ -20,19 +20,19 @@ Spec grammar for ``make_schedule`` (numbers accept ``1e6`` style; ``steps``/``wa
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import optax
 
 VALID_FORMS = (
-    "<float>",
-    "constant:value=<float>",
-    "linear:init=<float>,end=<float>,steps=<int>",
-    "cosine:init=<float>,end=<float>,steps=<int>",
-    "warmup_cosine:peak=<float>,warmup=<int>,steps=<int>[,init=<float>][,end=<float>]",
-    "<schedule>@every=<int>  (restart every N steps)",
-    "<schedule>@<int>,<int>,...  (restart at these steps)",
+  "<float>",
+  "constant:value=<float>",
+  "linear:init=<float>,end=<float>,steps=<int>",
+  "cosine:init=<float>,end=<float>,steps=<int>",
+  "warmup_cosine:peak=<float>,warmup=<int>,steps=<int>[,init=<float>][,end=<float>]",
+  "<schedule>@every=<int>  (restart every N steps)",
+  "<schedule>@<int>,<int>,...  (restart at these steps)",
 )
 
 
@@ -57,8 +57,9 @@ def cosine(init: float, end: float, steps: int) -> optax.Schedule:
   return _clipped(sched, init, end)
 
 
-def warmup_cosine(peak: float, warmup: int, steps: int, init: float = 0.0,
-                  end: float = 0.0) -> optax.Schedule:
+def warmup_cosine(
+  peak: float, warmup: int, steps: int, init: float = 0.0, end: float = 0.0
+) -> optax.Schedule:
   """Linear warmup ``init -> peak`` over ``warmup`` steps, cosine ``peak -> end`` until
   ``steps`` (total, warmup included), then ``end``."""
   sched = optax.warmup_cosine_decay_schedule(init, peak, warmup, steps, end)
@@ -69,10 +70,11 @@ def restart_at(schedule: optax.Schedule, boundaries: Sequence[int]) -> optax.Sch
   """``schedule`` restarted from its step 0 at each boundary (e.g. every task switch):
   ``lr(t) = schedule(t - b)`` with ``b`` the last boundary ``<= t`` (0 before the first)."""
   bounds = [int(b) for b in boundaries]
-  if not bounds or any(b <= 0 for b in bounds) or any(
-      a >= b for a, b in zip(bounds, bounds[1:])):
-    raise ValueError(f"boundaries={list(boundaries)!r} must be a non-empty, strictly "
-                     "increasing sequence of positive steps")
+  if not bounds or any(b <= 0 for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:])):
+    raise ValueError(
+      f"boundaries={list(boundaries)!r} must be a non-empty, strictly "
+      "increasing sequence of positive steps"
+    )
   table = jnp.asarray([0] + bounds, jnp.int32)
 
   def fn(step):
@@ -91,10 +93,10 @@ def restart_every(schedule: optax.Schedule, period: int) -> optax.Schedule:
 
 
 _FORMS = {
-    "constant": (constant, {"value"}, set()),
-    "linear": (linear, {"init", "end", "steps"}, set()),
-    "cosine": (cosine, {"init", "end", "steps"}, set()),
-    "warmup_cosine": (warmup_cosine, {"peak", "warmup", "steps"}, {"init", "end"}),
+  "constant": (constant, {"value"}, set()),
+  "linear": (linear, {"init", "end", "steps"}, set()),
+  "cosine": (cosine, {"init", "end", "steps"}, set()),
+  "warmup_cosine": (warmup_cosine, {"peak", "warmup", "steps"}, {"init", "end"}),
 }
 _INT_KEYS = {"steps", "warmup"}
 
@@ -133,7 +135,7 @@ def make_schedule(spec: str) -> optax.Schedule:
   if not sep:
     return schedule
   if restart.startswith("every="):
-    return restart_every(schedule, _number(spec, "every", restart[len("every="):], True))
+    return restart_every(schedule, _number(spec, "every", restart[len("every=") :], True))
   parts = restart.split(",")
   bounds = [_number(spec, "restart boundary", p, True) for p in parts]
   if any(a >= b for a, b in zip(bounds, bounds[1:])):

@@ -29,7 +29,8 @@ Pieces (framework-agnostic: parameter paths are ``nap.flatten_with_paths`` strin
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,13 +52,16 @@ def total_norm(norms: Mapping[str, Any]) -> Any:
   """``sqrt(sum of squares)`` of per-layer norms (arrays over steps are combined per step)."""
   if not norms:
     raise ValueError("norms: no layers given (a total norm needs at least one hidden layer)")
-  squares = [jnp.square(n) if isinstance(n, jax.Array) else np.square(np.asarray(n, float))
-             for n in norms.values()]
+  squares = [
+    jnp.square(n) if isinstance(n, jax.Array) else np.square(np.asarray(n, float))
+    for n in norms.values()
+  ]
   return sum(squares[1:], squares[0]) ** 0.5
 
 
-def layer_multipliers(initial: Mapping[str, Any], current: Mapping[str, Any],
-                      optimizer: str) -> dict[str, Any]:
+def layer_multipliers(
+  initial: Mapping[str, Any], current: Mapping[str, Any], optimizer: str
+) -> dict[str, Any]:
   """``{path: (initial / current)^k}``: the factor that gives a weight held at its initial
   norm the ELR it would have at its current norm."""
   k = elr_exponent(optimizer)
@@ -65,8 +69,9 @@ def layer_multipliers(initial: Mapping[str, Any], current: Mapping[str, Any],
   return {p: (initial[p] / current[p]) ** k for p in initial}
 
 
-def global_multiplier(initial: Mapping[str, Any], current: Mapping[str, Any],
-                      optimizer: str) -> Any:
+def global_multiplier(
+  initial: Mapping[str, Any], current: Mapping[str, Any], optimizer: str
+) -> Any:
   """``(N_initial / N_current)^k`` with ``N`` the total norm over the given layers."""
   k = elr_exponent(optimizer)
   _check_same_layers(initial, current)
@@ -75,8 +80,10 @@ def global_multiplier(initial: Mapping[str, Any], current: Mapping[str, Any],
 
 def _check_same_layers(initial: Mapping[str, Any], current: Mapping[str, Any]) -> None:
   if set(initial) != set(current):
-    raise ValueError(f"norms: initial and current norms name different layers "
-                     f"({sorted(set(initial) ^ set(current))[:5]})")
+    raise ValueError(
+      f"norms: initial and current norms name different layers "
+      f"({sorted(set(initial) ^ set(current))[:5]})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,20 +108,19 @@ def check_trace(steps: Sequence[float], norms: Mapping[str, Sequence[float]]) ->
       raise ValueError(f"norms: layer {path!r} has a zero, negative or non-finite norm")
 
 
-def trace_multipliers(norms: Mapping[str, Sequence[float]],
-                      optimizer: str) -> dict[str, np.ndarray]:
+def trace_multipliers(
+  norms: Mapping[str, Sequence[float]], optimizer: str
+) -> dict[str, np.ndarray]:
   """``{path: (n_0 / n_t)^k}`` over a trace ``{path: [n_0, n_1, ...]}`` (``n_0``: the
   first logged norm)."""
   arrays = {p: np.asarray(v, float) for p, v in norms.items()}
   return layer_multipliers({p: v[0] for p, v in arrays.items()}, arrays, optimizer)
 
 
-def trace_global_multipliers(norms: Mapping[str, Sequence[float]],
-                             optimizer: str) -> np.ndarray:
+def trace_global_multipliers(norms: Mapping[str, Sequence[float]], optimizer: str) -> np.ndarray:
   """``(N_0 / N_t)^k`` over a trace, ``N`` the total norm of the traced layers."""
   arrays = {p: np.asarray(v, float) for p, v in norms.items()}
-  return np.asarray(global_multiplier({p: v[0] for p, v in arrays.items()}, arrays,
-                                      optimizer))
+  return np.asarray(global_multiplier({p: v[0] for p, v in arrays.items()}, arrays, optimizer))
 
 
 def interpolated(steps: Sequence[float], values: Sequence[float]) -> optax.Schedule:
@@ -122,26 +128,28 @@ def interpolated(steps: Sequence[float], values: Sequence[float]) -> optax.Sched
   the first (the network has not moved yet: no decay)."""
   xs = jnp.asarray(steps, jnp.float32)
   ys = jnp.asarray(values, jnp.float32)
-  return lambda step: jnp.interp(jnp.asarray(step, jnp.float32), xs, ys, left=1.0,
-                                 right=ys[-1])
+  return lambda step: jnp.interp(jnp.asarray(step, jnp.float32), xs, ys, left=1.0, right=ys[-1])
 
 
-def layer_schedules(steps: Sequence[float], norms: Mapping[str, Sequence[float]],
-                    optimizer: str) -> dict[str, optax.Schedule]:
+def layer_schedules(
+  steps: Sequence[float], norms: Mapping[str, Sequence[float]], optimizer: str
+) -> dict[str, optax.Schedule]:
   """One multiplier schedule per traced layer (``interpolated`` ``trace_multipliers``)."""
   check_trace(steps, norms)
   return {p: interpolated(steps, m) for p, m in trace_multipliers(norms, optimizer).items()}
 
 
-def global_schedule(steps: Sequence[float], norms: Mapping[str, Sequence[float]],
-                    optimizer: str) -> optax.Schedule:
+def global_schedule(
+  steps: Sequence[float], norms: Mapping[str, Sequence[float]], optimizer: str
+) -> optax.Schedule:
   """The global multiplier schedule (``interpolated`` ``trace_global_multipliers``)."""
   check_trace(steps, norms)
   return interpolated(steps, trace_global_multipliers(norms, optimizer))
 
 
-def relative_schedules(layers: Mapping[str, optax.Schedule],
-                       base: optax.Schedule) -> dict[str, optax.Schedule]:
+def relative_schedules(
+  layers: Mapping[str, optax.Schedule], base: optax.Schedule
+) -> dict[str, optax.Schedule]:
   """``{path: layers[path] / base}``: per-layer factors on top of a rate that already
   carries ``base`` (a learning rate scaled by the global multiplier)."""
   return {p: (lambda step, s=s: s(step) / base(step)) for p, s in layers.items()}
@@ -153,11 +161,13 @@ def relative_schedules(layers: Mapping[str, optax.Schedule],
 
 class ScaleByLayerState(NamedTuple):
   """``count``: updates seen (int32 scalar): the step of schedules without ``schedule_step``."""
+
   count: jax.Array
 
 
-def scale_by_layer(scales: Mapping[str, Scale] | None = None
-                   ) -> optax.GradientTransformationExtraArgs:
+def scale_by_layer(
+  scales: Mapping[str, Scale] | None = None,
+) -> optax.GradientTransformationExtraArgs:
   """Multiplies the update of each named leaf by its own scale; other leaves pass unchanged.
 
   ``scales`` maps parameter paths (``nap.flatten_with_paths``) to a number or a schedule
@@ -179,15 +189,15 @@ def scale_by_layer(scales: Mapping[str, Scale] | None = None
     paths = set(nap.flatten_with_paths(params)[0])
     missing = sorted(set(names) - paths)
     if missing:
-      raise ValueError(f"scales: {missing[:5]} are not parameter paths (known: "
-                       f"{sorted(paths)[:10]})")
+      raise ValueError(
+        f"scales: {missing[:5]} are not parameter paths (known: {sorted(paths)[:10]})"
+      )
 
   def init_fn(params):
     check(params, fixed)
     return ScaleByLayerState(jnp.zeros([], jnp.int32))
 
-  def update_fn(updates, state, params=None, *, layer_scales=None, schedule_step=None,
-                **extra):
+  def update_fn(updates, state, params=None, *, layer_scales=None, schedule_step=None, **extra):
     del params, extra
     chosen = fixed if layer_scales is None else dict(layer_scales)
     check(updates, chosen)
@@ -201,7 +211,9 @@ def scale_by_layer(scales: Mapping[str, Scale] | None = None
         continue
       value = scale(step) if callable(scale) else scale
       scaled.append(u * jnp.asarray(value, u.dtype))
-    return (jax.tree_util.tree_unflatten(treedef, scaled),
-            ScaleByLayerState(optax.safe_int32_increment(state.count)))
+    return (
+      jax.tree_util.tree_unflatten(treedef, scaled),
+      ScaleByLayerState(optax.safe_int32_increment(state.count)),
+    )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

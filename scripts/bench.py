@@ -27,15 +27,15 @@ from experiments import xla_cpu  # noqa: E402
 AREAS = ("nap", "replay", "envs", "learner", "train", "scale", "compare", "continual")
 # key -> (comparison, target); reported as met/missed in the table.
 TARGETS = {
-    "nap.overhead": ("<=", 1.03),
-    "replay.bytes_per_transition": ("<=", 7300),
-    "replay.sample_batches_per_s": (">=", 2000),
-    "env.wrapper_vs_raw": (">=", 0.9),
-    "train.dqn_pong_sps_vs_cleanrl": (">=", 1.25),
-    "train.diagnostics_overhead": ("<=", 0.05),
-    "learner.flop_utilization": (">=", 0.5),
-    "scale.seeds4_vs_processes": (">=", 0.95),
-    "compare.seconds_100_runs": ("<=", 30),
+  "nap.overhead": ("<=", 1.03),
+  "replay.bytes_per_transition": ("<=", 7300),
+  "replay.sample_batches_per_s": (">=", 2000),
+  "env.wrapper_vs_raw": (">=", 0.9),
+  "train.dqn_pong_sps_vs_cleanrl": (">=", 1.25),
+  "train.diagnostics_overhead": ("<=", 0.05),
+  "learner.flop_utilization": (">=", 0.5),
+  "scale.seeds4_vs_processes": (">=", 0.95),
+  "compare.seconds_100_runs": ("<=", 30),
 }
 
 
@@ -45,16 +45,19 @@ def main(argv=None) -> int:
   parser.add_argument("--only", default="", help=f"comma list of areas: {', '.join(AREAS)}")
   parser.add_argument("--json", default="", help="also write the JSON to this file")
   args = parser.parse_args(argv)
-  xla_cpu.configure()   # as the launchers run; before any JAX computation
+  xla_cpu.configure()  # as the launchers run; before any JAX computation
   areas = [a for a in args.only.split(",") if a] or list(AREAS)
   unknown = sorted(set(areas) - set(AREAS))
   if unknown:
     parser.error(f"--only: unknown areas {unknown}; allowed: {', '.join(AREAS)}")
   # The machine may be shared: the load average around the run says how far absolute
   # figures can be trusted (ratios are measured within one area, interleaved).
-  results = {"machine.cpus": os.cpu_count(), "machine.platform": platform.platform(),
-             "machine.load_before": round(os.getloadavg()[0], 2),
-             "machine.jax_backend": _jax_backend()}
+  results = {
+    "machine.cpus": os.cpu_count(),
+    "machine.platform": platform.platform(),
+    "machine.load_before": round(os.getloadavg()[0], 2),
+    "machine.jax_backend": _jax_backend(),
+  }
   for area in areas:
     start = time.time()
     print(f"[bench] {area} ...", file=sys.stderr, flush=True)

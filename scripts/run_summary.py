@@ -28,9 +28,12 @@ def _train_values(line: dict, outputs: set[str]) -> dict[str, float]:
   norms = line["param_norms"]
   hidden = [v for k, v in norms.items() if k not in outputs]
   elr = [v for k, v in line["elr"].items() if k not in outputs]
-  return {"hidden_norm": math.sqrt(sum(v * v for v in hidden)),
-          "output_norm": math.sqrt(sum(v * v for k, v in norms.items() if k in outputs)),
-          "mean_elr": sum(elr) / len(elr), "lr": line["lr"]}
+  return {
+    "hidden_norm": math.sqrt(sum(v * v for v in hidden)),
+    "output_norm": math.sqrt(sum(v * v for k, v in norms.items() if k in outputs)),
+    "mean_elr": sum(elr) / len(elr),
+    "lr": line["lr"],
+  }
 
 
 def _diagnostic_values(line: dict) -> dict[str, float]:
@@ -46,9 +49,15 @@ def summarize(run_dir: str) -> dict:
   train, diagnostics = _lines(run_dir, "train"), _lines(run_dir, "diagnostics")
   if not train:
     raise ValueError(f"{run_dir}: no 'train' line in metrics.jsonl yet")
-  out = {"variant": config["variant"], "games": config["games"], "seed": config["seed"],
-         "frames": train[-1]["frames"], "updates": train[-1]["updates"],
-         "first": _train_values(train[0], outputs), "last": _train_values(train[-1], outputs)}
+  out = {
+    "variant": config["variant"],
+    "games": config["games"],
+    "seed": config["seed"],
+    "frames": train[-1]["frames"],
+    "updates": train[-1]["updates"],
+    "first": _train_values(train[0], outputs),
+    "last": _train_values(train[-1], outputs),
+  }
   if diagnostics:
     out["first"].update(_diagnostic_values(diagnostics[0]))
     out["last"].update(_diagnostic_values(diagnostics[-1]))

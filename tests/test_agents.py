@@ -9,19 +9,21 @@ import pytest
 
 from agents import agent as agent_lib
 from agents import losses, presets
-from agents.config import AgentConfig, NetworkConfig
+from agents.config import AgentConfig
 from plasticity import nap
 
 
 def test_q_learning_td_matches_hand_formula():
   q_tm1 = jnp.array([1.0, 2.0, 3.0])
   q_t_target = jnp.array([0.5, 4.0, 1.0])
-  q_t_online = jnp.array([9.0, 0.0, 0.0])   # double Q picks action 0
-  td = losses.q_learning_td(q_tm1, jnp.array(1), jnp.array(0.5), jnp.array(0.9),
-                            q_t_target, q_t_online, double_q=False)
+  q_t_online = jnp.array([9.0, 0.0, 0.0])  # double Q picks action 0
+  td = losses.q_learning_td(
+    q_tm1, jnp.array(1), jnp.array(0.5), jnp.array(0.9), q_t_target, q_t_online, double_q=False
+  )
   np.testing.assert_allclose(td, 0.5 + 0.9 * 4.0 - 2.0, rtol=1e-6)
-  td_double = losses.q_learning_td(q_tm1, jnp.array(1), jnp.array(0.5), jnp.array(0.9),
-                                   q_t_target, q_t_online, double_q=True)
+  td_double = losses.q_learning_td(
+    q_tm1, jnp.array(1), jnp.array(0.5), jnp.array(0.9), q_t_target, q_t_online, double_q=True
+  )
   np.testing.assert_allclose(td_double, 0.5 + 0.9 * 0.5 - 2.0, rtol=1e-6)
 
 
@@ -29,11 +31,12 @@ def test_categorical_loss_matches_hand_projection():
   atoms = jnp.array([-1.0, 0.0, 1.0])
   # Next-state distribution: all mass on atom 0.0 for the chosen action.
   logits_t = jnp.array([[-1e9, 0.0, -1e9], [-1e9, -1e9, 0.0]])
-  selector = jnp.array([1.0, -5.0])                  # picks action 0
+  selector = jnp.array([1.0, -5.0])  # picks action 0
   logits_tm1 = jnp.log(jnp.array([[0.2, 0.3, 0.5], [1 / 3, 1 / 3, 1 / 3]]))
   # Target: r + d * 0 = 0.5 -> split equally between atoms 0.0 and 1.0.
-  loss = losses.categorical_loss(logits_tm1, jnp.array(0), jnp.array(0.5), jnp.array(0.9),
-                                 logits_t, selector, atoms)
+  loss = losses.categorical_loss(
+    logits_tm1, jnp.array(0), jnp.array(0.5), jnp.array(0.9), logits_t, selector, atoms
+  )
   expected = -(0.5 * np.log(0.3) + 0.5 * np.log(0.5))
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
@@ -41,27 +44,30 @@ def test_categorical_loss_matches_hand_projection():
 def test_batch_losses_terminal_discount_zero_ignores_next_state():
   online = jnp.array([[1.0, 2.0]])
   target = jnp.array([[100.0, 100.0]])
-  loss, prio = losses.batch_losses(online, target, target, jnp.array([0]), jnp.array([1.0]),
-                                   jnp.array([0.0]), None, double_q=False)
-  np.testing.assert_allclose(prio, [0.0])   # target = r = 1 = Q(s, a)
+  loss, prio = losses.batch_losses(
+    online, target, target, jnp.array([0]), jnp.array([1.0]), jnp.array([0.0]), None, double_q=False
+  )
+  np.testing.assert_allclose(prio, [0.0])  # target = r = 1 = Q(s, a)
   np.testing.assert_allclose(loss, [0.0])
 
 
 def _tiny_agent(**kw):
   network = {"torso": "mlp", "hidden_sizes": (16,), **kw.pop("network", {})}
-  config = presets.make_config("rainbow", "classic", network=network, min_replay=32,
-                               batch_size=8, target_update_every=3, **kw)
+  config = presets.make_config(
+    "rainbow", "classic", network=network, min_replay=32, batch_size=8, target_update_every=3, **kw
+  )
   return agent_lib.make_agent(config, num_actions=3)
 
 
 def _batch(rng, batch=8, obs_dim=4):
   return agent_lib.Batch(
-      obs=rng.normal(size=(batch, obs_dim)).astype(np.float32),
-      action=rng.integers(0, 3, size=batch).astype(np.int32),
-      reward=rng.normal(size=batch).astype(np.float32),
-      discount=np.full(batch, 0.99, np.float32),
-      next_obs=rng.normal(size=(batch, obs_dim)).astype(np.float32),
-      weight=np.ones(batch, np.float32))
+    obs=rng.normal(size=(batch, obs_dim)).astype(np.float32),
+    action=rng.integers(0, 3, size=batch).astype(np.int32),
+    reward=rng.normal(size=batch).astype(np.float32),
+    discount=np.full(batch, 0.99, np.float32),
+    next_obs=rng.normal(size=(batch, obs_dim)).astype(np.float32),
+    weight=np.ones(batch, np.float32),
+  )
 
 
 @pytest.mark.parametrize("distributional", [False, True])
@@ -71,9 +77,13 @@ def test_act_shapes_and_epsilon(distributional):
   obs = jnp.ones((5, 4))
   greedy = agent_lib.act(agent, state.params, jax.random.PRNGKey(1), obs, 0.0)
   assert greedy.shape == (5,) and greedy.dtype == jnp.int32
-  assert len(set(np.asarray(greedy).tolist())) == 1        # same obs -> same greedy action
-  random = np.concatenate([np.asarray(agent_lib.act(agent, state.params, jax.random.PRNGKey(i),
-                                                    obs, 1.0)) for i in range(20)])
+  assert len(set(np.asarray(greedy).tolist())) == 1  # same obs -> same greedy action
+  random = np.concatenate(
+    [
+      np.asarray(agent_lib.act(agent, state.params, jax.random.PRNGKey(i), obs, 1.0))
+      for i in range(20)
+    ]
+  )
   assert set(random.tolist()) == {0, 1, 2}
 
 
@@ -142,15 +152,18 @@ def test_noisy_presets_drop_epsilon_but_keep_explicit_overrides():
 
 
 def test_epsilon_and_beta_schedules():
-  config = AgentConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100,
-                       min_replay=20)
+  config = AgentConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100, min_replay=20)
   assert agent_lib.epsilon_at(config, 0) == 1.0
-  assert agent_lib.epsilon_at(config, 20) == 1.0          # held while the replay fills
+  assert agent_lib.epsilon_at(config, 20) == 1.0  # held while the replay fills
   assert agent_lib.epsilon_at(config, 70) == pytest.approx(0.55)
   assert agent_lib.epsilon_at(config, 10_000) == pytest.approx(0.1)
   assert agent_lib.importance_beta_at(config, 0.5) == pytest.approx(0.7)
-  assert dataclasses.replace(config, update_every=4,
-                             target_update_every=8000).target_update_period_updates == 2000
+  assert (
+    dataclasses.replace(
+      config, update_every=4, target_update_every=8000
+    ).target_update_period_updates
+    == 2000
+  )
 
 
 def test_noisy_presets_use_hessels_noisy_streams_and_others_keep_the_torso_dense():
@@ -170,8 +183,9 @@ def test_noisy_presets_use_hessels_noisy_streams_and_others_keep_the_torso_dense
     agent = agent_lib.make_agent(presets.make_config(name), num_actions=6)
     params = agent_lib.init(agent, jax.random.PRNGKey(0), obs).params
     assert params["torso"]["Dense_0"]["kernel"].shape == (3136, 512)
-    assert not any("sigma" in "/".join(map(str, p)) for p, _ in
-                   jax.tree_util.tree_flatten_with_path(params)[0])
+    assert not any(
+      "sigma" in "/".join(map(str, p)) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+    )
 
 
 def test_noisy_networks_evaluate_with_their_noise_means():

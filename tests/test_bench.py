@@ -29,8 +29,9 @@ def test_quick_replay_area_writes_json_and_a_table_with_targets(tmp_path, capsys
     assert math.isfinite(results[key]) and results[key] > 0, key
   # ~1 byte per pixel per stored frame: far below a stacked [4, 84, 84] copy per transition.
   assert 84 * 84 <= results["replay.bytes_per_transition"] < 4 * 84 * 84
-  row = next(line for line in captured.err.splitlines()
-             if line.startswith("replay.bytes_per_transition"))
+  row = next(
+    line for line in captured.err.splitlines() if line.startswith("replay.bytes_per_transition")
+  )
   assert "<= 7300" in row and ("met" in row or "MISSED" in row)
 
 
@@ -51,19 +52,19 @@ def test_matmul_peak_takes_the_faster_implementation_in_each_repetition():
   """The peak is not taken from XLA's default (YNNPACK) matmul alone: on CPU the same product
   compiled without YNNPACK (Eigen) is timed too, and each repetition's faster one counts."""
   matmuls = learner.make_matmul(64)
-  assert set(matmuls.calls) == {"matmul", "matmul_eigen"} and matmuls.flops == 2 * 64 ** 3
-  np.testing.assert_allclose(matmuls.calls["matmul_eigen"](), matmuls.calls["matmul"](),
-                             rtol=1e-5)
+  assert set(matmuls.calls) == {"matmul", "matmul_eigen"} and matmuls.flops == 2 * 64**3
+  np.testing.assert_allclose(matmuls.calls["matmul_eigen"](), matmuls.calls["matmul"](), rtol=1e-5)
   seconds = {"matmul": np.array([2.0, 1.0, 3.0]), "matmul_eigen": np.array([1.0, 4.0, 3.0])}
   np.testing.assert_allclose(matmuls.peak(seconds), matmuls.flops / np.array([1.0, 1.0, 3.0]))
   assert set(matmuls.timed(3)) == set(matmuls.calls)
 
 
 def test_learner_flops_analytic_count_agrees_with_xla_cost_analysis():
-  counts = {conv: learner.update_flops("rainbow", conv, compile_it=False)
-            for conv in learner.CONV_IMPLS}
+  counts = {
+    conv: learner.update_flops("rainbow", conv, compile_it=False) for conv in learner.CONV_IMPLS
+  }
   analytic = learner.analytic_flops()
-  assert 2.1e9 < analytic < 2.3e9   # ~69 MFLOP per sample, batch 32
+  assert 2.1e9 < analytic < 2.3e9  # ~69 MFLOP per sample, batch 32
   # XLA also counts the elementwise work (activations, loss, Adam): a little more.
   assert analytic < counts["xla"] < 1.03 * analytic
   # The shift convolution multiplies whole input rows it then partly discards.
@@ -88,7 +89,7 @@ def test_scale_commands_are_valid_train_runs_with_a_learning_phase(stacked):
     learning_frames = config.num_frames - fill_frames
     assert learning_frames >= scale.INTERVALS * config.log_every
     assert config.eval_every == 0 and config.diagnostics_every == 0
-  assert seeds == {0, 1, 2, 3}   # four distinct seeds either way
+  assert seeds == {0, 1, 2, 3}  # four distinct seeds either way
 
 
 def test_layer_passes_cover_the_update_flops_and_run():
@@ -96,11 +97,14 @@ def test_layer_passes_cover_the_update_flops_and_run():
   counted as often as the update runs them, plus the C51 output layer's, are the analytic
   count of the whole update."""
   passes = learner.layer_passes(batch_size=2)
-  assert set(passes) == {"conv0_forward", "conv0_weight_grad", "dense0_forward",
-                         "dense0_input_grad", "dense0_weight_grad"} | {
-                             f"conv{i}_{p}" for i in (1, 2)
-                             for p in ("forward", "input_grad", "weight_grad")}
-  output_layer = 4 * 2.0 * 2 * 512 * learner.NUM_ACTIONS * 51   # 2 forwards + dx + dw
+  assert set(passes) == {
+    "conv0_forward",
+    "conv0_weight_grad",
+    "dense0_forward",
+    "dense0_input_grad",
+    "dense0_weight_grad",
+  } | {f"conv{i}_{p}" for i in (1, 2) for p in ("forward", "input_grad", "weight_grad")}
+  output_layer = 4 * 2.0 * 2 * 512 * learner.NUM_ACTIONS * 51  # 2 forwards + dx + dw
   total = sum(p.flops * p.per_update for p in passes.values()) + output_layer
   assert total == learner.analytic_flops(batch_size=2)
   # Each call runs its chain of passes and returns a finite scalar of the last one.

@@ -17,7 +17,6 @@ from envs import continual as streams
 from experiments import continual as exp
 from networks.small_cnn import SmallCNN
 
-
 # ------------------------------------------------------------------------------ file formats
 
 
@@ -55,10 +54,10 @@ def test_mnist_errors(tmp_path):
   _write_mnist(str(tmp_path))
   path = os.path.join(tmp_path, "train-images-idx3-ubyte")
   data = open(path, "rb").read()
-  open(path, "wb").write(data[:-5])                     # truncated
+  open(path, "wb").write(data[:-5])  # truncated
   with pytest.raises(streams.DatasetError, match="bytes"):
     streams.load_dataset("mnist", str(tmp_path))
-  open(path, "wb").write(b"\x12\x34" + data[2:])        # bad magic
+  open(path, "wb").write(b"\x12\x34" + data[2:])  # bad magic
   with pytest.raises(streams.DatasetError, match="magic"):
     streams.load_dataset("mnist", str(tmp_path))
   open(path, "wb").write(data)
@@ -91,7 +90,7 @@ def test_cifar10_python_batches(tmp_path):
   (base / "data_batch_3").write_bytes(b"not a pickle at all")
   with pytest.raises(streams.DatasetError, match="CIFAR-10"):
     streams.load_dataset("cifar10", str(tmp_path))
-  with open(base / "data_batch_3", "wb") as f:   # a pickle that would run code is refused
+  with open(base / "data_batch_3", "wb") as f:  # a pickle that would run code is refused
     pickle.dump(os.getcwd, f)
   with pytest.raises(streams.DatasetError, match="not allowed"):
     streams.load_dataset("cifar10", str(tmp_path))
@@ -118,7 +117,7 @@ def test_random_label_stream_redraws_labels_per_task_and_seed():
   key = jax.random.PRNGKey(0)
   t0, t1 = s.task(key, 0), s.task(key, 1)
   assert t0.labels.shape == (300,)
-  assert float(jnp.mean(t0.labels == t1.labels)) < 0.3     # ~10% agree by chance
+  assert float(jnp.mean(t0.labels == t1.labels)) < 0.3  # ~10% agree by chance
   assert int(t0.labels.min()) >= 0 and int(t0.labels.max()) <= 9
   np.testing.assert_array_equal(t0.labels, s.task(key, 0).labels)  # pure
   other = s.task(jax.random.PRNGKey(1), 0)
@@ -146,7 +145,7 @@ def test_permuted_streams():
   t = s.task(jax.random.PRNGKey(0), 1)
   mapping = {}
   for b, l in zip(np.asarray(s.base_labels), np.asarray(t.labels)):
-    assert mapping.setdefault(int(b), int(l)) == int(l)     # a consistent class permutation
+    assert mapping.setdefault(int(b), int(l)) == int(l)  # a consistent class permutation
   assert sorted(mapping.values()) == sorted(mapping.keys())
 
 
@@ -159,7 +158,7 @@ def test_small_cnn_shapes_and_conventions():
     logits, state = out
     assert logits.shape == (2, 10)
     assert {"Conv_0_act", "Conv_1_act", "Dense_0_act", "features"} <= set(state["intermediates"])
-    assert "bias" not in shapes["params"]["Conv_0"]          # norm follows: no bias
+    assert "bias" not in shapes["params"]["Conv_0"]  # norm follows: no bias
     assert "bias" in shapes["params"]["output"]
   with pytest.raises(ValueError, match="norm"):
     SmallCNN(norm="batch")
@@ -181,24 +180,46 @@ def test_small_cnn_im2col_matches_xla_conv(hw, c):
 
 
 def _cfg(tmp_path, **kw):
-  base = dict(out=str(tmp_path / "run"), steps_per_task=20, num_tasks=2, seeds=2,
-              log_every=10, num_examples=128, probe_size=32, eval_size=64,
-              hidden_sizes=(16,), cnn_channels=(4,), cnn_strides=(2,), cnn_hidden=(8,),
-              jacobian_projections=2)
+  base = dict(
+    out=str(tmp_path / "run"),
+    steps_per_task=20,
+    num_tasks=2,
+    seeds=2,
+    log_every=10,
+    num_examples=128,
+    probe_size=32,
+    eval_size=64,
+    hidden_sizes=(16,),
+    cnn_channels=(4,),
+    cnn_strides=(2,),
+    cnn_hidden=(8,),
+    jacobian_projections=2,
+  )
   base.update(kw)
   return exp.Config(**base)
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("benchmark", "nope", "--benchmark"), ("net", ("mlp", "rnn"), "--net"),
-    ("methods", ("none", "dropout"), "--methods"), ("nap", "maybe", "--nap"),
-    ("steps_per_task", 0, "--steps_per_task"), ("num_tasks", -1, "--num_tasks"),
-    ("seeds", 0, "--seeds"), ("lr", -1.0, "--lr"), ("optimizer", "lion", "--optimizer"),
-    ("log_every", 7, "--log_every"), ("dataset", "mnist", "--data_dir"),
-    ("cnn_strides", (1, 2), "--cnn_strides"), ("overrides", ("redo.tau",), "--overrides"),
-    ("overrides", ("l2.tau=0.1",), "tau"), ("out", "", "--out"),
+@pytest.mark.parametrize(
+  "field,value,match",
+  [
+    ("benchmark", "nope", "--benchmark"),
+    ("net", ("mlp", "rnn"), "--net"),
+    ("methods", ("none", "dropout"), "--methods"),
+    ("nap", "maybe", "--nap"),
+    ("steps_per_task", 0, "--steps_per_task"),
+    ("num_tasks", -1, "--num_tasks"),
+    ("seeds", 0, "--seeds"),
+    ("lr", -1.0, "--lr"),
+    ("optimizer", "lion", "--optimizer"),
+    ("log_every", 7, "--log_every"),
+    ("dataset", "mnist", "--data_dir"),
+    ("cnn_strides", (1, 2), "--cnn_strides"),
+    ("overrides", ("redo.tau",), "--overrides"),
+    ("overrides", ("l2.tau=0.1",), "tau"),
+    ("out", "", "--out"),
     ("methods", ("none", "none"), "twice"),
-])
+  ],
+)
 def test_experiment_flag_validation(tmp_path, field, value, match):
   with pytest.raises(ValueError, match=match):
     exp.validate(_cfg(tmp_path, **{field: value}))
@@ -214,22 +235,37 @@ def test_command_line_rejects_bad_flags_before_work(tmp_path, capsys):
 
 
 def test_tiny_grid_runs_logs_and_plots(tmp_path):
-  cfg = _cfg(tmp_path, net=("mlp", "cnn"), methods=("none", "layernorm", "redo"), nap="both",
-             overrides=("redo.every=5",))
+  cfg = _cfg(
+    tmp_path,
+    net=("mlp", "cnn"),
+    methods=("none", "layernorm", "redo"),
+    nap="both",
+    overrides=("redo.every=5",),
+  )
   summary = exp.run(cfg, verbose=False)
   assert summary["num_configs"] == 12
-  assert summary["num_trained"] == 10      # layernorm + NaP == none + NaP, per network
+  assert summary["num_trained"] == 10  # layernorm + NaP == none + NaP, per network
   assert summary["configs"]["mlp/layernorm+nap"]["alias_of"] == "none"
   recs = [json.loads(l) for l in open(tmp_path / "run" / "tasks.jsonl")]
-  assert len(recs) == 12 * 2 * 2           # configs x seeds x tasks
+  assert len(recs) == 12 * 2 * 2  # configs x seeds x tasks
   r = recs[0]
-  for key in ("online_accuracy", "final_loss", "param_norm", "jacobian_norm", "dormant",
-              "dormant_zero", "elr", "srank", "effective_rank", "param_norms"):
+  for key in (
+    "online_accuracy",
+    "final_loss",
+    "param_norm",
+    "jacobian_norm",
+    "dormant",
+    "dormant_zero",
+    "elr",
+    "srank",
+    "effective_rank",
+    "param_norms",
+  ):
     assert key in r
   assert 0.0 <= r["online_accuracy"] <= 1.0 and r["jacobian_norm"] > 0
   lines = open(tmp_path / "run" / "steps.csv").read().splitlines()
   assert lines[0] == "net,method,nap,seed,task,step,loss,accuracy"
-  assert len(lines) - 1 == 12 * 2 * 2 * 2   # ... x (20 steps / log_every 10)
+  assert len(lines) - 1 == 12 * 2 * 2 * 2  # ... x (20 steps / log_every 10)
   nap_rec = [x for x in recs if x["nap"] and x["net"] == "mlp" and x["method"] == "none"]
   first = [x for x in nap_rec if x["task"] == 0][0]["param_norms"]
   last = [x for x in nap_rec if x["task"] == 1][0]["param_norms"]
@@ -238,9 +274,10 @@ def test_tiny_grid_runs_logs_and_plots(tmp_path):
     assert os.path.getsize(tmp_path / "run" / name) > 1000
   with open(tmp_path / "run" / "per_task.csv") as f:
     table = list(csv.DictReader(f))
-  assert len(table) == 12 * 2                # configs x tasks, seeds averaged
-  row = [t for t in table if (t["net"], t["method"], t["nap"], t["task"]) ==
-         ("mlp", "none", "1", "1")][0]
+  assert len(table) == 12 * 2  # configs x tasks, seeds averaged
+  row = [
+    t for t in table if (t["net"], t["method"], t["nap"], t["task"]) == ("mlp", "none", "1", "1")
+  ][0]
   nap_last = [x["final_loss"] for x in nap_rec if x["task"] == 1]
   assert row["seeds"] == "2"
   assert float(row["final_loss_mean"]) == pytest.approx(np.mean(nap_last), rel=1e-5)

@@ -18,8 +18,8 @@ def _pages() -> list[str]:
 def _links(path: str) -> list[str]:
   with open(path, encoding="utf-8") as f:
     text = f.read()
-  text = re.sub(r"```.*?```", "", text, flags=re.S)   # code blocks
-  text = re.sub(r"`[^`\n]*`", "", text)               # code spans
+  text = re.sub(r"```.*?```", "", text, flags=re.S)  # code blocks
+  text = re.sub(r"`[^`\n]*`", "", text)  # code spans
   return _LINK.findall(text)
 
 
@@ -36,7 +36,7 @@ def test_relative_links_resolve_to_files():
   for page in _pages():
     for target in _links(page):
       if re.match(r"^[a-z][a-z0-9+.-]*:", target):
-        continue   # URLs, mail addresses
+        continue  # URLs, mail addresses
       path, _, anchor = target.partition("#")
       full = os.path.join(os.path.dirname(page), path) if path else page
       if not os.path.exists(full):
@@ -57,7 +57,12 @@ def test_readme_is_at_most_250_lines():
 
 def test_anchor_rule_matches_github(tmp_path):
   page = tmp_path / "p.md"
-  page.write_text("# NaP-RL\n## Seeds in one process (`--num_seeds`, `--seed_mode`)\n"
-                  "## The paper vs NaP-RL\n```\n# not a heading\n```\n")
-  assert _anchors(str(page)) == {"nap-rl", "seeds-in-one-process---num_seeds---seed_mode",
-                                 "the-paper-vs-nap-rl"}
+  page.write_text(
+    "# NaP-RL\n## Seeds in one process (`--num_seeds`, `--seed_mode`)\n"
+    "## The paper vs NaP-RL\n```\n# not a heading\n```\n"
+  )
+  assert _anchors(str(page)) == {
+    "nap-rl",
+    "seeds-in-one-process---num_seeds---seed_mode",
+    "the-paper-vs-nap-rl",
+  }

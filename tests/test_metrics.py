@@ -28,7 +28,7 @@ def _tiny_with_dead_units(dead):
   params = model.init(jax.random.PRNGKey(1), x)["params"]
   k = np.abs(np.asarray(params["Dense_0"]["kernel"])) + 0.05
   b = np.zeros(8, np.float32)
-  k[:, list(dead)] *= -1.0     # positive inputs x negative weights -> relu output exactly 0
+  k[:, list(dead)] *= -1.0  # positive inputs x negative weights -> relu output exactly 0
   params = {**params, "Dense_0": {"kernel": jnp.asarray(k), "bias": jnp.asarray(b)}}
   return model, {"params": params}, x
 
@@ -77,9 +77,9 @@ def test_srank_known_spectrum():
   # s = [10, 5, 3, 1, 0.5, 0.2]: sum 19.7; cumulative fractions .508 .761 .914 .964 .990 1.
   s = np.array([10, 5, 3, 1, 0.5, 0.2])
   f = _with_spectrum(s)
-  assert int(metrics.srank(f, delta=0.01)) == 6      # needs >= .99: .9898 at k=5 is not enough
-  assert int(metrics.srank(f, delta=0.05)) == 4      # >= .95 first at k=4 (.964)
-  assert int(metrics.srank(f, delta=0.3)) == 2       # >= .70 first at k=2 (.761)
+  assert int(metrics.srank(f, delta=0.01)) == 6  # needs >= .99: .9898 at k=5 is not enough
+  assert int(metrics.srank(f, delta=0.05)) == 4  # >= .95 first at k=4 (.964)
+  assert int(metrics.srank(f, delta=0.3)) == 2  # >= .70 first at k=2 (.761)
   f2 = _with_spectrum(np.array([1.0, 1e-4, 1e-4, 1e-4]))
   assert int(metrics.srank(f2)) == 1
   assert int(jax.jit(metrics.srank)(jnp.zeros((5, 3)))) == 0
@@ -109,11 +109,11 @@ def test_param_norms_and_elr_match_direct_computation():
   ko = np.asarray(params["output"]["kernel"])
   assert float(norms["Dense_0/kernel"]) == pytest.approx(np.linalg.norm(k0), rel=1e-5)
   assert float(norms["output/kernel"]) == pytest.approx(np.linalg.norm(ko), rel=1e-5)
-  elr = metrics.effective_learning_rates(params, 1e-3)                    # Adam's rule
+  elr = metrics.effective_learning_rates(params, 1e-3)  # Adam's rule
   assert float(elr["Dense_0/kernel"]) == pytest.approx(1e-3 / np.linalg.norm(k0), rel=1e-5)
   elr = metrics.effective_learning_rates(params, 1e-3, optimizer="sgd")
   assert float(elr["Dense_0/kernel"]) == pytest.approx(1e-3 / np.linalg.norm(k0) ** 2, rel=1e-5)
-  assert "output/kernel" not in elr   # the output layer is not scale-invariant
+  assert "output/kernel" not in elr  # the output layer is not scale-invariant
 
 
 class _Smooth(nn.Module):
@@ -134,10 +134,13 @@ def test_jacobian_norm_estimate_within_10_percent(method):
   # Direct check of the exact value on one example.
   j0 = jax.jacfwd(lambda v: model.apply(params, v[None])[0])(x[0])
   assert exact > 0
-  est = float(jax.jit(lambda k: metrics.jacobian_norm(fn, x, k, num_projections=16,
-                                                       method=method))(jax.random.PRNGKey(2)))
+  est = float(
+    jax.jit(lambda k: metrics.jacobian_norm(fn, x, k, num_projections=16, method=method))(
+      jax.random.PRNGKey(2)
+    )
+  )
   assert est == pytest.approx(exact, rel=0.10)
-  assert float(jnp.sum(j0 ** 2)) > 0
+  assert float(jnp.sum(j0**2)) > 0
 
 
 def test_jacobian_norm_linear_map_is_exact_frobenius():
@@ -155,7 +158,8 @@ def test_jacobian_norm_linear_map_is_exact_frobenius():
 def test_diagnostics_bundle_is_jittable():
   model, variables, x = _tiny_with_dead_units((1,))
   out = jax.jit(lambda v, xx, k: metrics.diagnostics(model.apply, v, xx, k, learning_rate=1e-3))(
-      variables, x, jax.random.PRNGKey(0))
+    variables, x, jax.random.PRNGKey(0)
+  )
   assert float(out["dormant"]["hidden"]) == pytest.approx(1 / 8)
   assert 1 <= int(out["srank"]) <= 8
   assert float(out["jacobian_norm"]) > 0

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import networks
 from plasticity import nap
@@ -78,9 +79,12 @@ def _train(model, params, tx, steps):
 @functools.cache
 def _trained():
   p0 = _p0()
-  both = _train_many(_mlp(), p0, (
-      optax.chain(optax.adam(1e-2), nap.weight_projection(norm_params="joint")),
-      optax.adam(1e-2)), 300)
+  both = _train_many(
+    _mlp(),
+    p0,
+    (optax.chain(optax.adam(1e-2), nap.weight_projection(norm_params="joint")), optax.adam(1e-2)),
+    300,
+  )
   (with_nap, hist_nap), (without, hist_plain) = both
   return p0, with_nap, hist_nap, without, hist_plain
 
@@ -121,7 +125,7 @@ def test_scale_invariance_of_hidden_kernels_but_not_output():
 def test_elr_constant_with_nap_and_decaying_without():
   p0, _, hist_nap, _, hist_plain = _trained()
   lr = 1e-2
-  elr0 = nap.effective_learning_rates(p0, lr)     # Adam: lr / ||W||
+  elr0 = nap.effective_learning_rates(p0, lr)  # Adam: lr / ||W||
   assert set(elr0) == set(HIDDEN)
   for k in HIDDEN:
     np.testing.assert_allclose(float(elr0[k]), lr / float(nap.param_norms(p0)[k]), rtol=1e-6)
@@ -178,7 +182,7 @@ def test_haiku_tree_default_selection_and_projection():
   mask = nap.default_mask(params)
   assert mask["linear"]["w"] and mask["linear_1"]["w"]
   assert not mask["linear_2"]["w"] and not mask["linear_2"]["b"]  # output: last in natural order
-  assert not mask["layer_norm"]["scale"] and not mask["layer_norm"]["offset"]   # free
+  assert not mask["layer_norm"]["scale"] and not mask["layer_norm"]["offset"]  # free
   mask = nap.default_mask(params, norm_params="joint")
   assert mask["layer_norm"]["scale"] and mask["layer_norm"]["offset"]
 
@@ -203,7 +207,9 @@ def test_haiku_tree_default_selection_and_projection():
   for k in ("linear/w", "linear_1/w"):
     assert _rel(n1[k], n0[k]) < 1e-5
   assert _rel(n1["linear_2/w"], n0["linear_2/w"]) > 1e-3
-  joint = jnp.sqrt(jnp.sum(p["layer_norm_1"]["scale"] ** 2) + jnp.sum(p["layer_norm_1"]["offset"] ** 2))
+  joint = jnp.sqrt(
+    jnp.sum(p["layer_norm_1"]["scale"] ** 2) + jnp.sum(p["layer_norm_1"]["offset"] ** 2)
+  )
   assert _rel(joint, np.sqrt(32)) < 1e-5
 
 
@@ -224,14 +230,14 @@ def test_unit_scope_holds_each_units_incoming_norm():
 def test_include_output_and_free_norm_params():
   model = _mlp()
   params = _p0()
-  tx = optax.chain(optax.adam(1e-2),
-                   nap.weight_projection(include_output=True, norm_params="free"))
+  tx = optax.chain(optax.adam(1e-2), nap.weight_projection(include_output=True, norm_params="free"))
   assert set(tx.init(params)[1].target_norms) == set(HIDDEN) | {"output/kernel"}
   trained, _ = _train(model, params, tx, 50)
   n0, n1 = nap.param_norms(params), nap.param_norms(trained)
   assert _rel(n1["output/kernel"], n0["output/kernel"]) < 1e-5
-  joint = jnp.sqrt(jnp.sum(trained["Dense_0_norm"]["scale"] ** 2)
-                   + jnp.sum(trained["Dense_0_norm"]["bias"] ** 2))
+  joint = jnp.sqrt(
+    jnp.sum(trained["Dense_0_norm"]["scale"] ** 2) + jnp.sum(trained["Dense_0_norm"]["bias"] ** 2)
+  )
   assert _rel(joint, 8.0) > 1e-3  # free
 
 
@@ -240,21 +246,26 @@ def test_output_fallback_uses_natural_sort_order():
   mask = nap.default_mask(params)
   assert mask["Dense_10"]["kernel"] is False  # Dense_10 is after Dense_2 naturally
   assert all(mask[f"Dense_{i}"]["kernel"] for i in (0, 1, 2))
-  named = {"torso": {"Dense_9": {"kernel": jnp.ones((3, 3))}},
-           "value_output": {"kernel": jnp.ones((3, 1))},
-           "advantage_output": {"kernel": jnp.ones((3, 4))}}
+  named = {
+    "torso": {"Dense_9": {"kernel": jnp.ones((3, 3))}},
+    "value_output": {"kernel": jnp.ones((3, 1))},
+    "advantage_output": {"kernel": jnp.ones((3, 4))},
+  }
   mask = nap.default_mask(named)
   assert mask["torso"]["Dense_9"]["kernel"]
   assert not mask["value_output"]["kernel"] and not mask["advantage_output"]["kernel"]
 
 
 def test_mask_pytree_and_callable_override_default():
-  params = {"a": {"kernel": jnp.ones((2, 3))}, "b": {"kernel": jnp.ones((3, 4)) * 2,
-                                                     "bias": jnp.ones((4,))}}
+  params = {
+    "a": {"kernel": jnp.ones((2, 3))},
+    "b": {"kernel": jnp.ones((3, 4)) * 2, "bias": jnp.ones((4,))},
+  }
   grads = jax.tree.map(lambda x: jnp.full_like(x, 0.5), params)
-  for mask in ({"a": {"kernel": False}, "b": {"kernel": False, "bias": True}},
-               lambda p: jax.tree_util.tree_map_with_path(
-                   lambda path, _: path[-1].key == "bias", p)):
+  for mask in (
+    {"a": {"kernel": False}, "b": {"kernel": False, "bias": True}},
+    lambda p: jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "bias", p),
+  ):
     tx = nap.weight_projection(mask=mask)
     u, _ = tx.update(grads, tx.init(params), params)
     new = optax.apply_updates(params, u)
@@ -267,8 +278,10 @@ def test_every_k_steps_and_inject_hyperparams():
   params = {"h": {"kernel": jnp.eye(3)}, "output": {"kernel": jnp.ones((3, 1))}}
   grads = jax.tree.map(lambda x: -0.1 * x, params)  # grows the norms
   target = float(jnp.linalg.norm(jnp.eye(3)))
-  for tx in (nap.weight_projection(every_k_steps=3),
-             optax.inject_hyperparams(nap.weight_projection)(every_k_steps=3)):
+  for tx in (
+    nap.weight_projection(every_k_steps=3),
+    optax.inject_hyperparams(nap.weight_projection)(every_k_steps=3),
+  ):
     state = tx.init(params)
     p = params
     update = jax.jit(tx.update)
@@ -285,20 +298,21 @@ def test_a_rebuilt_optimizer_state_keeps_the_initial_target_norms():
   params = {"h": {"kernel": jnp.eye(3)}, "output": {"kernel": jnp.ones((3, 1))}}
   tx = optax.chain(optax.adam(1e-2), nap.weight_projection(every_k_steps=3))
   old = tx.init(params)
-  drifted = jax.tree.map(lambda x: 2.0 * x, params)    # off the norms between projections
+  drifted = jax.tree.map(lambda x: 2.0 * x, params)  # off the norms between projections
   fresh = tx.init(drifted)
   kept = nap.keep_target_norms(fresh, old)
   np.testing.assert_allclose(kept[1].target_norms["h/kernel"], np.sqrt(3.0), rtol=1e-6)
   np.testing.assert_allclose(fresh[1].target_norms["h/kernel"], 2 * np.sqrt(3.0), rtol=1e-6)
-  assert int(kept[1].count) == 0                          # the rest is the fresh state
+  assert int(kept[1].count) == 0  # the rest is the fresh state
   np.testing.assert_array_equal(kept[0][0].mu["h"]["kernel"], 0.0)
 
 
 def test_chained_with_injected_adam_under_jit():
   model = _mlp()
   params = _p0()
-  tx = optax.chain(optax.inject_hyperparams(optax.adam)(learning_rate=1e-2),
-                   nap.weight_projection())
+  tx = optax.chain(
+    optax.inject_hyperparams(optax.adam)(learning_rate=1e-2), nap.weight_projection()
+  )
   trained, _ = _train(model, params, tx, 20)
   n0, n1 = nap.param_norms(params), nap.param_norms(trained)
   for k in HIDDEN:
@@ -330,7 +344,8 @@ def test_bad_inputs_raise_clear_errors():
     nap.weight_projection().init(zero)
   with pytest.raises(ValueError, match="zero norm"):
     nap.weight_projection(scope="unit").init(
-        {"h": {"kernel": jnp.eye(3).at[:, 1].set(0.0)}, "output": {"kernel": jnp.ones((3, 1))}})
+      {"h": {"kernel": jnp.eye(3).at[:, 1].set(0.0)}, "output": {"kernel": jnp.ones((3, 1))}}
+    )
 
 
 # ----------------------------------------------------------------------------- properties
@@ -340,16 +355,22 @@ _shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=3)
 
 
 @settings(max_examples=30, deadline=None)
-@given(shapes=st.lists(_shapes, min_size=1, max_size=4), data=st.data(),
-       scope=st.sampled_from(["layer", "unit"]))
+@given(
+  shapes=st.lists(_shapes, min_size=1, max_size=4),
+  data=st.data(),
+  scope=st.sampled_from(["layer", "unit"]),
+)
 def test_property_projection_is_exact_rescaling_of_selected_leaves(shapes, data, scope):
   rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
   # numpy leaves: the transform takes any array pytree, and this avoids per-shape eager ops.
-  params = {f"layer_{i}": {"kernel": (rng.normal(size=s) + 0.1).astype(np.float32)}
-            for i, s in enumerate(shapes)}
+  params = {
+    f"layer_{i}": {"kernel": (rng.normal(size=s) + 0.1).astype(np.float32)}
+    for i, s in enumerate(shapes)
+  }
   mask = {k: {"kernel": data.draw(st.booleans())} for k in params}
   updates = jax.tree.map(
-      lambda x: (rng.normal(size=x.shape) * rng.uniform(0.01, 3.0)).astype(np.float32), params)
+    lambda x: (rng.normal(size=x.shape) * rng.uniform(0.01, 3.0)).astype(np.float32), params
+  )
   tx = nap.weight_projection(mask=mask, scope=scope)
   state = tx.init(params)
   proj = tx.update(updates, state, params)[0]
@@ -371,8 +392,10 @@ def test_property_projection_is_exact_rescaling_of_selected_leaves(shapes, data,
 @settings(max_examples=25, deadline=None)
 @given(mask_bits=st.lists(st.booleans(), min_size=3, max_size=3), extra=st.booleans())
 def test_property_mismatched_masks_raise(mask_bits, extra):
-  params = {"a": {"kernel": jnp.ones((2, 2))}, "b": {"kernel": jnp.ones((2, 2)),
-                                                     "bias": jnp.ones((2,))}}
+  params = {
+    "a": {"kernel": jnp.ones((2, 2))},
+    "b": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))},
+  }
   good = {"a": {"kernel": mask_bits[0]}, "b": {"kernel": mask_bits[1], "bias": mask_bits[2]}}
   nap.weight_projection(mask=good).init(params)  # matching structure: accepted
   bad = dict(good, c={"kernel": True}) if extra else {"a": good["a"], "b": {"kernel": True}}
@@ -386,11 +409,17 @@ def test_noisy_layer_kernel_and_sigma_are_projected_jointly(scope):
   pair's joint norm (the scale a following norm is invariant to) and lets their ratio move;
   the output layer's sigma stays free like its kernel."""
   rng = np.random.default_rng(0)
-  params = {"hidden_0": {"kernel": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32),
-                         "kernel_sigma": jnp.full((6, 4), 0.2, jnp.float32),
-                         "bias": jnp.zeros(4)},
-            "output": {"kernel": jnp.asarray(rng.normal(size=(4, 2)), jnp.float32),
-                       "kernel_sigma": jnp.full((4, 2), 0.2, jnp.float32)}}
+  params = {
+    "hidden_0": {
+      "kernel": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32),
+      "kernel_sigma": jnp.full((6, 4), 0.2, jnp.float32),
+      "bias": jnp.zeros(4),
+    },
+    "output": {
+      "kernel": jnp.asarray(rng.normal(size=(4, 2)), jnp.float32),
+      "kernel_sigma": jnp.full((4, 2), 0.2, jnp.float32),
+    },
+  }
   mask = nap.default_mask(params)
   assert mask["hidden_0"]["kernel"] and mask["hidden_0"]["kernel_sigma"]
   assert not mask["output"]["kernel"] and not mask["output"]["kernel_sigma"]
@@ -404,12 +433,13 @@ def test_noisy_layer_kernel_and_sigma_are_projected_jointly(scope):
   new_u, _ = tx.update(updates, state, params)
   new = optax.apply_updates(params, new_u)
   axis = None if scope == "layer" else 0
-  joint = lambda p: np.sqrt(np.sum(np.square(p["kernel"]), axis=axis)
-                            + np.sum(np.square(p["kernel_sigma"]), axis=axis))
+  joint = lambda p: np.sqrt(
+    np.sum(np.square(p["kernel"]), axis=axis) + np.sum(np.square(p["kernel_sigma"]), axis=axis)
+  )
   np.testing.assert_allclose(joint(new["hidden_0"]), joint(params["hidden_0"]), rtol=1e-5)
   ratio = lambda p: np.linalg.norm(p["kernel_sigma"]) / np.linalg.norm(p["kernel"])
   assert ratio(new["hidden_0"]) > 2 * ratio(params["hidden_0"])
-  np.testing.assert_allclose(new["output"]["kernel_sigma"], 0.7, rtol=1e-6)   # not projected
+  np.testing.assert_allclose(new["output"]["kernel_sigma"], 0.7, rtol=1e-6)  # not projected
 
 
 # ----------------------------------------------------------------------------- the paper's rules
@@ -423,8 +453,9 @@ def test_elr_rule_matches_the_measured_turn_of_a_scale_invariant_weight(optimize
   model, c, layer = _mlp(), 4.0, "Dense_0"
   p0 = _p0(5)
   scaled = dict(p0, **{layer: {"kernel": p0[layer]["kernel"] * c}})
-  np.testing.assert_allclose(_apply({"params": scaled}, X), _apply({"params": p0}, X),
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    _apply({"params": scaled}, X), _apply({"params": p0}, X), rtol=1e-4, atol=1e-5
+  )
   tx = optax.adam(1e-4) if optimizer == "adam" else optax.sgd(1e-3)
 
   def turn(params):
@@ -437,8 +468,10 @@ def test_elr_rule_matches_the_measured_turn_of_a_scale_invariant_weight(optimize
 
   measured = turn(p0) / turn(scaled)
   k = f"{layer}/kernel"
-  predicted = float(nap.effective_learning_rates(p0, 1.0, optimizer=optimizer)[k]
-                    / nap.effective_learning_rates(scaled, 1.0, optimizer=optimizer)[k])
+  predicted = float(
+    nap.effective_learning_rates(p0, 1.0, optimizer=optimizer)[k]
+    / nap.effective_learning_rates(scaled, 1.0, optimizer=optimizer)[k]
+  )
   np.testing.assert_allclose(predicted, c if optimizer == "adam" else c**2, rtol=1e-5)
   assert abs(measured / predicted - 1.0) < 0.1, (optimizer, measured, predicted)
 
@@ -446,9 +479,11 @@ def test_elr_rule_matches_the_measured_turn_of_a_scale_invariant_weight(optimize
 def test_norm_params_free_and_decay_treatments():
   """'free' (the default) lets LayerNorm scale/offset move like any parameter; 'decay' pulls
   them toward (1, 0) by (s, b) <- (a s + (1 - a), a b) after the optimizer's step."""
-  params = {"h": {"kernel": jnp.eye(3)}, "h_norm": {"scale": jnp.full((3,), 2.0),
-                                                    "bias": jnp.full((3,), 0.5)},
-            "output": {"kernel": jnp.ones((3, 1))}}
+  params = {
+    "h": {"kernel": jnp.eye(3)},
+    "h_norm": {"scale": jnp.full((3,), 2.0), "bias": jnp.full((3,), 0.5)},
+    "output": {"kernel": jnp.ones((3, 1))},
+  }
   updates = jax.tree.map(lambda x: jnp.full_like(x, 0.1), params)
   free = nap.weight_projection()
   assert set(free.init(params).target_norms) == {"h/kernel"}
@@ -461,4 +496,4 @@ def test_norm_params_free_and_decay_treatments():
   np.testing.assert_allclose(new["h_norm"]["scale"], 0.9 * 2.1 + 0.1, rtol=1e-6)
   np.testing.assert_allclose(new["h_norm"]["bias"], 0.9 * 0.6, rtol=1e-6)
   np.testing.assert_allclose(jnp.linalg.norm(new["h"]["kernel"]), np.sqrt(3.0), rtol=1e-6)
-  np.testing.assert_allclose(new["output"]["kernel"], 1.1, rtol=1e-6)   # untouched
+  np.testing.assert_allclose(new["output"]["kernel"], 1.1, rtol=1e-6)  # untouched

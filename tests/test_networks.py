@@ -47,7 +47,8 @@ def _np_variables(model, *args):
 
 def _sown(model, variables, *args, **kwargs):
   out, state = jax.jit(lambda v: model.apply(v, *args, mutable=["intermediates"], **kwargs))(
-      variables)
+    variables
+  )
   return out, state["intermediates"]
 
 
@@ -55,9 +56,12 @@ def test_mlp_exact_signature_structure_and_sow():
   model = networks.MLP(hidden_sizes=(64, 64), num_outputs=10, norm="layer")
   shapes = _shapes(model, VEC)
   assert shapes == {
-      "Dense_0": {"kernel": (12, 64)}, "Dense_0_norm": {"scale": (64,), "bias": (64,)},
-      "Dense_1": {"kernel": (64, 64)}, "Dense_1_norm": {"scale": (64,), "bias": (64,)},
-      "output": {"kernel": (64, 10), "bias": (10,)}}
+    "Dense_0": {"kernel": (12, 64)},
+    "Dense_0_norm": {"scale": (64,), "bias": (64,)},
+    "Dense_1": {"kernel": (64, 64)},
+    "Dense_1_norm": {"scale": (64,), "bias": (64,)},
+    "output": {"kernel": (64, 10), "bias": (10,)},
+  }
   variables = _np_variables(model, VEC)
   out, sown = _sown(model, variables, VEC)
   assert out.shape == (5, 10)
@@ -72,13 +76,17 @@ def test_mlp_exact_signature_structure_and_sow():
 
 def test_mlp_without_norm_keeps_biases_and_rms_has_scale_only():
   plain = _shapes(networks.MLP(hidden_sizes=(8,), num_outputs=3), VEC)
-  assert plain == {"Dense_0": {"kernel": (12, 8), "bias": (8,)},
-                   "output": {"kernel": (8, 3), "bias": (3,)}}
+  assert plain == {
+    "Dense_0": {"kernel": (12, 8), "bias": (8,)},
+    "output": {"kernel": (8, 3), "bias": (3,)},
+  }
   rms = _shapes(networks.MLP(hidden_sizes=(8,), norm="rms", activation="leaky_relu"), VEC)
   assert rms == {"Dense_0": {"kernel": (12, 8)}, "Dense_0_norm": {"scale": (8,)}}
 
 
-@pytest.mark.parametrize("make, argument", [
+@pytest.mark.parametrize(
+  "make, argument",
+  [
     (lambda: networks.MLP(hidden_sizes=(8,), norm="batch"), "norm"),
     (lambda: networks.MLP(hidden_sizes=(8,), activation="gelu"), "activation"),
     (lambda: networks.MLP(hidden_sizes=(8, 0)), "hidden_sizes"),
@@ -89,7 +97,8 @@ def test_mlp_without_norm_keeps_biases_and_rms_has_scale_only():
     (lambda: networks.QNetwork("mlp", num_actions=4), "torso"),
     (lambda: networks.QHead(num_actions=3, norm="batch"), "norm"),
     (lambda: networks.QHead(num_actions=3, noisy_sigma_init="0.5"), "noisy_sigma_init"),
-])
+  ],
+)
 def test_bad_arguments_raise_value_error_naming_them(make, argument):
   with pytest.raises(ValueError, match=argument) as info:
     make()
@@ -133,8 +142,14 @@ def test_normalized_q_network_conv_torso_is_scale_invariant():
   out = apply(params)
   assert out.shape == (2, 6)
   torso = params["torso"]
-  scaled = {**params, "torso": {**torso, "Conv_1": {"kernel": torso["Conv_1"]["kernel"] * 5.0},
-                                "Dense_0": {"kernel": torso["Dense_0"]["kernel"] * 0.3}}}
+  scaled = {
+    **params,
+    "torso": {
+      **torso,
+      "Conv_1": {"kernel": torso["Conv_1"]["kernel"] * 5.0},
+      "Dense_0": {"kernel": torso["Dense_0"]["kernel"] * 0.3},
+    },
+  }
   np.testing.assert_allclose(apply(scaled), out, rtol=1e-4, atol=1e-5)
   scaled = {**params, "output": {**params["output"], "kernel": params["output"]["kernel"] * 5.0}}
   assert float(jnp.max(jnp.abs(apply(scaled) - out))) > 1e-3
@@ -163,12 +178,19 @@ def test_impala_cnn_structure_and_output():
   assert sown["stack0_block0_in_act"][0].shape == (2, 8, 8, 4)
 
 
-@pytest.mark.parametrize("dueling, distributional", [(False, False), (True, False),
-                                                     (False, True), (True, True)])
+@pytest.mark.parametrize(
+  "dueling, distributional", [(False, False), (True, False), (False, True), (True, True)]
+)
 def test_q_network_heads_shapes_and_names(dueling, distributional):
-  model = networks.QNetwork(networks.MLP(hidden_sizes=(16,), norm="layer"), num_actions=3,
-                            dueling=dueling, distributional=distributional, num_atoms=7,
-                            hidden_sizes=(8,), norm="layer")
+  model = networks.QNetwork(
+    networks.MLP(hidden_sizes=(16,), norm="layer"),
+    num_actions=3,
+    dueling=dueling,
+    distributional=distributional,
+    num_atoms=7,
+    hidden_sizes=(8,),
+    norm="layer",
+  )
   shapes = _shapes(model, VEC)
   atoms = 7 if distributional else 1
   if dueling:
@@ -185,8 +207,9 @@ def test_q_network_heads_shapes_and_names(dueling, distributional):
 def test_dueling_combination_and_features():
   model = networks.QNetwork(networks.MLP(hidden_sizes=(16,)), num_actions=4, dueling=True)
   variables = _np_variables(model, VEC)
-  q, state = jax.jit(lambda v: model.apply(v, VEC, capture_intermediates=True,
-                                           mutable=["intermediates"]))(variables)
+  q, state = jax.jit(
+    lambda v: model.apply(v, VEC, capture_intermediates=True, mutable=["intermediates"])
+  )(variables)
   inter = state["intermediates"]
   value = inter["value_output"]["__call__"][0]
   adv = inter["advantage_output"]["__call__"][0]
@@ -205,14 +228,16 @@ def test_noisy_dense_params_noise_and_deterministic_switch():
   assert set(params) == {"kernel", "bias", "kernel_sigma", "bias_sigma"}
   np.testing.assert_allclose(params["kernel_sigma"], 0.5 / np.sqrt(12), rtol=1e-6)
   assert float(jnp.max(jnp.abs(params["kernel"]))) <= 1 / np.sqrt(12)
-  apply = jax.jit(lambda k, det: layer.apply(variables, x, deterministic=det,
-                                             rngs={"noise": k}), static_argnums=1)
+  apply = jax.jit(
+    lambda k, det: layer.apply(variables, x, deterministic=det, rngs={"noise": k}), static_argnums=1
+  )
   k1, k2 = jax.random.key(1), jax.random.key(2)
   mean = x @ params["kernel"] + params["bias"]
   np.testing.assert_allclose(apply(k1, True), mean, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(apply(k1, True), apply(k2, True))
   assert float(jnp.max(jnp.abs(apply(k1, False) - apply(k2, False)))) > 1e-3
   np.testing.assert_array_equal(apply(k1, False), apply(k1, False))
+
   # Factorised noise: the kernel perturbation is sigma * outer(f(e_in), f(e_out)), so
   # perturbation / sigma has rank one. Probe it with unit inputs and the same noise key.
   @jax.jit
@@ -227,8 +252,9 @@ def test_noisy_dense_params_noise_and_deterministic_switch():
 
 
 def test_noisy_q_network_eval_needs_no_rng_and_train_uses_noise_stream():
-  model = networks.QNetwork(networks.MLP(hidden_sizes=(16,)), num_actions=3, noisy=True,
-                            distributional=True, num_atoms=5)
+  model = networks.QNetwork(
+    networks.MLP(hidden_sizes=(16,)), num_actions=3, noisy=True, distributional=True, num_atoms=5
+  )
   variables = _np_variables(model, VEC)
   assert set(variables["params"]["output"]) == {"kernel", "bias", "kernel_sigma", "bias_sigma"}
   evaluate = jax.jit(lambda v: model.apply(v, VEC, deterministic=True))
@@ -247,10 +273,13 @@ def test_gemm_conv_matches_flax_conv_values_grads_and_vmap():
   stride 1 (im2col)."""
   assert cnn.Conv is conv.Conv
   x = jnp.asarray(RNG.normal(size=(2, 3, 20, 20, 4)).astype(np.float32))  # [seeds, B, H, W, C]
-  params = tuple({"kernel": jnp.asarray(RNG.normal(size=(2, k, k, cin, cout)) / k / cin ** 0.5,
-                                        jnp.float32),
-                  "bias": jnp.asarray(RNG.normal(size=(2, cout)), jnp.float32)}
-                 for k, cin, cout in ((8, 4, 5), (3, 5, 6)))
+  params = tuple(
+    {
+      "kernel": jnp.asarray(RNG.normal(size=(2, k, k, cin, cout)) / k / cin**0.5, jnp.float32),
+      "bias": jnp.asarray(RNG.normal(size=(2, cout)), jnp.float32),
+    }
+    for k, cin, cout in ((8, 4, 5), (3, 5, 6))
+  )
 
   def value_and_grads(make):
     a, b = make(5, (8, 8), strides=4, padding="VALID"), make(6, (3, 3), padding="VALID")
@@ -258,8 +287,10 @@ def test_gemm_conv_matches_flax_conv_values_grads_and_vmap():
     lowered = jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1)))).lower(params, x)
     return lowered.compile()(params, x), lowered.as_text()
 
-  (got, gemm_hlo), (want, xla_hlo) = value_and_grads(
-      functools.partial(conv.Conv, impl="gemm")), value_and_grads(nn.Conv)
+  (got, gemm_hlo), (want, xla_hlo) = (
+    value_and_grads(functools.partial(conv.Conv, impl="gemm")),
+    value_and_grads(nn.Conv),
+  )
   assert "convolution" not in gemm_hlo and "convolution" in xla_hlo
   assert float(jnp.min(jnp.abs(want[0]))) > 0
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, want)
@@ -284,21 +315,33 @@ def test_every_gemm_conv_method_equals_lax_conv(method, kernel, stride):
   stay in the patch slicing, for every patch layout."""
   x = jnp.asarray(RNG.normal(size=(2, 11, 13, 3)), jnp.float32)
   w = jnp.asarray(RNG.normal(size=(kernel, kernel, 3, 4)), jnp.float32)
-  want = jax.lax.conv_general_dilated(x, w, (stride, stride), "VALID",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  want = jax.lax.conv_general_dilated(
+    x, w, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   got = conv.conv2d_valid(x, w, (stride, stride), method=method)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
   grad = lambda f: jax.grad(lambda w: jnp.sum(jnp.sin(f(w))))(w)
   np.testing.assert_allclose(
-      grad(lambda w: conv.conv2d_valid(x, w, (stride, stride), method=method)),
-      grad(lambda w: jax.lax.conv_general_dilated(x, w, (stride, stride), "VALID",
-                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))),
-      rtol=1e-4, atol=1e-3)
+    grad(lambda w: conv.conv2d_valid(x, w, (stride, stride), method=method)),
+    grad(
+      lambda w: jax.lax.conv_general_dilated(
+        x, w, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+      )
+    ),
+    rtol=1e-4,
+    atol=1e-3,
+  )
 
 
-@pytest.mark.parametrize("kernel, stride, size", [
-    ((8, 8), (4, 4), (23, 24)), ((4, 4), (2, 2), (9, 10)), ((6, 4), (3, 2), (13, 11)),
-    ((4, 2), (2, 1), (9, 9))])
+@pytest.mark.parametrize(
+  "kernel, stride, size",
+  [
+    ((8, 8), (4, 4), (23, 24)),
+    ((4, 4), (2, 2), (9, 10)),
+    ((6, 4), (3, 2), (13, 11)),
+    ((4, 2), (2, 1), (9, 9)),
+  ],
+)
 def test_strided_conv_values_and_derivatives_equal_lax_conv(kernel, stride, size):
   """strided_conv: XLA's forward (bit-equal), space-to-depth derivatives equal to XLA's in
   reverse and forward mode (the input-Jacobian diagnostic uses jvp), also vmapped over
@@ -307,8 +350,9 @@ def test_strided_conv_values_and_derivatives_equal_lax_conv(kernel, stride, size
   w = jnp.asarray(RNG.normal(size=(*kernel, 3, 5)), jnp.float32)
   strides = stride
   assert conv.strided_conv_applies(kernel, strides)
-  ref = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, "VALID",
-                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  ref = lambda x, w: jax.lax.conv_general_dilated(
+    x, w, strides, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   fast = lambda x, w: conv.strided_conv(x, w, strides)
   np.testing.assert_array_equal(jax.jit(fast)(x, w), jax.jit(ref)(x, w))
   loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
@@ -317,8 +361,8 @@ def test_strided_conv_values_and_derivatives_equal_lax_conv(kernel, stride, size
   jax.tree.map(close, got, want)
   assert float(jnp.max(jnp.abs(got[0]))) > 0.1
   used = [(n - k) // s * s + k for n, k, s in zip(size, kernel, stride)]
-  np.testing.assert_array_equal(got[0][:, used[0]:], 0.0)
-  np.testing.assert_array_equal(got[0][:, :, used[1]:], 0.0)
+  np.testing.assert_array_equal(got[0][:, used[0] :], 0.0)
+  np.testing.assert_array_equal(got[0][:, :, used[1] :], 0.0)
   dx, dw = jnp.ones_like(x), jnp.cos(w)
   for tangents in ((dx, dw), (dx, jnp.zeros_like(w))):
     close(jax.jvp(fast, (x, w), tangents)[1], jax.jvp(ref, (x, w), tangents)[1])
@@ -344,17 +388,23 @@ def test_conv_takes_space_to_depth_derivatives_on_cpu_only_where_they_apply():
     grad = jax.jit(jax.grad(lambda x: jnp.sum(layer.apply(variables, x) ** 2)))
     return variables, layer.apply(variables, x), grad.lower(x).compile().as_text()
 
-  for kwargs in (dict(strides=2, padding="VALID"), dict(strides=1, padding="VALID"),
-                 dict(strides=2, padding="SAME"), dict(strides=3, padding="VALID")):
+  for kwargs in (
+    dict(strides=2, padding="VALID"),
+    dict(strides=1, padding="VALID"),
+    dict(strides=2, padding="SAME"),
+    dict(strides=3, padding="VALID"),
+  ):
     (v_auto, y_auto, hlo_auto), (v_flax, y_flax, hlo_flax) = (
-        input_grad_hlo(make, **kwargs) for make in (conv.Conv, nn.Conv))
+      input_grad_hlo(make, **kwargs) for make in (conv.Conv, nn.Conv)
+    )
     assert jax.tree.map(jnp.shape, v_auto) == jax.tree.map(jnp.shape, v_flax)
     np.testing.assert_array_equal(y_auto, y_flax)
     takes_s2d = kwargs == dict(strides=2, padding="VALID")
     assert ("lhs_dilate" in hlo_flax) == (kwargs["strides"] > 1)
     assert ("lhs_dilate" in hlo_auto) == (kwargs["strides"] > 1 and not takes_s2d), kwargs
-  _, _, hlo_xla = input_grad_hlo(functools.partial(conv.Conv, impl="xla"), strides=2,
-                                 padding="VALID")
+  _, _, hlo_xla = input_grad_hlo(
+    functools.partial(conv.Conv, impl="xla"), strides=2, padding="VALID"
+  )
   assert "lhs_dilate" in hlo_xla
   with pytest.raises(ValueError, match="allowed values: auto, gemm, xla_s2d, xla"):
     conv.Conv(4, (3, 3), impl="s2d")
@@ -363,10 +413,12 @@ def test_conv_takes_space_to_depth_derivatives_on_cpu_only_where_they_apply():
 def test_image_torsos_give_uint8_frames_and_their_float_copy_the_same_input():
   """The input Jacobian diagnostic differentiates through a float copy of uint8 frames."""
   frames = RNG.integers(0, 256, size=(2, 4, 8, 8)).astype(np.uint8)
-  np.testing.assert_allclose(cnn.frames_to_nhwc(frames),
-                             frames.transpose(0, 2, 3, 1) / 255.0, rtol=1e-6)
-  np.testing.assert_array_equal(cnn.frames_to_nhwc(frames.astype(np.float32)),
-                                cnn.frames_to_nhwc(frames))
+  np.testing.assert_allclose(
+    cnn.frames_to_nhwc(frames), frames.transpose(0, 2, 3, 1) / 255.0, rtol=1e-6
+  )
+  np.testing.assert_array_equal(
+    cnn.frames_to_nhwc(frames.astype(np.float32)), cnn.frames_to_nhwc(frames)
+  )
 
 
 @pytest.mark.parametrize("row_sums", ["dot", "reduce"])
@@ -381,8 +433,7 @@ def test_layer_norm_equals_flax_layer_norm_values_and_derivatives(shape, row_sum
   params = fast.init(KEY, x)
   assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ref.init(KEY, x))
   jax.tree.map(np.testing.assert_array_equal, params, ref.init(KEY, x))
-  params = jax.tree.map(
-      lambda p: p + jnp.asarray(RNG.normal(size=p.shape), jnp.float32), params)
+  params = jax.tree.map(lambda p: p + jnp.asarray(RNG.normal(size=p.shape), jnp.float32), params)
   close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-4)
   close(jax.jit(fast.apply)(params, x), ref.apply(params, x))
   loss = lambda m: lambda p, x: jnp.sum(jax.nn.relu(m.apply(p, x)) * g)
@@ -408,8 +459,7 @@ def test_norm_layer_layer_norm_keeps_flax_names_and_cpu_row_sums():
     return
   layer = common.LayerNorm()
   params = layer.init(KEY, VEC)
-  hlo = jax.jit(jax.grad(lambda p: jnp.sum(layer.apply(p, VEC) ** 3))).lower(
-      params).as_text()
+  hlo = jax.jit(jax.grad(lambda p: jnp.sum(layer.apply(p, VEC) ** 3))).lower(params).as_text()
   assert "dot_general" in hlo
 
 
@@ -418,32 +468,61 @@ def test_norm_layer_layer_norm_keeps_flax_names_and_cpu_row_sums():
 
 IMAGES = jnp.zeros((1, 8, 8, 1))
 DECLARING_NETWORKS = {
-    "mlp": (lambda: networks.MLP(hidden_sizes=(8, 4), num_outputs=3, norm="layer"), VEC),
-    "mlp_plain": (lambda: networks.MLP(hidden_sizes=(8,), num_outputs=3), VEC),
-    "small_cnn_rms": (lambda: networks.SmallCNN(channels=(2, 3), hidden_sizes=(4,),
-                                                num_outputs=2, norm="rms"), IMAGES),
-    "small_cnn_xla": (lambda: networks.SmallCNN(channels=(2,), strides=(2,), hidden_sizes=(),
-                                                conv_impl="xla", norm="layer"), IMAGES),
-    "q_head": (lambda: networks.QHead(4, hidden_sizes=(6,), norm="layer"), VEC),
-    "dueling_head": (lambda: networks.DuelingHead(4, hidden_sizes=(6, 5), norm="rms"), VEC),
-    "distributional_noisy_head": (
-        lambda: networks.DistributionalHead(4, num_atoms=5, noisy=True, hidden_sizes=(6,),
-                                            norm="layer"), VEC),
-    "q_mlp_dueling": (lambda: networks.QNetwork(
-        networks.MLP(hidden_sizes=(16,), norm="layer"), num_actions=3, dueling=True,
-        norm="layer"), VEC),
-    "q_nature": (lambda: networks.QNetwork(networks.NatureCNN(norm="layer", dense_units=16),
-                                           num_actions=6), FRAMES),
-    "q_nature_noisy_dueling_c51": (lambda: networks.QNetwork(
-        networks.NatureCNN(norm="layer", dense_units=None), num_actions=6, dueling=True,
-        distributional=True, num_atoms=5, noisy=True, hidden_sizes=(16,), norm="layer"),
-                                   FRAMES),
-    "q_impala": (lambda: networks.QNetwork(
-        networks.ImpalaCNN(channels=(4, 8), dense_units=16, norm="layer"), num_actions=6,
-        norm="layer"), FRAMES[:, :, :16, :16]),
-    "q_impala_plain": (lambda: networks.QNetwork(
-        networks.ImpalaCNN(channels=(4,), num_blocks=1, dense_units=None), num_actions=6),
-                       FRAMES[:, :, :16, :16]),
+  "mlp": (lambda: networks.MLP(hidden_sizes=(8, 4), num_outputs=3, norm="layer"), VEC),
+  "mlp_plain": (lambda: networks.MLP(hidden_sizes=(8,), num_outputs=3), VEC),
+  "small_cnn_rms": (
+    lambda: networks.SmallCNN(channels=(2, 3), hidden_sizes=(4,), num_outputs=2, norm="rms"),
+    IMAGES,
+  ),
+  "small_cnn_xla": (
+    lambda: networks.SmallCNN(
+      channels=(2,), strides=(2,), hidden_sizes=(), conv_impl="xla", norm="layer"
+    ),
+    IMAGES,
+  ),
+  "q_head": (lambda: networks.QHead(4, hidden_sizes=(6,), norm="layer"), VEC),
+  "dueling_head": (lambda: networks.DuelingHead(4, hidden_sizes=(6, 5), norm="rms"), VEC),
+  "distributional_noisy_head": (
+    lambda: networks.DistributionalHead(
+      4, num_atoms=5, noisy=True, hidden_sizes=(6,), norm="layer"
+    ),
+    VEC,
+  ),
+  "q_mlp_dueling": (
+    lambda: networks.QNetwork(
+      networks.MLP(hidden_sizes=(16,), norm="layer"), num_actions=3, dueling=True, norm="layer"
+    ),
+    VEC,
+  ),
+  "q_nature": (
+    lambda: networks.QNetwork(networks.NatureCNN(norm="layer", dense_units=16), num_actions=6),
+    FRAMES,
+  ),
+  "q_nature_noisy_dueling_c51": (
+    lambda: networks.QNetwork(
+      networks.NatureCNN(norm="layer", dense_units=None),
+      num_actions=6,
+      dueling=True,
+      distributional=True,
+      num_atoms=5,
+      noisy=True,
+      hidden_sizes=(16,),
+      norm="layer",
+    ),
+    FRAMES,
+  ),
+  "q_impala": (
+    lambda: networks.QNetwork(
+      networks.ImpalaCNN(channels=(4, 8), dense_units=16, norm="layer"), num_actions=6, norm="layer"
+    ),
+    FRAMES[:, :, :16, :16],
+  ),
+  "q_impala_plain": (
+    lambda: networks.QNetwork(
+      networks.ImpalaCNN(channels=(4,), num_blocks=1, dense_units=None), num_actions=6
+    ),
+    FRAMES[:, :, :16, :16],
+  ),
 }
 
 
@@ -458,7 +537,7 @@ def test_declared_structure_matches_the_parameters(name):
   make, x = DECLARING_NETWORKS[name]
   model = make()
   params, shapes = _param_shapes(model, x)
-  declared = networks.structure.declared_structure(model, params)   # every path exists
+  declared = networks.structure.declared_structure(model, params)  # every path exists
   kernels = {p for p in shapes if p.endswith("/kernel")}
   assert set(declared.hidden) | set(declared.outputs) == kernels
   assert not set(declared.hidden) & set(declared.outputs)
@@ -474,7 +553,8 @@ def test_declared_structure_matches_the_parameters(name):
       assert rows == units if len(shapes[consumer]) == 4 else rows % units == 0
   for norm_params in ("free", "joint", "decay"):
     assert networks.projection_mask(model, params, norm_params) == nap.default_mask(
-        params, norm_params=norm_params), norm_params
+      params, norm_params=norm_params
+    ), norm_params
 
 
 def test_declared_unit_groups_of_a_q_network_link_torso_and_head():
@@ -483,13 +563,14 @@ def test_declared_unit_groups_of_a_q_network_link_torso_and_head():
   params, shapes = _param_shapes(model, x)
   spec = networks.layer_spec(model, params)
   assert [(l.activation, l.outgoing) for l in spec] == [
-      ("torso/Conv_0_act", ("torso/Conv_1/kernel",)),
-      ("torso/Conv_1_act", ("torso/Conv_2/kernel",)),
-      ("torso/Conv_2_act", ("value_hidden_0/kernel", "advantage_hidden_0/kernel")),
-      ("value_hidden_0_act", ("value_output/kernel",)),
-      ("advantage_hidden_0_act", ("advantage_output/kernel",))]
+    ("torso/Conv_0_act", ("torso/Conv_1/kernel",)),
+    ("torso/Conv_1_act", ("torso/Conv_2/kernel",)),
+    ("torso/Conv_2_act", ("value_hidden_0/kernel", "advantage_hidden_0/kernel")),
+    ("value_hidden_0_act", ("value_output/kernel",)),
+    ("advantage_hidden_0_act", ("advantage_output/kernel",)),
+  ]
   assert spec[0].incoming_extra == ("torso/Conv_0_norm/scale", "torso/Conv_0_norm/bias")
-  assert shapes["value_hidden_0/kernel"][0] == 7 * 7 * 64   # Conv_2's units, NHWC flatten
+  assert shapes["value_hidden_0/kernel"][0] == 7 * 7 * 64  # Conv_2's units, NHWC flatten
   mask = networks.projection_mask(model, params)
   assert mask["value_hidden_0"]["kernel_sigma"] and not mask["value_output"]["kernel_sigma"]
   # The activation names are those the network sows.
@@ -539,13 +620,15 @@ def test_declaration_finds_an_output_layer_the_name_rule_misses():
   model = _Classifier()
   params = model.init(KEY, VEC)["params"]
   guessed = nap.default_mask(params)
-  assert guessed["logits"]["kernel"] and not guessed["trunk_1"]["kernel"]   # the wrong guess
+  assert guessed["logits"]["kernel"] and not guessed["trunk_1"]["kernel"]  # the wrong guess
   assert networks.output_paths(model, params) == ["logits/kernel"]
   mask = networks.projection_mask(model, params)
   assert mask["trunk_0"]["kernel"] and mask["trunk_1"]["kernel"]
   assert not mask["logits"]["kernel"] and not mask["logits"]["bias"]
   assert [(l.incoming, l.outgoing) for l in networks.layer_spec(model, params)] == [
-      ("trunk_0/kernel", ("trunk_1/kernel",)), ("trunk_1/kernel", ("logits/kernel",))]
+    ("trunk_0/kernel", ("trunk_1/kernel",)),
+    ("trunk_1/kernel", ("logits/kernel",)),
+  ]
   # NaP with the declared mask holds both hidden kernels at their norms and lets the
   # output layer move freely.
   tx = nap.weight_projection(mask=mask)

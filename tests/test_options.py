@@ -39,8 +39,9 @@ def test_flags_from_a_dataclass_round_trip():
   fv = flags.FlagValues()
   options.define_flags(FlagOnly, fv)
   fv(["prog", "--name=b", "--rate=0.25", "--steps=7", "--noon", "--items=p,q", "--ints=3,4,5"])
-  assert options.from_flags(FlagOnly, fv) == FlagOnly(name="b", rate=0.25, steps=7, on=False,
-                                                      items=("p", "q"), ints=(3, 4, 5))
+  assert options.from_flags(FlagOnly, fv) == FlagOnly(
+    name="b", rate=0.25, steps=7, on=False, items=("p", "q"), ints=(3, 4, 5)
+  )
   assert fv["rate"].help == "A rate."
   fresh = flags.FlagValues()
   options.define_flags(FlagOnly, fresh)
@@ -51,24 +52,31 @@ def test_flags_from_a_dataclass_round_trip():
 
 
 def test_overrides_walk_dataclasses_and_dicts_and_type_values():
-  tree = options.apply_overrides(Outer(), ["rate=1e-3", "inner.depth=5", "inner.sizes=8:16",
-                                           "on=false", "steps=3"])
+  tree = options.apply_overrides(
+    Outer(), ["rate=1e-3", "inner.depth=5", "inner.sizes=8:16", "on=false", "steps=3"]
+  )
   assert (tree.rate, tree.inner, tree.on) == (1e-3, Inner(5, (8, 16)), False)
   assert tree.steps == 3 and isinstance(tree.steps, int)
-  hparams = options.apply_overrides({"redo": {"tau": 0.025, "every": 1000}},
-                                    ["redo.tau=0.1", "redo.every=500"])
+  hparams = options.apply_overrides(
+    {"redo": {"tau": 0.025, "every": 1000}}, ["redo.tau=0.1", "redo.every=500"]
+  )
   assert hparams == {"redo": {"tau": 0.1, "every": 500}}
-  assert options.apply_overrides(Outer(), ["depth=3"], aliases={"depth": "inner.depth"}).inner.depth == 3
+  assert (
+    options.apply_overrides(Outer(), ["depth=3"], aliases={"depth": "inner.depth"}).inner.depth == 3
+  )
 
 
-@pytest.mark.parametrize("item, message", [
+@pytest.mark.parametrize(
+  "item, message",
+  [
     ("rate", "not key=value"),
     ("rat=1", "unknown key 'rat'; allowed: inner, items, name, on, rate, steps"),
     ("inner=3", "'inner' is a group; name one of its fields"),
     ("inner.width=3", "unknown key 'width'; allowed: depth, sizes"),
     ("rate=fast", "cannot read 'fast' as float"),
     ("on=maybe", "cannot read 'maybe' as bool"),
-])
+  ],
+)
 def test_bad_overrides_name_the_key_and_the_allowed_ones(item, message):
   with pytest.raises(ValueError, match=message):
     options.apply_overrides(Outer(), [item])

@@ -21,8 +21,13 @@ TRAIN_FLAGS = ["--", "--overrides=min_replay=64", "--eval_every=0"]
 
 def _sweep(*args, timeout=600):
   started = time.time()
-  proc = subprocess.run([sys.executable, "-m", "experiments.sweep", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=timeout)
+  proc = subprocess.run(
+    [sys.executable, "-m", "experiments.sweep", *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
   return proc, time.time() - started
 
 
@@ -46,8 +51,15 @@ def _trials(*args):
 @pytest.fixture(scope="module")
 def local_grid(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("sweep") / "grid")
-  args = [f"--games={CARTPOLE}", "--variants=dqn,dqn+nap", "--seeds=0,1", *TINY, f"--out={out}",
-          "--max_parallel=2", *TRAIN_FLAGS]
+  args = [
+    f"--games={CARTPOLE}",
+    "--variants=dqn,dqn+nap",
+    "--seeds=0,1",
+    *TINY,
+    f"--out={out}",
+    "--max_parallel=2",
+    *TRAIN_FLAGS,
+  ]
   proc, seconds = _sweep(*args)
   return out, args, proc, seconds
 
@@ -89,7 +101,7 @@ def test_rerun_skips_finished_trials(local_grid):
   before = os.stat(metrics)
   proc, seconds = _sweep(*args)
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  assert seconds < 30, seconds   # no train process started
+  assert seconds < 30, seconds  # no train process started
   status = _status(out)
   assert {r["status"] for r in status["trials"].values()} == {"skipped"}
   assert "4 trials: 4 skipped" in proc.stdout
@@ -104,10 +116,17 @@ def test_failing_trial_is_reported_and_the_others_run(tmp_path):
   (out / _trial("broken", 0)).mkdir(parents=True)
   (out / _trial("broken", 0) / "notes.txt").write_text("not a run")
   config = tmp_path / "grid.json"
-  config.write_text(json.dumps({
-      "games": [CARTPOLE], "seeds": [0], "num_frames": 300,
-      "variants": {"broken": ["--agent=dqn"], "dqn": {"lr": 1e-3}},
-      "flags": {"overrides": ["min_replay=64"], "eval_every": 0}}))
+  config.write_text(
+    json.dumps(
+      {
+        "games": [CARTPOLE],
+        "seeds": [0],
+        "num_frames": 300,
+        "variants": {"broken": ["--agent=dqn"], "dqn": {"lr": 1e-3}},
+        "flags": {"overrides": ["min_replay=64"], "eval_every": 0},
+      }
+    )
+  )
   proc, _ = _sweep(f"--config={config}", f"--out={out}")
   assert proc.returncode == 1, proc.stdout + proc.stderr
   status = _status(out)["trials"]
@@ -125,8 +144,16 @@ def test_failing_trial_is_reported_and_the_others_run(tmp_path):
 def test_ray_local_instance_runs_the_grid(tmp_path):
   pytest.importorskip("ray")
   out = str(tmp_path / "ray")
-  proc, _ = _sweep(f"--games={CARTPOLE}", "--variants=dqn", "--seeds=0,1", *TINY,
-                   f"--out={out}", "--ray_address=local", "--cpus_per_trial=1", *TRAIN_FLAGS)
+  proc, _ = _sweep(
+    f"--games={CARTPOLE}",
+    "--variants=dqn",
+    "--seeds=0,1",
+    *TINY,
+    f"--out={out}",
+    "--ray_address=local",
+    "--cpus_per_trial=1",
+    *TRAIN_FLAGS,
+  )
   assert proc.returncode == 0, proc.stdout + proc.stderr
   status = _status(out)
   assert status["backend"] == "ray:local"
@@ -140,7 +167,9 @@ def test_ray_local_instance_runs_the_grid(tmp_path):
     assert "=== sweep" in open(f"{run}.log").read()
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(
+  "args, message",
+  [
     (["--seeds="], "--seeds is required"),
     (["--num_seeds=0"], "flag --num_seeds=0: 0 is not a positive integer"),
     (["--seeds=0,x"], r"--seeds must be integers >= 0.*'x'"),
@@ -158,7 +187,8 @@ def test_ray_local_instance_runs_the_grid(tmp_path):
     (["--", "--agent=dqnn"], r"flag --agent=dqnn: value should be one of <dqn\|rainbow"),
     (["--ray_address=127.0.0.1:1"], "cannot reach it"),
     (["--ray_address=cluster"], "--ray_address=cluster: cannot reach it .*give auto, local"),
-])
+  ],
+)
 def test_bad_input_fails_before_any_trial(tmp_path, args, message):
   out = tmp_path / "never"
   # later flags win, so each case overrides the good defaults in front of it
@@ -168,7 +198,9 @@ def test_bad_input_fails_before_any_trial(tmp_path, args, message):
   assert not out.exists()
 
 
-@pytest.mark.parametrize("config, message", [
+@pytest.mark.parametrize(
+  "config, message",
+  [
     ({"variants": {"mine": ["--agent=dqnn"]}}, "variant 'mine'.*flag --agent=dqnn: value should"),
     ({"variants": {"mine": ["--nap"]}}, "unknown variant 'mine'.*each with --agent"),
     ({"variants": ["dqn"], "seed": [0]}, r"unknown keys \['seed'\]"),
@@ -177,7 +209,8 @@ def test_bad_input_fails_before_any_trial(tmp_path, args, message):
     ({"variants": ["dqn"], "max_parallel": 0}, "--config=.*flag --max_parallel=0: 0 is not a"),
     ({"variants": {"mine": {"agent": "dqn", "lr": None}}}, "variant 'mine'.*flag --lr=None"),
     ({"variants": {"mine": "--agent=dqn"}}, "variant 'mine': '--agent=dqn' is not a list"),
-])
+  ],
+)
 def test_bad_config_file_fails_before_any_trial(tmp_path, config, message):
   out = tmp_path / "never"
   path = tmp_path / "grid.json"
@@ -190,23 +223,44 @@ def test_bad_config_file_fails_before_any_trial(tmp_path, config, message):
 
 def test_command_line_wins_over_the_config_file(tmp_path):
   path = tmp_path / "grid.json"
-  path.write_text(json.dumps({"games": ["Pong"], "variants": ["dqn", "rainbow"], "num_seeds": 3,
-                              "flags": {"eval_every": 0}}))
-  trials = _trials(f"--config={path}", "--out=/tmp/x", "--variants=dqn", "--seeds=7", "--",
-                   "--eval_every=5")
+  path.write_text(
+    json.dumps(
+      {
+        "games": ["Pong"],
+        "variants": ["dqn", "rainbow"],
+        "num_seeds": 3,
+        "flags": {"eval_every": 0},
+      }
+    )
+  )
+  trials = _trials(
+    f"--config={path}", "--out=/tmp/x", "--variants=dqn", "--seeds=7", "--", "--eval_every=5"
+  )
   assert [t.name for t in trials] == ["Pong_dqn_s7"]
   assert trials[0].args[-3:] == ("--eval_every=0", "--eval_every=5", "--variant=dqn")
 
 
 def test_dry_run_prints_commands_and_starts_nothing(tmp_path):
   out = tmp_path / "dry"
-  proc, _ = _sweep("--games=Pong,Breakout", "--variants=rainbow,rainbow+nap", "--seeds=0,1,2",
-                   "--num_frames=1000", f"--out={out}", "--dry_run", "--", "--eval_every=0")
+  proc, _ = _sweep(
+    "--games=Pong,Breakout",
+    "--variants=rainbow,rainbow+nap",
+    "--seeds=0,1,2",
+    "--num_frames=1000",
+    f"--out={out}",
+    "--dry_run",
+    "--",
+    "--eval_every=0",
+  )
   assert proc.returncode == 0, proc.stderr
   commands = [line for line in proc.stdout.splitlines() if "experiments.train" in line]
   assert len(commands) == 12
-  assert any("--env=Breakout --seed=2" in c and f"--run_dir={out}/Breakout_rainbow+nap_s2" in c
-             and "--variant=rainbow+nap" in c for c in commands)
+  assert any(
+    "--env=Breakout --seed=2" in c
+    and f"--run_dir={out}/Breakout_rainbow+nap_s2" in c
+    and "--variant=rainbow+nap" in c
+    for c in commands
+  )
   assert not out.exists()
 
 
@@ -222,23 +276,55 @@ def test_variants_and_trial_layout(tmp_path):
   with pytest.raises(sweep.SweepError, match="--env is set by the sweep"):
     sweep.train_flags(["--env=Breakout"], "common")
   config = tmp_path / "grid.json"
-  config.write_text(json.dumps({"variants": {
-      "mine": {"agent": "dqn", "nap": False, "overrides": ["n_step=3"]},
-      "seq": ["--agent=dqn", "--schedule=sequential", "--games=Pong,Breakout",
-              "--frames_per_game=1024", "--cycles=1"],
-      "a:b": ["--agent=dqn"], "a-b": ["--agent=dqn"]}}))
-  trials = _trials("--out=/tmp/x", f"--games=Pong,{CARTPOLE}", "--variants=rainbow+nap,mine",
-                   "--seeds=0,3", f"--config={config}", "--", "--eval_every=0",
-                   "--num_frames=500")
+  config.write_text(
+    json.dumps(
+      {
+        "variants": {
+          "mine": {"agent": "dqn", "nap": False, "overrides": ["n_step=3"]},
+          "seq": [
+            "--agent=dqn",
+            "--schedule=sequential",
+            "--games=Pong,Breakout",
+            "--frames_per_game=1024",
+            "--cycles=1",
+          ],
+          "a:b": ["--agent=dqn"],
+          "a-b": ["--agent=dqn"],
+        }
+      }
+    )
+  )
+  trials = _trials(
+    "--out=/tmp/x",
+    f"--games=Pong,{CARTPOLE}",
+    "--variants=rainbow+nap,mine",
+    "--seeds=0,3",
+    f"--config={config}",
+    "--",
+    "--eval_every=0",
+    "--num_frames=500",
+  )
   assert [t.name for t in trials] == [
-      f"{game}_{variant}_s{seed}" for game in ("Pong", "gym-CartPole-v1")
-      for variant in ("rainbow+nap", "mine") for seed in (0, 3)]
+    f"{game}_{variant}_s{seed}"
+    for game in ("Pong", "gym-CartPole-v1")
+    for variant in ("rainbow+nap", "mine")
+    for seed in (0, 3)
+  ]
   trial = next(t for t in trials if t.name == "gym-CartPole-v1_mine_s3")
   assert trial.run_dir == "/tmp/x/gym-CartPole-v1_mine_s3"
-  assert trial.args[:4] == ("--env=gym:CartPole-v1", "--seed=3",
-                            "--run_dir=/tmp/x/gym-CartPole-v1_mine_s3", "--progress=false")
-  assert trial.args[4:] == ("--eval_every=0", "--num_frames=500", "--agent=dqn", "--nonap",
-                            "--overrides=n_step=3")
+  assert trial.args[:4] == (
+    "--env=gym:CartPole-v1",
+    "--seed=3",
+    "--run_dir=/tmp/x/gym-CartPole-v1_mine_s3",
+    "--progress=false",
+  )
+  assert trial.args[4:] == (
+    "--eval_every=0",
+    "--num_frames=500",
+    "--agent=dqn",
+    "--nonap",
+    "--overrides=n_step=3",
+  )
   assert trial.num_frames == 500
   # without --num_frames, the frames train's preset gives
   [der] = _trials("--out=/tmp/x", "--games=Pong", "--variants=der")
@@ -256,28 +342,41 @@ def test_a_trial_is_finished_when_its_run_reached_its_frames_with_the_same_flags
   for name in ("ckpt_0000000000300", ".tmp_ckpt_0000000000900_1"):
     (checkpoints / name).mkdir(parents=True)
   assert sweep.frames_of(trial.run_dir) == 300
-  assert not sweep.is_finished(trial, record)                       # 300 of 600 frames
+  assert not sweep.is_finished(trial, record)  # 300 of 600 frames
   (checkpoints / "ckpt_0000000000600").mkdir()
-  assert sweep.is_finished(trial, record)                           # --num_frames may differ
+  assert sweep.is_finished(trial, record)  # --num_frames may differ
   assert sweep.is_finished(trial, dict(record, status="skipped"))
   assert not sweep.is_finished(trial, dict(record, status="failed"))
   assert not sweep.is_finished(trial, dict(record, args=[*record["args"], "--lr=1"]))
-  assert not sweep.is_finished(trial, None)                         # no earlier record
+  assert not sweep.is_finished(trial, None)  # no earlier record
 
 
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_partial_trials(tmp_path):
   out = str(tmp_path / "resume")
-  args = [f"--games={CARTPOLE}", "--variants=dqn", "--seeds=0", "--num_frames=20000",
-          f"--out={out}", "--", "--overrides=min_replay=64", "--eval_every=0",
-          "--checkpoint_every=200"]
-  proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args], cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  args = [
+    f"--games={CARTPOLE}",
+    "--variants=dqn",
+    "--seeds=0",
+    "--num_frames=20000",
+    f"--out={out}",
+    "--",
+    "--overrides=min_replay=64",
+    "--eval_every=0",
+    "--checkpoint_every=200",
+  ]
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "experiments.sweep", *args],
+    cwd=REPO,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   run = os.path.join(out, _trial("dqn", 0))
   deadline = time.time() + 300
   while sweep.frames_of(run) == 0 and time.time() < deadline:
     time.sleep(0.5)
-  proc.terminate()   # SIGTERM: the trial checkpoints and stops; the sweep exits 130
+  proc.terminate()  # SIGTERM: the trial checkpoints and stops; the sweep exits 130
   stdout, stderr = proc.communicate(timeout=300)
   assert proc.returncode == 130, stdout + stderr
   assert _status(out)["trials"][_trial("dqn", 0)]["status"] == "incomplete"
@@ -294,15 +393,18 @@ def test_interrupted_sweep_resumes_partial_trials(tmp_path):
   assert _status(out)["trials"][_trial("dqn", 0)]["status"] == "done"
 
 
-@pytest.mark.parametrize("num_frames, returncode, cancelled, status", [
+@pytest.mark.parametrize(
+  "num_frames, returncode, cancelled, status",
+  [
     (300, 0, False, "done"),
-    (300, 0, True, "done"),              # reached its frames before the sweep stopped it
-    (600, 0, False, "incomplete"),       # train stopped early (it checkpoints when asked)
-    (600, -15, True, "incomplete"),      # a second signal: no checkpoint
-    (600, None, True, "incomplete"),     # a cancelled Ray task
+    (300, 0, True, "done"),  # reached its frames before the sweep stopped it
+    (600, 0, False, "incomplete"),  # train stopped early (it checkpoints when asked)
+    (600, -15, True, "incomplete"),  # a second signal: no checkpoint
+    (600, None, True, "incomplete"),  # a cancelled Ray task
     (300, 1, False, "failed"),
-    (300, None, False, "failed"),        # a Ray task that could not run
-])
+    (300, None, False, "failed"),  # a Ray task that could not run
+  ],
+)
 def test_trial_status(tmp_path, num_frames, returncode, cancelled, status):
   (tmp_path / "t" / "checkpoints" / "ckpt_0000000000300").mkdir(parents=True)
   trial = sweep.Trial("t", str(tmp_path / "t"), ("--agent=dqn",), num_frames)

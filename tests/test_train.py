@@ -27,9 +27,10 @@ def _trainer(run_dir, log=lambda m: None, **flag_values):
   flag_values.setdefault("progress", False)
   with flagsaver.flagsaver(run_dir=str(run_dir), **flag_values):
     config, values = train.build_config()
-    runs = [rundir.open_run_dir(path, train.run_config_json(config, values, seed),
-                                overwrite=False)[0]
-            for path, seed in zip(train.seed_run_dirs(str(run_dir), config.seeds), config.seeds)]
+    runs = [
+      rundir.open_run_dir(path, train.run_config_json(config, values, seed), overwrite=False)[0]
+      for path, seed in zip(train.seed_run_dirs(str(run_dir), config.seeds), config.seeds)
+    ]
   return loop.Trainer(config, runs, log=log)
 
 
@@ -53,9 +54,17 @@ def _lines(path, kind=None):
   return [r for r in records if kind is None or r.get("kind") == kind]
 
 
-SMOKE = dict(env="Pong", num_frames=4_000, num_envs=4, checkpoint_every=2_000, log_every=1_000,
-             eval_every=4_000, eval_episodes=1, diagnostics_every=50,
-             overrides=["min_replay=256", "replay_capacity=5000", "batch_size=8"])
+SMOKE = dict(
+  env="Pong",
+  num_frames=4_000,
+  num_envs=4,
+  checkpoint_every=2_000,
+  log_every=1_000,
+  eval_every=4_000,
+  eval_episodes=1,
+  diagnostics_every=50,
+  overrides=["min_replay=256", "replay_capacity=5000", "batch_size=8"],
+)
 
 
 @pytest.mark.parametrize("agent", ["dqn", "rainbow", "full_rainbow", "der"])
@@ -89,27 +98,50 @@ def test_atari_smoke_every_preset(tmp_path, agent, use_nap):
 
 
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
-  common = dict(agent="rainbow", env="Pong", num_frames=3_200, num_envs=2, sticky_actions=False,
-                checkpoint_every=1_600, log_every=800, eval_every=0,
-                overrides=["min_replay=200", "replay_capacity=4000", "batch_size=8"])
+  common = dict(
+    agent="rainbow",
+    env="Pong",
+    num_frames=3_200,
+    num_envs=2,
+    sticky_actions=False,
+    checkpoint_every=1_600,
+    log_every=800,
+    eval_every=0,
+    overrides=["min_replay=200", "replay_capacity=4000", "batch_size=8"],
+  )
   straight, _ = _run(tmp_path / "a", **common)
   with pytest.raises(RuntimeError, match="simulated crash"):
     _run(tmp_path / "b", max_frames_before_crash=2_400, **common)
   resumed, _ = _run(tmp_path / "b", **common)
-  same = jax.tree.map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)),
-                      straight.state.params, resumed.state.params)
+  same = jax.tree.map(
+    lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)),
+    straight.state.params,
+    resumed.state.params,
+  )
   assert jax.tree.all(same)
   # The crashed run's lines after the checkpoint were dropped, not duplicated.
-  assert _lines(tmp_path / "a/metrics.jsonl", "episode") == \
-      _lines(tmp_path / "b/metrics.jsonl", "episode")
-  assert [l["frames"] for l in _lines(tmp_path / "b/metrics.jsonl", "train")] == \
-      [800, 1600, 2400, 3200]
+  assert _lines(tmp_path / "a/metrics.jsonl", "episode") == _lines(
+    tmp_path / "b/metrics.jsonl", "episode"
+  )
+  assert [l["frames"] for l in _lines(tmp_path / "b/metrics.jsonl", "train")] == [
+    800,
+    1600,
+    2400,
+    3200,
+  ]
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
-  common = dict(agent="dqn", env="gym:CartPole-v1", num_frames=600, num_envs=2,
-                checkpoint_every=200, log_every=200, eval_every=0,
-                overrides=["min_replay=64"])
+  common = dict(
+    agent="dqn",
+    env="gym:CartPole-v1",
+    num_frames=600,
+    num_envs=2,
+    checkpoint_every=200,
+    log_every=200,
+    eval_every=0,
+    overrides=["min_replay=64"],
+  )
   _run(tmp_path / "r", **common)
   newest = sorted(os.listdir(tmp_path / "r/checkpoints"))[-1]
   with open(tmp_path / "r/checkpoints" / newest / "agent.msgpack", "wb") as f:
@@ -122,8 +154,15 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
 
 
 def test_run_dir_with_other_config_is_refused(tmp_path):
-  common = dict(agent="dqn", env="gym:CartPole-v1", num_frames=200, num_envs=2,
-                checkpoint_every=200, eval_every=0, overrides=["min_replay=64"])
+  common = dict(
+    agent="dqn",
+    env="gym:CartPole-v1",
+    num_frames=200,
+    num_envs=2,
+    checkpoint_every=200,
+    eval_every=0,
+    overrides=["min_replay=64"],
+  )
   _run(tmp_path / "r", **common)
   _, other = _config(run_dir=str(tmp_path / "r"), **dict(common, seed=1))
   with pytest.raises(ValueError, match="different configuration.*seed"):
@@ -132,8 +171,14 @@ def test_run_dir_with_other_config_is_refused(tmp_path):
   assert not resuming and not os.path.exists(tmp_path / "r/metrics.jsonl")
 
 
-CARTPOLE = dict(agent="dqn", env="gym:CartPole-v1", num_envs=2, eval_every=0,
-                diagnostics_every=0, overrides=["min_replay=64", "batch_size=8"])
+CARTPOLE = dict(
+  agent="dqn",
+  env="gym:CartPole-v1",
+  num_envs=2,
+  eval_every=0,
+  diagnostics_every=0,
+  overrides=["min_replay=64", "batch_size=8"],
+)
 
 
 def test_run_dir_in_use_is_refused_until_its_run_ends(tmp_path):
@@ -143,7 +188,7 @@ def test_run_dir_in_use_is_refused_until_its_run_ends(tmp_path):
     rundir.open_run_dir(str(tmp_path / "r"), values, overwrite=False)
   held.release()
   trainer = _trainer(tmp_path / "r", num_frames=200, checkpoint_every=200, **CARTPOLE)
-  with pytest.raises(ValueError, match="in use"):     # the trainer holds it until run() ends
+  with pytest.raises(ValueError, match="in use"):  # the trainer holds it until run() ends
     rundir.open_run_dir(str(tmp_path / "r"), values, overwrite=False)
   assert trainer.run()["frames"] == 200
   rundir.open_run_dir(str(tmp_path / "r"), values, overwrite=False)[0].release()
@@ -151,14 +196,18 @@ def test_run_dir_in_use_is_refused_until_its_run_ends(tmp_path):
 
 def test_stale_partial_checkpoints_are_removed_when_a_run_reopens(tmp_path):
   _run(tmp_path / "r", num_frames=200, checkpoint_every=200, **CARTPOLE)
-  leftovers = [tmp_path / "r/checkpoints" / n for n in (".tmp_ckpt_0000000000400_999",
-                                                      ".old_ckpt_0000000000200_999")]
+  leftovers = [
+    tmp_path / "r/checkpoints" / n
+    for n in (".tmp_ckpt_0000000000400_999", ".old_ckpt_0000000000200_999")
+  ]
   for d in leftovers:
     os.makedirs(d)
   _, summary = _run(tmp_path / "r", num_frames=400, checkpoint_every=200, **CARTPOLE)
   assert summary["frames"] == 400 and not any(os.path.exists(d) for d in leftovers)
   assert sorted(os.listdir(tmp_path / "r/checkpoints")) == [
-      "ckpt_0000000000200", "ckpt_0000000000400"]
+    "ckpt_0000000000200",
+    "ckpt_0000000000400",
+  ]
 
 
 def test_crash_before_the_first_checkpoint_restarts_without_duplicated_logs(tmp_path):
@@ -166,11 +215,12 @@ def test_crash_before_the_first_checkpoint_restarts_without_duplicated_logs(tmp_
   _run(tmp_path / "a", **common)
   with pytest.raises(RuntimeError, match="simulated crash"):
     _run(tmp_path / "b", max_frames_before_crash=300, **common)
-  assert _lines(tmp_path / "b/metrics.jsonl", "train")       # the crashed attempt logged
+  assert _lines(tmp_path / "b/metrics.jsonl", "train")  # the crashed attempt logged
   _run(tmp_path / "b", **common)
   for kind in ("train", "episode"):
-    assert [l["frames"] for l in _lines(tmp_path / "a/metrics.jsonl", kind)] == \
-        [l["frames"] for l in _lines(tmp_path / "b/metrics.jsonl", kind)]
+    assert [l["frames"] for l in _lines(tmp_path / "a/metrics.jsonl", kind)] == [
+      l["frames"] for l in _lines(tmp_path / "b/metrics.jsonl", kind)
+    ]
 
 
 def test_a_stop_request_between_steps_leaves_a_resumable_checkpoint(tmp_path):
@@ -182,7 +232,7 @@ def test_a_stop_request_between_steps_leaves_a_resumable_checkpoint(tmp_path):
   original = trainer._log_train
 
   def log_then_stop(*args):
-    trainer._stop_requested = True      # as `_on_signal` does
+    trainer._stop_requested = True  # as `_on_signal` does
     return original(*args)
 
   trainer._log_train = log_then_stop
@@ -193,7 +243,9 @@ def test_a_stop_request_between_steps_leaves_a_resumable_checkpoint(tmp_path):
   assert resumed["frames"] == 600 and not resumed["stopped_early"]
 
 
-@pytest.mark.parametrize("flag_values, message", [
+@pytest.mark.parametrize(
+  "flag_values, message",
+  [
     (dict(env="Pongg"), "Pong"),
     (dict(num_frames=0), "--num_frames must be positive"),
     (dict(nap=True, norm="none"), "--nap needs normalization"),
@@ -205,10 +257,18 @@ def test_a_stop_request_between_steps_leaves_a_resumable_checkpoint(tmp_path):
     (dict(num_envs=0), "--num_envs must be >= 1"),
     (dict(schedule="sequential", games=["Pong"], frames_per_game=1000), "multiple of"),
     (dict(schedule="sequential", games=["Pong", "Breakoutt"], frames_per_game=3200), "Breakout"),
-    (dict(schedule="sequential", games=["Pong", "Breakout"], frames_per_game=3200,
-          num_frames=1_000_000), "past the end of the schedule"),
+    (
+      dict(
+        schedule="sequential",
+        games=["Pong", "Breakout"],
+        frames_per_game=3200,
+        num_frames=1_000_000,
+      ),
+      "past the end of the schedule",
+    ),
     (dict(env="gym:CartPole-v1", sticky_actions=True), "Atari environments only"),
-])
+  ],
+)
 def test_bad_flags_fail_before_any_work(tmp_path, flag_values, message):
   with pytest.raises(ValueError, match=message):
     _config(run_dir=str(tmp_path / "never"), **flag_values)
@@ -225,8 +285,9 @@ def test_cartpole_learns(tmp_path, agent):
   (seed 0 here: 198 over episodes 253-272, then a dip to ~85, back to 186 at the end), so a
   fixed end window measures where in an oscillation the budget ends, not whether it learned.
   """
-  _, summary = _run(tmp_path / agent, agent=agent, env="gym:CartPole-v1", num_frames=50_000,
-                    seed=0, eval_every=0)
+  _, summary = _run(
+    tmp_path / agent, agent=agent, env="gym:CartPole-v1", num_frames=50_000, seed=0, eval_every=0
+  )
   returns = np.array([l["return"] for l in _lines(tmp_path / agent / "metrics.jsonl", "episode")])
   windows = np.convolve(returns, np.ones(20) / 20, mode="valid")
   assert windows.max() >= 195.0, (agent, np.round(windows[::10]).tolist())
@@ -238,18 +299,26 @@ def test_paper_variants_resolve_to_their_settings(tmp_path, agent):
   """Each named variant sets the preset, LayerNorm, NaP and the schedule, and config.json
   records the resolved settings."""
   n = 4_000_000
-  expected = {"": ("none", False), "+ln": ("layer", False), "+nap": ("layer", True),
-              "+nap+schedule": ("layer", True)}
+  expected = {
+    "": ("none", False),
+    "+ln": ("layer", False),
+    "+nap": ("layer", True),
+    "+nap+schedule": ("layer", True),
+  }
   for suffix, (norm, use_nap) in expected.items():
-    config, record = _config(run_dir=str(tmp_path / "x"), variant=agent + suffix,
-                             num_frames=n)
+    config, record = _config(run_dir=str(tmp_path / "x"), variant=agent + suffix, num_frames=n)
     a = config.agent
     assert (a.network.norm, a.nap, record["variant"], record["agent"]) == (
-        norm, use_nap, agent + suffix, agent)
+      norm,
+      use_nap,
+      agent + suffix,
+      agent,
+    )
     assert record["agent_config"]["network"]["norm"] == norm
     assert record["agent_config"]["lr_schedule"] == a.lr_schedule
-    assert record["nap_norm_params"] == ("free" if use_nap else None)   # single task: free
+    assert record["nap_norm_params"] == ("free" if use_nap else None)  # single task: free
   from plasticity import schedules
+
   lr = schedules.make_schedule(a.lr_schedule)
   values = [float(lr(f)) for f in (0, n // 4, n // 2, n)]
   np.testing.assert_allclose(values, [6.25e-5, (6.25e-5 + 1e-6) / 2, 1e-6, 1e-6], rtol=1e-5)
@@ -259,19 +328,33 @@ def test_dqnzoo_rainbow_preset_follows_dqn_zoo():
   config, record = _config(run_dir="/tmp/never", agent="rainbow_dqnzoo")
   a = config.agent
   assert (a.adam_eps, a.max_grad_norm, a.target_update_every * 4, a.update_every * 4) == (
-      0.005 / 32, 10.0, 32_000, 16)
+    0.005 / 32,
+    10.0,
+    32_000,
+    16,
+  )
   assert a.network.noisy and a.network.dueling and a.double_q and a.network.noisy_sigma_init == 0.1
   options = dict(config.env_options)
   assert options["sticky_actions"] is False and options["life_loss_terminal"] is True
 
 
-@pytest.mark.parametrize("flag_values, message", [
+@pytest.mark.parametrize(
+  "flag_values, message",
+  [
     (dict(variant="rainbow+nap", nap=True), "drop --nap"),
-    (dict(variant="rainbow+nap+schedule", schedule="sequential", games=["Pong", "Breakout"],
-          frames_per_game=3200), "single-task protocol"),
+    (
+      dict(
+        variant="rainbow+nap+schedule",
+        schedule="sequential",
+        games=["Pong", "Breakout"],
+        frames_per_game=3200,
+      ),
+      "single-task protocol",
+    ),
     (dict(nap_norm_params="decay"), "applies with --nap"),
     (dict(nap=True, nap_norm_decay=2.0), "must be in"),
-])
+  ],
+)
 def test_bad_variant_flags_fail_before_any_work(tmp_path, flag_values, message):
   with pytest.raises(ValueError, match=message):
     _config(run_dir=str(tmp_path / "never"), **flag_values)
@@ -281,22 +364,36 @@ def test_bad_variant_flags_fail_before_any_work(tmp_path, flag_values, message):
 def test_unknown_variant_or_norm_treatment_names_the_allowed_values(tmp_path):
   import subprocess
   import sys
-  for flag, allowed in (("--variant=rainbow+napp", "rainbow+nap+schedule"),
-                        ("--nap_norm_params=project", "free|joint|decay")):
-    proc = subprocess.run([sys.executable, "-m", "experiments.train", flag, "--nap",
-                           f"--run_dir={tmp_path / 'never'}"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+  for flag, allowed in (
+    ("--variant=rainbow+napp", "rainbow+nap+schedule"),
+    ("--nap_norm_params=project", "free|joint|decay"),
+  ):
+    proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train", flag, "--nap", f"--run_dir={tmp_path / 'never'}"],
+      capture_output=True,
+      text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert proc.returncode != 0 and allowed in proc.stderr, proc.stderr[-2000:]
   assert not os.path.exists(tmp_path / "never")
   with pytest.raises(ValueError, match="allowed values: dqn, dqn\\+ln"):
     from agents import presets
+
     presets.variant("dqn+bn")
 
 
 def test_a_run_shorter_than_log_every_still_writes_a_training_line_at_its_end(tmp_path):
-  _, summary = _run(tmp_path / "short", agent="dqn", env="gym:CartPole-v1", num_frames=600,
-                    log_every=100_000, eval_every=0, checkpoint_every=600,
-                    overrides=["min_replay=100", "batch_size=8"])
+  _, summary = _run(
+    tmp_path / "short",
+    agent="dqn",
+    env="gym:CartPole-v1",
+    num_frames=600,
+    log_every=100_000,
+    eval_every=0,
+    checkpoint_every=600,
+    overrides=["min_replay=100", "batch_size=8"],
+  )
   lines = _lines(tmp_path / "short/metrics.jsonl", "train")
   assert [l["frames"] for l in lines] == [summary["frames"]] == [600]
   assert lines[0]["updates"] > 0 and np.isfinite(lines[0]["loss"]) and lines[0]["elr"]

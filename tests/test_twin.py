@@ -55,7 +55,7 @@ def test_scale_by_layer_scales_named_leaves_and_composes_with_the_projection():
   updates, state = tx.update(grads, state, params)
   assert float(updates["hidden"]["kernel"][0, 0]) == 0.5
   assert float(updates["output"]["kernel"][0, 0]) == 1.0
-  updates, _ = tx.update(grads, state, params, schedule_step=3)   # the caller's clock
+  updates, _ = tx.update(grads, state, params, schedule_step=3)  # the caller's clock
   assert float(updates["hidden"]["kernel"][0, 0]) == 2.0
   chain = optax.chain(optax.sgd(0.1), twin.scale_by_layer(), nap.weight_projection())
   state = chain.init(params)
@@ -89,10 +89,10 @@ def _gaps(curves, steps):
 @pytest.mark.slow
 def test_sgd_layerwise_twin_tracks_the_unprojected_network_until_chaos_takes_over(sgd_twin):
   assert len(sgd_twin["unprojected"]) == 2000
-  assert _gaps(sgd_twin, 500)["layerwise"].max() < 1e-3      # float rounding only
+  assert _gaps(sgd_twin, 500)["layerwise"].max() < 1e-3  # float rounding only
   early = _gaps(sgd_twin, 800)
   assert early["layerwise"].max() < 0.01 < early["none"].max()
-  assert sgd_twin["multiplier"][-1] < 0.8        # the hidden norms grew
+  assert sgd_twin["multiplier"][-1] < 0.8  # the hidden norms grew
 
 
 @pytest.mark.slow
@@ -102,8 +102,9 @@ def test_sgd_without_rescaling_drifts_by_ten_percent(sgd_twin):
 
 def test_twin_command_writes_the_gap_table(tmp_path, monkeypatch):
   monkeypatch.setattr(twin_experiment, "OPTIMIZERS", ("adam",))
-  cfg = continual.Config(**dict(TINY, out=str(tmp_path), num_tasks=1, steps_per_task=50,
-                                plots=False))
+  cfg = continual.Config(
+    **dict(TINY, out=str(tmp_path), num_tasks=1, steps_per_task=50, plots=False)
+  )
   gaps = twin_experiment.run(cfg, verbose=False)
   assert json.loads((tmp_path / "twin.json").read_text()) == gaps
   assert set(gaps["adam"]) == {"layerwise", "global", "none"}
@@ -112,8 +113,9 @@ def test_twin_command_writes_the_gap_table(tmp_path, monkeypatch):
 def test_twin_flag_is_routed_and_bad_precision_is_refused(tmp_path):
   with pytest.raises(ValueError, match="precision='float16'"):
     twin_experiment.train_twins(continual.Config(out="x"), None, "sgd", "float16")
-  assert continual.main(["continual", "--twin", "--twin_precision=float16",
-                         f"--out={tmp_path}"]) == 2
+  assert (
+    continual.main(["continual", "--twin", "--twin_precision=float16", f"--out={tmp_path}"]) == 2
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,8 +141,7 @@ def _write_source(path, kernels, frames, growth, nap_used=False):
     f.write(json.dumps({"kind": "episode", "frames": 5, "return": 1.0}) + "\n")
     for i, fr in enumerate(frames):
       norms = {k: float(2.0 * (1 + growth * i * (j + 1))) for j, k in enumerate(kernels)}
-      f.write(json.dumps({"kind": "train", "frames": fr, "lr": 1e-3, "param_norms": norms})
-              + "\n")
+      f.write(json.dumps({"kind": "train", "frames": fr, "lr": 1e-3, "param_norms": norms}) + "\n")
 
 
 def test_from_run_reproduces_the_logged_multipliers(tmp_path):
@@ -149,8 +150,11 @@ def test_from_run_reproduces_the_logged_multipliers(tmp_path):
   _write_source(tmp_path / "src", kernels, frames, growth=0.5)
   norms = train.read_norm_trace(str(tmp_path / "src"))[1]
   for layerwise in (False, True):
-    config, _ = train.build_config(_options(tmp_path / "new", nap=True, layerwise=layerwise,
-                                            lr_schedule=f"from_run:{tmp_path / 'src'}"))
+    config, _ = train.build_config(
+      _options(
+        tmp_path / "new", nap=True, layerwise=layerwise, lr_schedule=f"from_run:{tmp_path / 'src'}"
+      )
+    )
     agent = agent_lib.make_agent(config.agent, 2)
     lr, scales = agent_lib._learning_rates(config.agent)
     base = config.agent.lr
@@ -167,28 +171,38 @@ def test_from_run_reproduces_the_logged_multipliers(tmp_path):
         got = [float(scales[p](f) * lr(f)) / base for f in frames]
         assert got == pytest.approx(per_layer[p])
     # A resumed run rebuilds the same configuration, so the same schedule of frames.
-    again, _ = train.build_config(_options(tmp_path / "new", nap=True, layerwise=layerwise,
-                                           lr_schedule=f"from_run:{tmp_path / 'src'}"))
+    again, _ = train.build_config(
+      _options(
+        tmp_path / "new", nap=True, layerwise=layerwise, lr_schedule=f"from_run:{tmp_path / 'src'}"
+      )
+    )
     assert again.agent == config.agent
 
 
 def test_from_run_layerwise_trains_end_to_end_and_resumes(tmp_path):
-  small = dict(num_frames=400, log_every=200, checkpoint_every=200, eval_every=0,
-               diagnostics_every=0, overrides=("min_replay=64", "batch_size=8",
-                                               "replay_capacity=1000"))
+  small = dict(
+    num_frames=400,
+    log_every=200,
+    checkpoint_every=200,
+    eval_every=0,
+    diagnostics_every=0,
+    overrides=("min_replay=64", "batch_size=8", "replay_capacity=1000"),
+  )
   source = tmp_path / "src"
   config, o = train.build_config(_options(source, **small))
   run, _ = rundir.open_run_dir(str(source), train.run_config_json(config, o, 0), False)
   loop.Trainer(config, [run], log=lambda m: None).run()
-  opts = _options(tmp_path / "new", nap=True, layerwise=True, lr_schedule=f"from_run:{source}",
-                  **small)
+  opts = _options(
+    tmp_path / "new", nap=True, layerwise=True, lr_schedule=f"from_run:{source}", **small
+  )
   config, o = train.build_config(opts)
   run, _ = rundir.open_run_dir(str(tmp_path / "new"), train.run_config_json(config, o, 0), False)
   loop.Trainer(config, [run], log=lambda m: None).run()
   longer = dataclasses.replace(opts, num_frames=600)
   config, o = train.build_config(longer)
-  run, resuming = rundir.open_run_dir(str(tmp_path / "new"),
-                                      train.run_config_json(config, o, 0), False)
+  run, resuming = rundir.open_run_dir(
+    str(tmp_path / "new"), train.run_config_json(config, o, 0), False
+  )
   assert resuming
   loop.Trainer(config, [run], log=lambda m: None).run()
   lines = [json.loads(line) for line in open(tmp_path / "new" / "metrics.jsonl")]
@@ -196,7 +210,8 @@ def test_from_run_layerwise_trains_end_to_end_and_resumes(tmp_path):
   lr, _ = agent_lib._learning_rates(config.agent)
   assert sorted(logged) == [200, 400, 600]
   assert [logged[f] for f in (200, 400, 600)] == pytest.approx(
-      [float(lr(f)) for f in (200, 400, 600)])
+    [float(lr(f)) for f in (200, 400, 600)]
+  )
 
 
 def test_from_run_bad_inputs_raise(tmp_path):
@@ -207,14 +222,16 @@ def test_from_run_bad_inputs_raise(tmp_path):
     train.build_config(_options(tmp_path / "a", nap=True, lr_schedule=f"from_run:{empty}"))
   _write_source(tmp_path / "other", ["torso/Other_0/kernel", *kernels[1:]], [10, 20], 0.1)
   with pytest.raises(ValueError, match="another network"):
-    train.build_config(_options(tmp_path / "b", nap=True,
-                                lr_schedule=f"from_run:{tmp_path / 'other'}"))
+    train.build_config(
+      _options(tmp_path / "b", nap=True, lr_schedule=f"from_run:{tmp_path / 'other'}")
+    )
   _write_source(tmp_path / "src", kernels, [10, 20], 0.1)
   with pytest.raises(ValueError, match="needs --nap"):
     train.build_config(_options(tmp_path / "c", lr_schedule=f"from_run:{tmp_path / 'src'}"))
   _write_source(tmp_path / "napped", kernels, [10, 20], 0.0, nap_used=True)
   with pytest.raises(ValueError, match="that run used --nap"):
-    train.build_config(_options(tmp_path / "d", nap=True,
-                                lr_schedule=f"from_run:{tmp_path / 'napped'}"))
+    train.build_config(
+      _options(tmp_path / "d", nap=True, lr_schedule=f"from_run:{tmp_path / 'napped'}")
+    )
   with pytest.raises(ValueError, match="--layerwise applies with"):
     train.build_config(_options(tmp_path / "e", nap=True, layerwise=True))

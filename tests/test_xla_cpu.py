@@ -22,7 +22,7 @@ def test_configure_leaves_a_users_own_value_of_the_same_flag():
 
 
 def test_configure_reports_a_backend_that_already_started():
-  jnp.zeros(1).block_until_ready()     # the test session's backend is running
+  jnp.zeros(1).block_until_ready()  # the test session's backend is running
   env = {}
   assert xla_cpu.configure(env) is False
   assert env["XLA_FLAGS"].split() == list(xla_cpu.CPU_FLAGS)

@@ -8,7 +8,7 @@ knows nothing of the network that made it): NaP-RL's networks declare theirs
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -49,11 +49,14 @@ def _as_unit_layer(entry) -> UnitLayer:
     incoming, outgoing, activation = entry[0], entry[1], entry[2]
     extra = tuple(entry[3]) if len(entry) == 4 else ()
     outgoing = (outgoing,) if isinstance(outgoing, str) else tuple(outgoing)
-    return UnitLayer(activation=activation, incoming=incoming, outgoing=outgoing,
-                     incoming_extra=extra)
-  raise ValueError("layer_spec: each entry must be a UnitLayer or a tuple (incoming kernel "
-                   "path, outgoing kernel path(s), activation name[, extra per-unit paths]); "
-                   f"got {entry!r}")
+    return UnitLayer(
+      activation=activation, incoming=incoming, outgoing=outgoing, incoming_extra=extra
+    )
+  raise ValueError(
+    "layer_spec: each entry must be a UnitLayer or a tuple (incoming kernel "
+    "path, outgoing kernel path(s), activation name[, extra per-unit paths]); "
+    f"got {entry!r}"
+  )
 
 
 def resolve_layer_spec(layer_spec: LayerSpecLike, params: PyTree) -> tuple[UnitLayer, ...]:
@@ -63,16 +66,19 @@ def resolve_layer_spec(layer_spec: LayerSpecLike, params: PyTree) -> tuple[UnitL
   present. Raises `ValueError` naming the entry for unknown paths or inconsistent shapes.
   """
   if layer_spec is None or len(layer_spec) == 0:
-    raise ValueError("layer_spec: ReDo / Continual Backprop need at least one hidden layer "
-                     "(use networks.layer_spec(module, params) or list them)")
+    raise ValueError(
+      "layer_spec: ReDo / Continual Backprop need at least one hidden layer "
+      "(use networks.layer_spec(module, params) or list them)"
+    )
   leaves, _, _ = flat(params)
   out = []
   for entry in layer_spec:
     layer = _as_unit_layer(entry)
     for p in (layer.incoming, *layer.outgoing, *layer.incoming_extra):
       if p not in leaves:
-        raise ValueError(f"layer_spec: parameter path {p!r} not found; known paths: "
-                         f"{sorted(leaves)[:20]}")
+        raise ValueError(
+          f"layer_spec: parameter path {p!r} not found; known paths: {sorted(leaves)[:20]}"
+        )
     w_in = leaves[layer.incoming]
     if np.ndim(w_in) < 2:
       raise ValueError(f"layer_spec: incoming {layer.incoming!r} must be a kernel (ndim >= 2)")
@@ -83,14 +89,18 @@ def resolve_layer_spec(layer_spec: LayerSpecLike, params: PyTree) -> tuple[UnitL
       extra.append(bias)
     for p in extra:
       if np.shape(leaves[p])[-1:] != (n,):
-        raise ValueError(f"layer_spec: {p!r} has shape {np.shape(leaves[p])}, expected the "
-                         f"{n} units of {layer.incoming!r} on its last axis")
+        raise ValueError(
+          f"layer_spec: {p!r} has shape {np.shape(leaves[p])}, expected the "
+          f"{n} units of {layer.incoming!r} on its last axis"
+        )
     if not layer.outgoing:
       raise ValueError(f"layer_spec: layer {layer.incoming!r} has no outgoing kernel")
     for p in layer.outgoing:
       rows = np.shape(leaves[p])[-2] if np.ndim(leaves[p]) >= 2 else None
       if rows is None or rows % n != 0:
-        raise ValueError(f"layer_spec: outgoing {p!r} of shape {np.shape(leaves[p])} does not "
-                         f"consume the {n} units of {layer.incoming!r} on axis -2")
+        raise ValueError(
+          f"layer_spec: outgoing {p!r} of shape {np.shape(leaves[p])} does not "
+          f"consume the {n} units of {layer.incoming!r} on axis -2"
+        )
     out.append(dataclasses.replace(layer, incoming_extra=tuple(extra)))
   return tuple(out)

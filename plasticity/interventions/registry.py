@@ -4,7 +4,8 @@ builds a method's optimizer chain (see the package docstring for the rules)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import optax
 
@@ -18,8 +19,9 @@ from plasticity.interventions.upgd_transform import upgd
 
 def _base_direction(base: str, **kwargs) -> optax.GradientTransformation:
   if base == "adam":
-    return optax.scale_by_adam(b1=kwargs.get("b1", 0.9), b2=kwargs.get("b2", 0.999),
-                               eps=kwargs.get("eps", 1e-8))
+    return optax.scale_by_adam(
+      b1=kwargs.get("b1", 0.9), b2=kwargs.get("b2", 0.999), eps=kwargs.get("eps", 1e-8)
+    )
   if base == "momentum":
     return optax.trace(decay=kwargs.get("momentum", 0.9))
   return optax.identity()
@@ -44,10 +46,17 @@ class Intervention:
     """True for ReDo and Continual Backprop: pass `activations=` to `update`."""
     return self.name in ("redo", "continual_backprop")
 
-  def optimizer(self, learning_rate: float, base: str = "adam", *,
-                layer_spec: LayerSpecLike | None = None, init_fn: InitFn | None = None,
-                projection: optax.GradientTransformation | None = None, seed: int = 0,
-                **base_kwargs) -> optax.GradientTransformationExtraArgs:
+  def optimizer(
+    self,
+    learning_rate: float,
+    base: str = "adam",
+    *,
+    layer_spec: LayerSpecLike | None = None,
+    init_fn: InitFn | None = None,
+    projection: optax.GradientTransformation | None = None,
+    seed: int = 0,
+    **base_kwargs,
+  ) -> optax.GradientTransformationExtraArgs:
     """The full optimizer: `chain([l2 | l2_init], base direction, [noise], -lr,
     [shrink_perturb])`, wrapped by ReDo / CBP, then `projection` (see `chain`).
 
@@ -61,27 +70,44 @@ class Intervention:
       seed: seed of the intervention's own noise.
     """
     if base not in BASES:
-      raise ValueError(f"base={base!r} is not supported; allowed values: "
-                       + ", ".join(map(repr, BASES)))
+      raise ValueError(
+        f"base={base!r} is not supported; allowed values: " + ", ".join(map(repr, BASES))
+      )
     if not learning_rate > 0:
       raise ValueError(f"learning_rate={learning_rate!r} must be > 0")
     if self.name == "upgd" and base == "momentum":
-      raise ValueError("base='momentum' is not supported by upgd; use 'adam' (adaptive "
-                       "UPGD) or 'sgd' (the paper's rule)")
-    upgd_kwargs = dict(learning_rate=learning_rate, adaptive=base == "adam",
-                       **{k: v for k, v in base_kwargs.items() if k in ("b1", "b2", "eps")})
-    return self.chain(_base_direction(base, **base_kwargs), optax.scale(-learning_rate),
-                      layer_spec=layer_spec, init_fn=init_fn, projection=projection,
-                      seed=seed, upgd_kwargs=upgd_kwargs)
+      raise ValueError(
+        "base='momentum' is not supported by upgd; use 'adam' (adaptive "
+        "UPGD) or 'sgd' (the paper's rule)"
+      )
+    upgd_kwargs = dict(
+      learning_rate=learning_rate,
+      adaptive=base == "adam",
+      **{k: v for k, v in base_kwargs.items() if k in ("b1", "b2", "eps")},
+    )
+    return self.chain(
+      _base_direction(base, **base_kwargs),
+      optax.scale(-learning_rate),
+      layer_spec=layer_spec,
+      init_fn=init_fn,
+      projection=projection,
+      seed=seed,
+      upgd_kwargs=upgd_kwargs,
+    )
 
-  def chain(self, direction: optax.GradientTransformation,
-            scale: optax.GradientTransformation, *,
-            pre: Sequence[optax.GradientTransformation] = (),
-            post: Sequence[optax.GradientTransformation] = (),
-            layer_spec: LayerSpecLike | None = None, init_fn: InitFn | None = None,
-            projection: optax.GradientTransformation | None = None, seed: int = 0,
-            upgd_kwargs: Mapping[str, Any] | None = None
-            ) -> optax.GradientTransformationExtraArgs:
+  def chain(
+    self,
+    direction: optax.GradientTransformation,
+    scale: optax.GradientTransformation,
+    *,
+    pre: Sequence[optax.GradientTransformation] = (),
+    post: Sequence[optax.GradientTransformation] = (),
+    layer_spec: LayerSpecLike | None = None,
+    init_fn: InitFn | None = None,
+    projection: optax.GradientTransformation | None = None,
+    seed: int = 0,
+    upgd_kwargs: Mapping[str, Any] | None = None,
+  ) -> optax.GradientTransformationExtraArgs:
     """This intervention built around a caller's own optimizer pieces.
 
     `chain(pre, [l2 | l2_init], direction, [noisy_updates], scale, [shrink_perturb], post)`,
@@ -96,8 +122,10 @@ class Intervention:
     parts = list(pre)
     if self.name == "upgd":
       if upgd_kwargs is None:
-        raise ValueError("upgd_kwargs: upgd replaces direction and scale; pass at least "
-                         "{'learning_rate': lr or None}")
+        raise ValueError(
+          "upgd_kwargs: upgd replaces direction and scale; pass at least "
+          "{'learning_rate': lr or None}"
+        )
       parts.append(upgd(seed=seed, **h, **dict(upgd_kwargs)))
     else:
       if self.name == "l2":
@@ -113,8 +141,10 @@ class Intervention:
     parts.extend(post)
     if self.name in ("redo", "continual_backprop"):
       if layer_spec is None:
-        raise ValueError(f"layer_spec: {self.name} needs a layer spec (use "
-                         "networks.layer_spec(module, params) or list the layers)")
+        raise ValueError(
+          f"layer_spec: {self.name} needs a layer spec (use "
+          "networks.layer_spec(module, params) or list the layers)"
+        )
       wrap = redo if self.name == "redo" else continual_backprop
       inner = parts[0] if len(parts) == 1 else optax.chain(*parts)
       parts = [wrap(inner, layer_spec, init_fn=init_fn, seed=seed, **h)]
@@ -132,8 +162,10 @@ def make_intervention(name: str, **overrides) -> Intervention:
   allowed = DEFAULTS[name]
   unknown = sorted(set(overrides) - set(allowed))
   if unknown:
-    raise ValueError(f"unknown hyperparameter(s) {unknown} for intervention {name!r}; "
-                     f"allowed: {sorted(allowed) or 'none'}")
+    raise ValueError(
+      f"unknown hyperparameter(s) {unknown} for intervention {name!r}; "
+      f"allowed: {sorted(allowed) or 'none'}"
+    )
   hparams = {**allowed, **overrides}
   _validate_hparams(name, hparams)
   return Intervention(name=name, hparams=hparams, network=dict(NETWORK_OPTIONS.get(name, {})))
@@ -142,8 +174,9 @@ def make_intervention(name: str, **overrides) -> Intervention:
 def _validate_hparams(name: str, h: Mapping[str, Any]) -> None:
   def positive(k, allow_zero=False):
     v = h[k]
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (
-        v >= 0 if allow_zero else v > 0)
+    ok = (
+      isinstance(v, (int, float)) and not isinstance(v, bool) and (v >= 0 if allow_zero else v > 0)
+    )
     if not ok:
       raise ValueError(f"{name}: {k}={v!r} must be {'>= 0' if allow_zero else '> 0'}")
 

@@ -54,8 +54,9 @@ def l2_init(strength: float = DEFAULTS["l2_init"]["strength"]) -> optax.Gradient
   def update(updates, state, params=None):
     if params is None:
       raise ValueError("params: l2_init needs the parameters in update()")
-    return jax.tree.map(lambda g, p, p0: g + 2.0 * strength * (p - p0), updates, params,
-                        state.init_params), state
+    return jax.tree.map(
+      lambda g, p, p0: g + 2.0 * strength * (p - p0), updates, params, state.init_params
+    ), state
 
   return optax.GradientTransformation(init, update)
 
@@ -64,8 +65,9 @@ class KeyState(NamedTuple):
   key: Array
 
 
-def noisy_updates(sigma: float = DEFAULTS["noisy_updates"]["sigma"],
-                  seed: int = 0) -> optax.GradientTransformation:
+def noisy_updates(
+  sigma: float = DEFAULTS["noisy_updates"]["sigma"], seed: int = 0
+) -> optax.GradientTransformation:
   """Adds `sigma * N(0, 1)` to every update: place it before the learning-rate scaling.
 
   In `chain(direction, noisy_updates(sigma), scale(-lr))` this is `w <- w - lr (d + xi)`.
@@ -79,16 +81,21 @@ def noisy_updates(sigma: float = DEFAULTS["noisy_updates"]["sigma"],
     key, sub = jax.random.split(state.key)
     leaves, treedef = jax.tree_util.tree_flatten(updates)
     keys = jax.random.split(sub, max(len(leaves), 1))
-    noisy = [u + sigma * jax.random.normal(k, jnp.shape(u), jnp.result_type(u))
-             for u, k in zip(leaves, keys)]
+    noisy = [
+      u + sigma * jax.random.normal(k, jnp.shape(u), jnp.result_type(u))
+      for u, k in zip(leaves, keys)
+    ]
     return jax.tree_util.tree_unflatten(treedef, noisy), KeyState(key)
 
   return optax.GradientTransformation(init, update)
 
 
-def shrink_perturb(shrink: float = DEFAULTS["shrink_perturb"]["shrink"],
-                   sigma: float = DEFAULTS["shrink_perturb"]["sigma"],
-                   init_fn: InitFn | None = None, seed: int = 0) -> optax.GradientTransformation:
+def shrink_perturb(
+  shrink: float = DEFAULTS["shrink_perturb"]["shrink"],
+  sigma: float = DEFAULTS["shrink_perturb"]["sigma"],
+  init_fn: InitFn | None = None,
+  seed: int = 0,
+) -> optax.GradientTransformation:
   """Shrink & Perturb after each step: `theta <- shrink * (theta + u) + sigma * eps`.
 
   Place it after the learning-rate scaling. `eps` is a fresh draw from the initialization

@@ -7,7 +7,8 @@ unit gets fresh incoming weights, zero outgoing weights and zeroed optimizer mom
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +40,13 @@ def _rows_values(values: Array, rows: int) -> Array:
   return jnp.tile(values, rows // n)[:, None]
 
 
-def reset_units(params: PyTree, layer_spec: Sequence[UnitLayer], unit_masks: Mapping[str, Array],
-                fresh_params: PyTree, absorb_means: Mapping[str, Array] | None = None
-                ) -> tuple[PyTree, dict[str, Array]]:
+def reset_units(
+  params: PyTree,
+  layer_spec: Sequence[UnitLayer],
+  unit_masks: Mapping[str, Array],
+  fresh_params: PyTree,
+  absorb_means: Mapping[str, Array] | None = None,
+) -> tuple[PyTree, dict[str, Array]]:
   """Resets the masked units of each layer: fresh incoming, zero outgoing weights.
 
   Outgoing weights include a noisy layer's `kernel_sigma` next to its `kernel`; an incoming
@@ -83,7 +88,8 @@ def reset_units(params: PyTree, layer_spec: Sequence[UnitLayer], unit_masks: Map
         if bias in new and np.shape(new[bias]) == (w.shape[-1],):
           contrib = jnp.where(rm, _rows_values(absorb_means[layer.activation], rows) * w, 0.0)
           new[bias] = new[bias] + jnp.sum(contrib, axis=tuple(range(w.ndim - 1))).astype(
-              new[bias].dtype)
+            new[bias].dtype
+          )
       new[p] = jnp.where(rm, jnp.zeros_like(w), w)
       mark(p, rm)
       # A noisy outgoing layer (NoisyDense) also feeds the unit through its noise scales:
@@ -98,8 +104,9 @@ def reset_units(params: PyTree, layer_spec: Sequence[UnitLayer], unit_masks: Map
 _NEVER_RESET_FIELDS = ("init_params", "params")
 
 
-def reset_optimizer_moments(opt_state: PyTree, params: PyTree,
-                            touched: Mapping[str, Array]) -> PyTree:
+def reset_optimizer_moments(
+  opt_state: PyTree, params: PyTree, touched: Mapping[str, Array]
+) -> PyTree:
   """Zeroes the touched entries of every parameter-shaped subtree of `opt_state`.
 
   A subtree matches when it has the params' tree structure and leaf shapes (Adam's `mu` and
@@ -127,16 +134,22 @@ def reset_optimizer_moments(opt_state: PyTree, params: PyTree,
     if not matches(x):
       return x
     leaves = p_treedef.flatten_up_to(x)
-    leaves = [v if m is None else jnp.where(m, jnp.zeros_like(v), v)
-              for v, m in zip(leaves, masks)]
+    leaves = [v if m is None else jnp.where(m, jnp.zeros_like(v), v) for v, m in zip(leaves, masks)]
     return jax.tree_util.tree_unflatten(p_treedef, leaves)
 
   return jax.tree_util.tree_map_with_path(fix, opt_state, is_leaf=matches)
 
 
-def redo_reset(params: PyTree, opt_state: PyTree, activations: Mapping[str, Array],
-               layer_spec: LayerSpecLike, key: Array, *, tau: float = 0.025,
-               init_fn: InitFn | None = None) -> tuple[PyTree, PyTree, dict[str, Array]]:
+def redo_reset(
+  params: PyTree,
+  opt_state: PyTree,
+  activations: Mapping[str, Array],
+  layer_spec: LayerSpecLike,
+  key: Array,
+  *,
+  tau: float = 0.025,
+  init_fn: InitFn | None = None,
+) -> tuple[PyTree, PyTree, dict[str, Array]]:
   """One ReDo recycling step (Sokar et al. 2023), a pure function.
 
   Units whose score `mean|h_i| / mean_j mean|h_j| <= tau` on `activations` get fresh incoming
@@ -170,20 +183,33 @@ class RedoState(NamedTuple):
 
 def _needs(activations, name):
   if activations is None:
-    raise ValueError(f"activations: {name} needs the hidden activations; call "
-                     "tx.update(grads, state, params, activations=acts) with acts from "
-                     "metrics.capture_intermediates")
+    raise ValueError(
+      f"activations: {name} needs the hidden activations; call "
+      "tx.update(grads, state, params, activations=acts) with acts from "
+      "metrics.capture_intermediates"
+    )
 
 
 def _merge_updates(params, inner_updates, inner_new_params, final_params):
   """Updates taking params to final_params; exactly the inner updates where nothing changed."""
-  return jax.tree.map(lambda p, u, q, f: jnp.where(f == q, u, f - p),
-                      params, inner_updates, inner_new_params, final_params)
+  return jax.tree.map(
+    lambda p, u, q, f: jnp.where(f == q, u, f - p),
+    params,
+    inner_updates,
+    inner_new_params,
+    final_params,
+  )
 
 
-def redo(inner: optax.GradientTransformation, layer_spec: LayerSpecLike, *,
-         tau: float = DEFAULTS["redo"]["tau"], every: int = DEFAULTS["redo"]["every"],
-         init_fn: InitFn | None = None, seed: int = 0) -> optax.GradientTransformationExtraArgs:
+def redo(
+  inner: optax.GradientTransformation,
+  layer_spec: LayerSpecLike,
+  *,
+  tau: float = DEFAULTS["redo"]["tau"],
+  every: int = DEFAULTS["redo"]["every"],
+  init_fn: InitFn | None = None,
+  seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
   """ReDo (Sokar et al. 2023) around an inner optimizer.
 
   Each update applies `inner`; on every `every`-th update it then recycles the tau-dormant
@@ -200,8 +226,12 @@ def redo(inner: optax.GradientTransformation, layer_spec: LayerSpecLike, *,
 
   def init(params):
     spec = resolve_layer_spec(layer_spec, params)
-    return RedoState(inner.init(params), jnp.zeros([], jnp.int32), seeded_key(seed, params),
-                     {l.activation: jnp.zeros([], jnp.int32) for l in spec})
+    return RedoState(
+      inner.init(params),
+      jnp.zeros([], jnp.int32),
+      seeded_key(seed, params),
+      {l.activation: jnp.zeros([], jnp.int32) for l in spec},
+    )
 
   def update(updates, state, params=None, *, activations=None, **extra):
     if params is None:
@@ -221,8 +251,7 @@ def redo(inner: optax.GradientTransformation, layer_spec: LayerSpecLike, *,
       p, s = args
       return p, s, {l.activation: jnp.zeros([], jnp.int32) for l in spec}
 
-    final, inner_state, num = jax.lax.cond(count % every == 0, do_reset, skip,
-                                           (moved, inner_state))
+    final, inner_state, num = jax.lax.cond(count % every == 0, do_reset, skip, (moved, inner_state))
     new_updates = _merge_updates(params, inner_updates, moved, final)
     return new_updates, RedoState(inner_state, count, key, num)
 
@@ -232,11 +261,11 @@ def redo(inner: optax.GradientTransformation, layer_spec: LayerSpecLike, *,
 class CBPState(NamedTuple):
   inner: PyTree
   key: Array
-  utility: dict[str, Array]        # [N] per layer
+  utility: dict[str, Array]  # [N] per layer
   mean_activation: dict[str, Array]
-  age: dict[str, Array]            # int32 [N]
-  accumulated: dict[str, Array]    # float32 scalar: fractional replacements owed
-  num_replaced: dict[str, Array]   # int32 scalar: total replacements so far
+  age: dict[str, Array]  # int32 [N]
+  accumulated: dict[str, Array]  # float32 scalar: fractional replacements owed
+  num_replaced: dict[str, Array]  # int32 scalar: total replacements so far
 
 
 def _outgoing_magnitude(leaves, layer: UnitLayer, n: int) -> Array:
@@ -249,12 +278,16 @@ def _outgoing_magnitude(leaves, layer: UnitLayer, n: int) -> Array:
   return total
 
 
-def continual_backprop(inner: optax.GradientTransformation, layer_spec: LayerSpecLike, *,
-                       replacement_rate: float = DEFAULTS["continual_backprop"]["replacement_rate"],
-                       decay: float = DEFAULTS["continual_backprop"]["decay"],
-                       maturity: int = DEFAULTS["continual_backprop"]["maturity"],
-                       init_fn: InitFn | None = None,
-                       seed: int = 0) -> optax.GradientTransformationExtraArgs:
+def continual_backprop(
+  inner: optax.GradientTransformation,
+  layer_spec: LayerSpecLike,
+  *,
+  replacement_rate: float = DEFAULTS["continual_backprop"]["replacement_rate"],
+  decay: float = DEFAULTS["continual_backprop"]["decay"],
+  maturity: int = DEFAULTS["continual_backprop"]["maturity"],
+  init_fn: InitFn | None = None,
+  seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
   """Continual Backprop (Dohare et al. 2024) around an inner optimizer.
 
   Per update, for each layer with activations `h [B, ..., N]` (the `activations` extra arg):
@@ -281,11 +314,14 @@ def continual_backprop(inner: optax.GradientTransformation, layer_spec: LayerSpe
     leaves, _, _ = flat(params)
     zeros = {l.activation: jnp.zeros([leaves[l.incoming].shape[-1]], jnp.float32) for l in spec}
     return CBPState(
-        inner=inner.init(params), key=seeded_key(seed, params), utility=zeros,
-        mean_activation=dict(zeros),
-        age={k: jnp.zeros(v.shape, jnp.int32) for k, v in zeros.items()},
-        accumulated={k: jnp.zeros([], jnp.float32) for k in zeros},
-        num_replaced={k: jnp.zeros([], jnp.int32) for k in zeros})
+      inner=inner.init(params),
+      key=seeded_key(seed, params),
+      utility=zeros,
+      mean_activation=dict(zeros),
+      age={k: jnp.zeros(v.shape, jnp.int32) for k, v in zeros.items()},
+      accumulated={k: jnp.zeros([], jnp.float32) for k in zeros},
+      num_replaced={k: jnp.zeros([], jnp.int32) for k in zeros},
+    )
 
   def update(updates, state, params=None, *, activations=None, **extra):
     if params is None:
@@ -305,8 +341,9 @@ def continual_backprop(inner: optax.GradientTransformation, layer_spec: LayerSpe
       h = activations[name].astype(jnp.float32)
       n = leaves[layer.incoming].shape[-1]
       axes = tuple(range(h.ndim - 1))
-      u = decay * state.utility[name] + (1 - decay) * jnp.mean(jnp.abs(h), axis=axes) * \
-          _outgoing_magnitude(leaves, layer, n)
+      u = decay * state.utility[name] + (1 - decay) * jnp.mean(
+        jnp.abs(h), axis=axes
+      ) * _outgoing_magnitude(leaves, layer, n)
       f = decay * state.mean_activation[name] + (1 - decay) * jnp.mean(h, axis=axes)
       a = state.age[name] + 1
       bc = 1.0 - decay ** a.astype(jnp.float32)

@@ -3,7 +3,8 @@ joined with '/'), their noise keys and the default re-initializer."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,8 +49,9 @@ def seeded_key(seed: int, params: PyTree) -> Array:
   Copies initialized from different network seeds (e.g. under `vmap`) therefore draw
   independent noise even though `init` takes no key.
   """
-  leaves = [x for x in jax.tree_util.tree_leaves(params)
-            if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+  leaves = [
+    x for x in jax.tree_util.tree_leaves(params) if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+  ]
   key = jax.random.PRNGKey(seed)
   for i, x in enumerate(leaves[:8]):
     s = jnp.sum(jnp.asarray(x, jnp.float32) * (1.0 + 0.37 * i))

@@ -33,28 +33,35 @@ METHODS = {True: ("none",), False: ("none", "upgd")}
 
 
 def _time_config(cfg, stream, method: str) -> dict[str, float]:
-  res = exp.run_config(cfg, stream, exp.RunSpec("mlp", method, False),
-                       lambda rows: None, lambda record: None)
+  res = exp.run_config(
+    cfg, stream, exp.RunSpec("mlp", method, False), lambda rows: None, lambda record: None
+  )
   later = cfg.num_tasks - 1
   train = res["train_seconds_after_first_task"] / later
   diag = res["diag_seconds_after_first_task"] / later
   fixed = res["seconds"] - later * (train + diag)
   default_tasks = exp.Config(out="unused").num_tasks
-  return {"config_seconds": res["seconds"], "seconds_per_task": train + diag,
-          "diagnostics_seconds_per_task": diag,
-          "config_seconds_30_tasks": fixed + (default_tasks - 1) * (train + diag)}
+  return {
+    "config_seconds": res["seconds"],
+    "seconds_per_task": train + diag,
+    "diagnostics_seconds_per_task": diag,
+    "config_seconds_30_tasks": fixed + (default_tasks - 1) * (train + diag),
+  }
 
 
 def run(quick: bool) -> dict[str, float | int | str]:
   default = exp.Config(out="unused")
   if default.num_tasks != 30:
-    raise RuntimeError(f"the default benchmark now has {default.num_tasks} tasks; update the "
-                       "docstring and key names of scripts/benches/continual.py")
+    raise RuntimeError(
+      f"the default benchmark now has {default.num_tasks} tasks; update the "
+      "docstring and key names of scripts/benches/continual.py"
+    )
   out: dict[str, float | int | str] = {}
   with tempfile.TemporaryDirectory() as tmp:
     cfg = exp.validate(exp.Config(out=tmp, num_tasks=NUM_TASKS[quick], plots=False))
-    stream = streams.make_stream(cfg.benchmark, cfg.dataset, cfg.data_dir,
-                                 num_examples=cfg.num_examples or None)
+    stream = streams.make_stream(
+      cfg.benchmark, cfg.dataset, cfg.data_dir, num_examples=cfg.num_examples or None
+    )
     per_config = []
     for method in METHODS[quick]:
       times = _time_config(cfg, stream, method)
@@ -66,7 +73,8 @@ def run(quick: bool) -> dict[str, float | int | str]:
   out["continual.num_tasks_timed"] = cfg.num_tasks
   out["continual.grid_configs"] = len(trained)
   out["continual.grid_minutes_estimate"] = round(
-      len(trained) * sum(per_config) / len(per_config) / 60, 1)
+    len(trained) * sum(per_config) / len(per_config) / 60, 1
+  )
   return out
 
 

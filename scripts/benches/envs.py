@@ -30,39 +30,39 @@ GAME = "pong"
 
 
 def run(quick: bool) -> dict:
-    rng = np.random.default_rng(0)
-    wrapper = AtariEnv(GAME, NUM_ENVS, seed=0)
-    raw = make_raw_vector_env(GAME, NUM_ENVS, resolve_options({}))
-    actions = rng.integers(0, wrapper.num_actions, (4096, NUM_ENVS)).astype(np.int32)
-    wrapper.reset()
-    raw.reset(seed=0)
-    blocks, steps = (4, 60) if quick else (8, 250)
-    t_raw = t_wrap = 0.0
-    k = 0
-    try:
-        for _ in range(blocks):
-            start = time.perf_counter()
-            for _ in range(steps):
-                raw.step(actions[k % 4096])
-                k += 1
-            t_raw += time.perf_counter() - start
-            start = time.perf_counter()
-            for _ in range(steps):
-                wrapper.step(actions[k % 4096])
-                k += 1
-            t_wrap += time.perf_counter() - start
-    finally:
-        wrapper.close()
-        raw.close()
-    n = blocks * steps * NUM_ENVS
-    return {
-        "env.raw_steps_per_s": round(n / t_raw, 1),
-        "env.steps_per_s": round(n / t_wrap, 1),
-        "env.wrapper_vs_raw": round(t_raw / t_wrap, 3),
-        "env.num_envs": NUM_ENVS,
-        "env.load_average": round(os.getloadavg()[0], 2),
-    }
+  rng = np.random.default_rng(0)
+  wrapper = AtariEnv(GAME, NUM_ENVS, seed=0)
+  raw = make_raw_vector_env(GAME, NUM_ENVS, resolve_options({}))
+  actions = rng.integers(0, wrapper.num_actions, (4096, NUM_ENVS)).astype(np.int32)
+  wrapper.reset()
+  raw.reset(seed=0)
+  blocks, steps = (4, 60) if quick else (8, 250)
+  t_raw = t_wrap = 0.0
+  k = 0
+  try:
+    for _ in range(blocks):
+      start = time.perf_counter()
+      for _ in range(steps):
+        raw.step(actions[k % 4096])
+        k += 1
+      t_raw += time.perf_counter() - start
+      start = time.perf_counter()
+      for _ in range(steps):
+        wrapper.step(actions[k % 4096])
+        k += 1
+      t_wrap += time.perf_counter() - start
+  finally:
+    wrapper.close()
+    raw.close()
+  n = blocks * steps * NUM_ENVS
+  return {
+    "env.raw_steps_per_s": round(n / t_raw, 1),
+    "env.steps_per_s": round(n / t_wrap, 1),
+    "env.wrapper_vs_raw": round(t_raw / t_wrap, 3),
+    "env.num_envs": NUM_ENVS,
+    "env.load_average": round(os.getloadavg()[0], 2),
+  }
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv[1:]), indent=1, sort_keys=True))
+  print(json.dumps(run(quick="--quick" in sys.argv[1:]), indent=1, sort_keys=True))

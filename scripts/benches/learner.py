@@ -63,7 +63,8 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -88,10 +89,14 @@ STACKED_SEEDS = 4
 def random_batch(rng: np.random.Generator, batch_size: int = BATCH):
   """A replay-like `agents.agent.Batch`: obs/next_obs uint8 [B, 4, 84, 84], the rest [B]."""
   obs = rng.integers(0, 255, size=(batch_size, 4, 84, 84), dtype=np.uint8)
-  return Batch(obs=obs, action=rng.integers(0, NUM_ACTIONS, batch_size).astype(np.int32),
-               reward=rng.normal(size=batch_size).astype(np.float32),
-               discount=np.full(batch_size, 0.97, np.float32),
-               next_obs=np.roll(obs, 1, axis=0), weight=np.ones(batch_size, np.float32))
+  return Batch(
+    obs=obs,
+    action=rng.integers(0, NUM_ACTIONS, batch_size).astype(np.int32),
+    reward=rng.normal(size=batch_size).astype(np.float32),
+    discount=np.full(batch_size, 0.97, np.float32),
+    next_obs=np.roll(obs, 1, axis=0),
+    weight=np.ones(batch_size, np.float32),
+  )
 
 
 def preset_config(name: str):
@@ -135,11 +140,17 @@ class UpdateFixture:
 
   def step(self) -> Any:
     self.state, info = self.compiled(self.state, self.batch, LR)
-    return getattr(info.loss, "items", info.loss)   # every seed's loss in 'loop' mode
+    return getattr(info.loss, "items", info.loss)  # every seed's loss in 'loop' mode
 
 
-def make_update(preset: str, conv: str | None = None, num_seeds: int = 1,
-                seed: int = 0, mode: str = "vmap", donate: bool = True) -> UpdateFixture:
+def make_update(
+  preset: str,
+  conv: str | None = None,
+  num_seeds: int = 1,
+  seed: int = 0,
+  mode: str = "vmap",
+  donate: bool = True,
+) -> UpdateFixture:
   """Compiles the real agent update as the training loop does and warms it up.
 
   Args:
@@ -158,16 +169,18 @@ def make_update(preset: str, conv: str | None = None, num_seeds: int = 1,
     batches = [random_batch(np.random.default_rng(seed + k)) for k in range(num_seeds)]
     if num_seeds == 1:
       state, batch = agent_lib.init(agent, jax.random.PRNGKey(seed), obs), batches[0]
-      fn = jax.jit(agent_lib.update_step, static_argnums=0,
-                   donate_argnums=(1,) if donate else ())
+      fn = jax.jit(agent_lib.update_step, static_argnums=0, donate_argnums=(1,) if donate else ())
       compiled = fn.lower(agent, state, batch, LR).compile()
     else:
       group = seeds_lib.SeedGroup(num_seeds, mode)
       keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
       state = group.map(lambda k: agent_lib.init(agent, k, obs), (0,))(keys)
       batch = group.collect(batches)
-      compiled = group.map(lambda s, b, lr: agent_lib.update_step(agent, s, b, lr),
-                           (0, 0, None), donate_argnums=(0,) if donate else ())
+      compiled = group.map(
+        lambda s, b, lr: agent_lib.update_step(agent, s, b, lr),
+        (0, 0, None),
+        donate_argnums=(0,) if donate else (),
+      )
       if group.mode == "vmap":
         compiled = compiled.lower(state, batch, LR).compile()
   flops = xla_flops(compiled) if hasattr(compiled, "cost_analysis") else float("nan")
@@ -185,10 +198,12 @@ def update_flops(preset: str, conv: str, compile_it: bool = True) -> float:
   """
   with conv_impl(conv):
     agent = agent_lib.make_agent(preset_config(preset), num_actions=NUM_ACTIONS)
-    state = jax.eval_shape(lambda: agent_lib.init(
-        agent, jax.random.PRNGKey(0), jnp.zeros((1, 4, 84, 84), jnp.uint8)))
+    state = jax.eval_shape(
+      lambda: agent_lib.init(agent, jax.random.PRNGKey(0), jnp.zeros((1, 4, 84, 84), jnp.uint8))
+    )
     lowered = jax.jit(agent_lib.update_step, static_argnums=0).lower(
-        agent, state, random_batch(np.random.default_rng(0)), LR)
+      agent, state, random_batch(np.random.default_rng(0)), LR
+    )
     return xla_flops(lowered.compile() if compile_it else lowered)
 
 
@@ -200,14 +215,14 @@ def xla_flops(compiled) -> float:
   return float(analysis["flops"])
 
 
-NATURE_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))   # (features, kernel, stride)
+NATURE_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # (features, kernel, stride)
 NATURE_DENSE = 512
 
 
 class Layer(NamedTuple):
   name: str
-  in_shape: tuple[int, ...]    # [H, W, C] for a convolution, [D] for a dense layer
-  kernel: int | None           # None: dense
+  in_shape: tuple[int, ...]  # [H, W, C] for a convolution, [D] for a dense layer
+  kernel: int | None  # None: dense
   stride: int | None
   features: int
 
@@ -223,7 +238,7 @@ class Layer(NamedTuple):
     """Multiply-adds of one forward pass for one sample."""
     if self.kernel is None:
       return self.in_shape[0] * self.features
-    return int(np.prod(self.out_shape)) * self.kernel ** 2 * self.in_shape[-1]
+    return int(np.prod(self.out_shape)) * self.kernel**2 * self.in_shape[-1]
 
 
 def nature_layers(hw: int = 84, channels: int = 4) -> tuple[Layer, ...]:
@@ -237,8 +252,13 @@ def nature_layers(hw: int = 84, channels: int = 4) -> tuple[Layer, ...]:
   return tuple(layers)
 
 
-def analytic_flops(batch_size: int = BATCH, num_outputs: int = NUM_ACTIONS * 51,
-                   online_passes: int = 1, hw: int = 84, channels: int = 4) -> float:
+def analytic_flops(
+  batch_size: int = BATCH,
+  num_outputs: int = NUM_ACTIONS * 51,
+  online_passes: int = 1,
+  hw: int = 84,
+  channels: int = 4,
+) -> float:
   """Multiply-add FLOPs (2 per MAC) of one Nature-CNN TD update.
 
   Forward passes: the online network on obs (`online_passes` = 2 with double Q, which also
@@ -248,7 +268,7 @@ def analytic_flops(batch_size: int = BATCH, num_outputs: int = NUM_ACTIONS * 51,
   optimizer are left out (they are the small difference to XLA's count).
   """
   macs = [layer.macs for layer in nature_layers(hw, channels)]
-  macs.append(NATURE_DENSE * num_outputs)     # output layer
+  macs.append(NATURE_DENSE * num_outputs)  # output layer
   forward = 2 * sum(macs)
   backward = 2 * forward - 2 * macs[0]
   return float(batch_size * ((online_passes + 1) * forward + backward))
@@ -261,8 +281,8 @@ _NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 class Matmuls(NamedTuple):
   """Plain float32 [n, n] @ [n, n] matmuls, one per implementation XLA offers here."""
 
-  calls: dict[str, Callable[[], jax.Array]]   # "matmul" (XLA's default path), "matmul_eigen"
-  flops: float                                # of one call
+  calls: dict[str, Callable[[], jax.Array]]  # "matmul" (XLA's default path), "matmul_eigen"
+  flops: float  # of one call
 
   def timed(self, calls_per_rep: int = 2) -> dict[str, tuple[Callable[[], Any], int]]:
     return {name: (call, calls_per_rep) for name, call in self.calls.items()}
@@ -290,11 +310,12 @@ def make_matmul(n: int = MATMUL_N) -> Matmuls:
   calls = {name: (lambda c=c: c(a, b)) for name, c in compiled.items()}
   for call in calls.values():
     jax.block_until_ready(call())
-  return Matmuls(calls, 2.0 * n ** 3)
+  return Matmuls(calls, 2.0 * n**3)
 
 
-def interleaved_seconds(calls: dict[str, tuple[Callable[[], Any], int]],
-                        reps: int) -> dict[str, np.ndarray]:
+def interleaved_seconds(
+  calls: dict[str, tuple[Callable[[], Any], int]], reps: int
+) -> dict[str, np.ndarray]:
   """Seconds per call of each `name -> (call, calls per repetition)`, [reps] per name.
 
   Every repetition times every entry back to back, in an order rotated each repetition.
@@ -302,7 +323,7 @@ def interleaved_seconds(calls: dict[str, tuple[Callable[[], Any], int]],
   names = list(calls)
   out = {name: np.zeros(reps) for name in names}
   for r in range(reps):
-    for name in names[r % len(names):] + names[:r % len(names)]:
+    for name in names[r % len(names) :] + names[: r % len(names)]:
       call, n = calls[name]
       start = time.perf_counter()
       for _ in range(n):
@@ -319,63 +340,73 @@ def run(quick: bool) -> dict[str, float | int | str]:
   fixtures["rainbow_no_donation"] = make_update("rainbow", donate=False)
   fixtures["rainbow_gemm_conv"] = make_update("rainbow", conv="gemm")
   fixtures["rainbow_xla_grads"] = make_update("rainbow", conv="xla")
-  fixtures["seeds"] = make_update("rainbow", num_seeds=seeds, mode="auto")   # the agent's
+  fixtures["seeds"] = make_update("rainbow", num_seeds=seeds, mode="auto")  # the agent's
   fixtures["seeds_vmap"] = make_update("rainbow", num_seeds=seeds, mode="vmap")
-  fixtures["seeds_vmap_xla_conv"] = make_update("rainbow", conv="xla", num_seeds=seeds,
-                                                mode="vmap")
+  fixtures["seeds_vmap_xla_conv"] = make_update("rainbow", conv="xla", num_seeds=seeds, mode="vmap")
   matmuls = make_matmul()
-  calls = {name: (f.step, max(2, n // (seeds if name.startswith("seeds") else 1)))
-           for name, f in fixtures.items()}
+  calls = {
+    name: (f.step, max(2, n // (seeds if name.startswith("seeds") else 1)))
+    for name, f in fixtures.items()
+  }
   calls.update(matmuls.timed())
   seconds = interleaved_seconds(calls, reps)
 
-  flops = update_flops("rainbow", "xla")   # the direct algorithm's, whatever the agent runs
-  peak = matmuls.peak(seconds)                                  # [reps] FLOP/s
+  flops = update_flops("rainbow", "xla")  # the direct algorithm's, whatever the agent runs
+  peak = matmuls.peak(seconds)  # [reps] FLOP/s
   out: dict[str, float | int | str] = {
-      f"learner.{name}_updates_per_s": round(1.0 / float(np.median(seconds[name])), 2)
-      for name in ("dqn", "rainbow", "rainbow_nap")}
+    f"learner.{name}_updates_per_s": round(1.0 / float(np.median(seconds[name])), 2)
+    for name in ("dqn", "rainbow", "rainbow_nap")
+  }
   out["learner.rainbow_nap_vs_rainbow"] = round(
-      float(np.median(seconds["rainbow"] / seconds["rainbow_nap"])), 3)
+    float(np.median(seconds["rainbow"] / seconds["rainbow_nap"])), 3
+  )
   out["learner.rainbow_donated_vs_not"] = round(
-      float(np.median(seconds["rainbow_no_donation"] / seconds["rainbow"])), 3)
+    float(np.median(seconds["rainbow_no_donation"] / seconds["rainbow"])), 3
+  )
   out["learner.rainbow_s2d_grads_vs_xla"] = round(
-      float(np.median(seconds["rainbow_xla_grads"] / seconds["rainbow"])), 3)
+    float(np.median(seconds["rainbow_xla_grads"] / seconds["rainbow"])), 3
+  )
   out["learner.rainbow_updates_per_s_no_donation"] = round(
-      1.0 / float(np.median(seconds["rainbow_no_donation"])), 2)
+    1.0 / float(np.median(seconds["rainbow_no_donation"])), 2
+  )
   out["learner.flops_per_update"] = flops
   out["learner.flops_per_update_analytic"] = analytic_flops()
   out["learner.flops_per_update_gemm_conv"] = fixtures["rainbow_gemm_conv"].flops
   out["learner.matmul_peak_gflops"] = round(float(np.median(peak)) / 1e9, 1)
   for name in matmuls.calls:
-    out[f"learner.{name}_gflops"] = round(
-        float(np.median(matmuls.flops / seconds[name])) / 1e9, 1)
+    out[f"learner.{name}_gflops"] = round(float(np.median(matmuls.flops / seconds[name])) / 1e9, 1)
   for prefix, name, updates, suffix in (
-      ("", "rainbow", 1, ""), ("", "rainbow_no_donation", 1, "_no_donation"),
-      ("", "rainbow_gemm_conv", 1, "_gemm_conv"), ("", "rainbow_xla_grads", 1, "_xla_grads"),
-      (f"seeds{seeds}_", "seeds", seeds, ""),
-      (f"seeds{seeds}_", "seeds_vmap", seeds, "_vmap"),
-      (f"seeds{seeds}_", "seeds_vmap_xla_conv", seeds, "_vmap_xla_conv")):
+    ("", "rainbow", 1, ""),
+    ("", "rainbow_no_donation", 1, "_no_donation"),
+    ("", "rainbow_gemm_conv", 1, "_gemm_conv"),
+    ("", "rainbow_xla_grads", 1, "_xla_grads"),
+    (f"seeds{seeds}_", "seeds", seeds, ""),
+    (f"seeds{seeds}_", "seeds_vmap", seeds, "_vmap"),
+    (f"seeds{seeds}_", "seeds_vmap_xla_conv", seeds, "_vmap_xla_conv"),
+  ):
     achieved = updates * flops / seconds[name]
     out[f"learner.{prefix}achieved_gflops{suffix}"] = round(float(np.median(achieved)) / 1e9, 1)
     out[f"learner.{prefix}flop_utilization{suffix}"] = round(float(np.median(achieved / peak)), 3)
   out[f"learner.seeds{seeds}_vmap_gemm_vs_xla_conv"] = round(
-      float(np.median(seconds["seeds_vmap_xla_conv"] / seconds["seeds_vmap"])), 3)
+    float(np.median(seconds["seeds_vmap_xla_conv"] / seconds["seeds_vmap"])), 3
+  )
   for name, suffix in (("seeds", ""), ("seeds_vmap", "_vmap")):
     out[f"learner.seeds{seeds}_per_seed_vs_one_seed{suffix}"] = round(
-        float(np.median(seeds * seconds["rainbow"] / seconds[name])), 3)
+      float(np.median(seeds * seconds["rainbow"] / seconds[name])), 3
+    )
   out[f"learner.seeds{seeds}_mode"] = seeds_lib.resolve_mode("auto")
   out.update(layer_breakdown(quick, fixtures["rainbow"], matmuls))
   out.update(default_flags_utilization(quick))
   return out
 
 
-LAYER_CHAIN = 10   # passes per timed call of `layer_passes`
+LAYER_CHAIN = 10  # passes per timed call of `layer_passes`
 
 
 class LayerPass(NamedTuple):
-  call: Callable[[], Any]   # runs the pass LAYER_CHAIN times, each depending on the last
-  flops: float              # of one pass
-  per_update: int           # times the update runs it
+  call: Callable[[], Any]  # runs the pass LAYER_CHAIN times, each depending on the last
+  flops: float  # of one pass
+  per_update: int  # times the update runs it
 
 
 def _chained(fn: Callable[..., jax.Array], args: tuple, dep: int) -> Callable[[], jax.Array]:
@@ -390,7 +421,7 @@ def _chained(fn: Callable[..., jax.Array], args: tuple, dep: int) -> Callable[[]
     arg, c = args[dep], jnp.zeros((), jnp.float32)
     for _ in range(LAYER_CHAIN):
       arg = arg.at[(0,) * arg.ndim].add(c)
-      c = fn(*args[:dep], arg, *args[dep + 1:]).reshape(-1)[0] * 1e-30
+      c = fn(*args[:dep], arg, *args[dep + 1 :]).reshape(-1)[0] * 1e-30
     return c
 
   run = jax.jit(run)
@@ -424,7 +455,8 @@ def layer_passes(batch_size: int = BATCH) -> dict[str, LayerPass]:
         f = lambda x, w, s=s: conv.strided_conv(x, w, s)
       else:
         f = lambda x, w, s=s: jax.lax.conv_general_dilated(
-            x, w, s, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+          x, w, s, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
     flops = 2.0 * batch_size * layer.macs
     g = normal(batch_size, *layer.out_shape)
     dx = lambda x, w, g, f=f: jax.vjp(lambda x: f(x, w), x)[1](g)[0]
@@ -438,9 +470,9 @@ def layer_passes(batch_size: int = BATCH) -> dict[str, LayerPass]:
   return passes
 
 
-def layer_breakdown(quick: bool, fixture: UpdateFixture | None = None,
-                    matmuls: Matmuls | None = None
-                    ) -> dict[str, float]:
+def layer_breakdown(
+  quick: bool, fixture: UpdateFixture | None = None, matmuls: Matmuls | None = None
+) -> dict[str, float]:
   """Each kernel pass of the update timed alone (`layer_passes`), interleaved with the
   Rainbow update and the matmul: ``learner.layer.<layer>_<pass>_vs_matmul`` (its FLOP rate
   over the matmul's), ``learner.layer_kernels_ms`` (their time per update, counted as the
@@ -464,15 +496,16 @@ def layer_breakdown(quick: bool, fixture: UpdateFixture | None = None,
   kernels = np.zeros(reps)
   for name, p in passes.items():
     per_pass = seconds[name] / LAYER_CHAIN
-    out[f"learner.layer.{name}_vs_matmul"] = round(
-        float(np.median(p.flops / per_pass / peak)), 3)
+    out[f"learner.layer.{name}_vs_matmul"] = round(float(np.median(p.flops / per_pass / peak)), 3)
     kernels += p.per_update * per_pass
   out["learner.layer_kernels_ms"] = round(1e3 * float(np.median(kernels)), 2)
   out["learner.layer_update_ms"] = round(1e3 * float(np.median(seconds["rainbow"])), 2)
   out["learner.layer_kernels_share_of_update"] = round(
-      float(np.median(kernels / seconds["rainbow"])), 3)
+    float(np.median(kernels / seconds["rainbow"])), 3
+  )
   out["learner.layer_kernels_utilization_cap"] = round(
-      float(np.median(fixture.flops / kernels / peak)), 3)
+    float(np.median(fixture.flops / kernels / peak)), 3
+  )
   return out
 
 
@@ -483,9 +516,12 @@ def utilization_only(quick: bool) -> dict[str, float]:
   matmuls = make_matmul()
   seconds = interleaved_seconds({"rainbow": (fixture.step, n), **matmuls.timed()}, reps)
   flops = update_flops("rainbow", "xla")
-  return {"rainbow_updates_per_s": round(1.0 / float(np.median(seconds["rainbow"])), 2),
-          "flop_utilization": round(float(np.median(
-              flops / seconds["rainbow"] / matmuls.peak(seconds))), 3)}
+  return {
+    "rainbow_updates_per_s": round(1.0 / float(np.median(seconds["rainbow"])), 2),
+    "flop_utilization": round(
+      float(np.median(flops / seconds["rainbow"] / matmuls.peak(seconds))), 3
+    ),
+  }
 
 
 def default_flags_utilization(quick: bool) -> dict[str, float]:
@@ -493,19 +529,26 @@ def default_flags_utilization(quick: bool) -> dict[str, float]:
   defaults): the 'before' of `learner.flop_utilization`. Both are ratios to a matmul timed
   in their own process, so they compare even if the machine's load changed in between."""
   env = dict(os.environ)
-  kept = [f for f in env.get("XLA_FLAGS", "").split()
-          if f.split("=", 1)[0] not in {c.split("=", 1)[0] for c in xla_cpu.CPU_FLAGS}]
+  kept = [
+    f
+    for f in env.get("XLA_FLAGS", "").split()
+    if f.split("=", 1)[0] not in {c.split("=", 1)[0] for c in xla_cpu.CPU_FLAGS}
+  ]
   env["XLA_FLAGS"] = " ".join(kept)
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  code = ("import json, sys; from scripts.benches import learner; "
-          f"print(json.dumps(learner.utilization_only({bool(quick)})))")
-  result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True,
-                          capture_output=True, text=True)
+  code = (
+    "import json, sys; from scripts.benches import learner; "
+    f"print(json.dumps(learner.utilization_only({bool(quick)})))"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", code], cwd=root, env=env, check=True, capture_output=True, text=True
+  )
   child = json.loads(result.stdout.strip().splitlines()[-1])
   return {f"learner.{k}_xla_default_flags": v for k, v in child.items()}
 
 
 if __name__ == "__main__":
   from experiments import xla_cpu as _xla_cpu  # as the launchers run
+
   _xla_cpu.configure()
   print(json.dumps(run(quick=False), indent=1))

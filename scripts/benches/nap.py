@@ -58,18 +58,19 @@ def run(quick: bool) -> dict[str, float | int | str]:
   net = networks.QNetwork(networks.NatureCNN(norm="layer"), num_actions=NUM_ACTIONS)
   rng = np.random.default_rng(0)
   batch = (
-      jnp.asarray(rng.integers(0, 256, (BATCH, 4, 84, 84), dtype=np.uint8)),
-      jnp.asarray(rng.integers(0, NUM_ACTIONS, BATCH, dtype=np.int32)),
-      jnp.asarray(rng.normal(size=BATCH).astype(np.float32)),
-      jnp.full((BATCH,), 0.99, jnp.float32),
-      jnp.asarray(rng.integers(0, 256, (BATCH, 4, 84, 84), dtype=np.uint8)),
+    jnp.asarray(rng.integers(0, 256, (BATCH, 4, 84, 84), dtype=np.uint8)),
+    jnp.asarray(rng.integers(0, NUM_ACTIONS, BATCH, dtype=np.int32)),
+    jnp.asarray(rng.normal(size=BATCH).astype(np.float32)),
+    jnp.full((BATCH,), 0.99, jnp.float32),
+    jnp.asarray(rng.integers(0, 256, (BATCH, 4, 84, 84), dtype=np.uint8)),
   )
   params0 = jax.jit(net.init)(jax.random.key(0), batch[0])["params"]
   target = jax.tree.map(jnp.copy, params0)
   variants = {}
-  for name, tx in (("plain", optax.adam(6.25e-5, eps=1.5e-4)),
-                   ("nap", optax.chain(optax.adam(6.25e-5, eps=1.5e-4),
-                                       nap.weight_projection()))):
+  for name, tx in (
+    ("plain", optax.adam(6.25e-5, eps=1.5e-4)),
+    ("nap", optax.chain(optax.adam(6.25e-5, eps=1.5e-4), nap.weight_projection())),
+  ):
     update = _make_update(net, tx)
     params = jax.tree.map(jnp.copy, params0)
     state = tx.init(params)
@@ -89,10 +90,10 @@ def run(quick: bool) -> dict[str, float | int | str]:
   plain, with_nap = statistics.median(times["plain"]), statistics.median(times["nap"])
   ratio = statistics.median([n / p for n, p in zip(times["nap"], times["plain"])])
   return {
-      "nap.overhead": round(ratio, 4),
-      "nap.update_ms_with_projection": round(with_nap * 1e3, 3),
-      "nap.update_ms_without_projection": round(plain * 1e3, 3),
-      "nap.device": jax.devices()[0].platform,
+    "nap.overhead": round(ratio, 4),
+    "nap.update_ms_with_projection": round(with_nap * 1e3, 3),
+    "nap.update_ms_without_projection": round(plain * 1e3, 3),
+    "nap.device": jax.devices()[0].platform,
   }
 
 

@@ -39,90 +39,98 @@ FRAME = (84, 84)
 
 
 def _mem_available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return 0
 
 
 def _fill(mem: ReplayMemory, transitions: int, rng: np.random.Generator) -> float:
-    """Adds ~``transitions`` Atari-like transitions; returns transitions added per second."""
-    n, s = STREAMS, mem.frame_stack
-    pool = rng.integers(0, 256, (509,) + FRAME, dtype=np.uint8)  # reused random frames
-    obs = np.zeros((n, s) + FRAME, np.uint8)
-    obs[:, -1] = pool[:n]
-    calls = max(1, transitions // n)
-    actions = rng.integers(0, 6, (calls, n)).astype(np.int32)
-    rewards = np.clip(rng.normal(size=(calls, n)), -1, 1).astype(np.float32)
-    ends = rng.random((calls, n))
-    terminated = ends < 1 / 2000
-    truncated = (ends >= 1 / 2000) & (ends < 1 / 2000 + 1 / 20000)
-    frame_ids = (np.arange(calls * n).reshape(calls, n) * 7) % pool.shape[0]
-    start = time.perf_counter()
-    for t in range(calls):
-        next_obs = np.empty_like(obs)
-        next_obs[:, :-1] = obs[:, 1:]
-        next_obs[:, -1] = pool[frame_ids[t]]
-        done = terminated[t] | truncated[t]
-        mem.add(obs, actions[t], rewards[t], terminated[t], truncated[t], next_obs)
-        if done.any():
-            obs = next_obs.copy()
-            obs[done] = 0
-            obs[done, -1] = pool[frame_ids[t][done] // 2]
-        else:
-            obs = next_obs
-    return calls * n / (time.perf_counter() - start)
+  """Adds ~``transitions`` Atari-like transitions; returns transitions added per second."""
+  n, s = STREAMS, mem.frame_stack
+  pool = rng.integers(0, 256, (509,) + FRAME, dtype=np.uint8)  # reused random frames
+  obs = np.zeros((n, s) + FRAME, np.uint8)
+  obs[:, -1] = pool[:n]
+  calls = max(1, transitions // n)
+  actions = rng.integers(0, 6, (calls, n)).astype(np.int32)
+  rewards = np.clip(rng.normal(size=(calls, n)), -1, 1).astype(np.float32)
+  ends = rng.random((calls, n))
+  terminated = ends < 1 / 2000
+  truncated = (ends >= 1 / 2000) & (ends < 1 / 2000 + 1 / 20000)
+  frame_ids = (np.arange(calls * n).reshape(calls, n) * 7) % pool.shape[0]
+  start = time.perf_counter()
+  for t in range(calls):
+    next_obs = np.empty_like(obs)
+    next_obs[:, :-1] = obs[:, 1:]
+    next_obs[:, -1] = pool[frame_ids[t]]
+    done = terminated[t] | truncated[t]
+    mem.add(obs, actions[t], rewards[t], terminated[t], truncated[t], next_obs)
+    if done.any():
+      obs = next_obs.copy()
+      obs[done] = 0
+      obs[done, -1] = pool[frame_ids[t][done] // 2]
+    else:
+      obs = next_obs
+  return calls * n / (time.perf_counter() - start)
 
 
 def _rate(fn, seconds: float) -> tuple[float, float]:
-    """Calls per wall-clock second and per CPU second of this process."""
-    fn()  # warm-up
-    count, start, cpu = 0, time.perf_counter(), time.process_time()
-    while True:
-        for _ in range(20):
-            fn()
-        count += 20
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return count / elapsed, count / max(time.process_time() - cpu, 1e-9)
+  """Calls per wall-clock second and per CPU second of this process."""
+  fn()  # warm-up
+  count, start, cpu = 0, time.perf_counter(), time.process_time()
+  while True:
+    for _ in range(20):
+      fn()
+    count += 20
+    elapsed = time.perf_counter() - start
+    if elapsed >= seconds:
+      return count / elapsed, count / max(time.process_time() - cpu, 1e-9)
 
 
 def run(quick: bool) -> dict:
-    rng = np.random.default_rng(0)
-    mem = ReplayMemory(
-        CAPACITY, STREAMS, (4,) + FRAME, np.uint8, frame_stack=4, n_step=3, gamma=0.99,
-        prioritized=True, alpha=0.5, beta=0.4,
-    )
-    if quick:
-        fill = 40_000
-    else:
-        spare = _mem_available_bytes() - 4 * 2**30
-        fill = int(min(CAPACITY * 1.02, max(100_000, spare // 7100)))
-    add_rate = _fill(mem, fill, rng)
+  rng = np.random.default_rng(0)
+  mem = ReplayMemory(
+    CAPACITY,
+    STREAMS,
+    (4,) + FRAME,
+    np.uint8,
+    frame_stack=4,
+    n_step=3,
+    gamma=0.99,
+    prioritized=True,
+    alpha=0.5,
+    beta=0.4,
+  )
+  if quick:
+    fill = 40_000
+  else:
+    spare = _mem_available_bytes() - 4 * 2**30
+    fill = int(min(CAPACITY * 1.02, max(100_000, spare // 7100)))
+  add_rate = _fill(mem, fill, rng)
 
-    seconds = 1.5 if quick else 5.0
-    sample_rate, sample_cpu_rate = _rate(lambda: mem.sample(BATCH, rng, beta=0.5), seconds)
+  seconds = 1.5 if quick else 5.0
+  sample_rate, sample_cpu_rate = _rate(lambda: mem.sample(BATCH, rng, beta=0.5), seconds)
 
-    def sample_update():
-        b = mem.sample(BATCH, rng, beta=0.5)
-        mem.update_priorities(b.index, rng.random(BATCH))
+  def sample_update():
+    b = mem.sample(BATCH, rng, beta=0.5)
+    mem.update_priorities(b.index, rng.random(BATCH))
 
-    update_rate, _ = _rate(sample_update, seconds / 2)
-    return {
-        "replay.bytes_per_transition": round(mem.bytes_per_transition, 1),
-        "replay.sample_batches_per_s": round(sample_rate, 1),
-        "replay.sample_batches_per_cpu_s": round(sample_cpu_rate, 1),
-        "replay.sample_update_per_s": round(update_rate, 1),
-        "replay.add_per_s": round(add_rate, 1),
-        "replay.stored_transitions": len(mem),
-        "replay.capacity": mem.capacity,
-        "replay.load_average": round(os.getloadavg()[0], 2),
-    }
+  update_rate, _ = _rate(sample_update, seconds / 2)
+  return {
+    "replay.bytes_per_transition": round(mem.bytes_per_transition, 1),
+    "replay.sample_batches_per_s": round(sample_rate, 1),
+    "replay.sample_batches_per_cpu_s": round(sample_cpu_rate, 1),
+    "replay.sample_update_per_s": round(update_rate, 1),
+    "replay.add_per_s": round(add_rate, 1),
+    "replay.stored_transitions": len(mem),
+    "replay.capacity": mem.capacity,
+    "replay.load_average": round(os.getloadavg()[0], 2),
+  }
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv[1:]), indent=1, sort_keys=True))
+  print(json.dumps(run(quick="--quick" in sys.argv[1:]), indent=1, sort_keys=True))

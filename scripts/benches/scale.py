@@ -38,17 +38,18 @@ from scripts.benches import train as train_bench
 MIN_REPLAY = 500
 NUM_ENVS = train_bench.NUM_ENVS
 FRAME_SKIP = 4
-LEARNING_STEPS = {True: 1_024, False: 2_048}      # quick -> agent steps over all seeds
+LEARNING_STEPS = {True: 1_024, False: 2_048}  # quick -> agent steps over all seeds
 SEEDS = {True: (1, 2, 4), False: (1, 2, 4, 8)}
 GPU_SEEDS, GPU_MAX_PROCESSES = (1, 8, 32), 8
-INTERVALS = 6                                      # logged intervals per learning phase
+INTERVALS = 6  # logged intervals per learning phase
 TIMEOUT_S = 900
-REPEATS = {True: 1, False: 2}                      # stacked/separate pairs per S
+REPEATS = {True: 1, False: 2}  # stacked/separate pairs per S
 
 
-def _commands(root: str, num_seeds: int, stacked: bool, quick: bool,
-              repeat: int = 0) -> list[list[str]]:
-  iteration = NUM_ENVS * FRAME_SKIP                # frames per seed per loop iteration
+def _commands(
+  root: str, num_seeds: int, stacked: bool, quick: bool, repeat: int = 0
+) -> list[list[str]]:
+  iteration = NUM_ENVS * FRAME_SKIP  # frames per seed per loop iteration
   steps = max(LEARNING_STEPS[quick] // num_seeds, INTERVALS * NUM_ENVS * 2)
   learning_frames = steps * FRAME_SKIP
   log_every = max(iteration, learning_frames // INTERVALS // iteration * iteration)
@@ -56,18 +57,40 @@ def _commands(root: str, num_seeds: int, stacked: bool, quick: bool,
   fill_frames = -(-MIN_REPLAY // NUM_ENVS) * iteration
   num_frames = fill_frames + learning_frames
   if stacked:
-    return [train_bench.train_command(os.path.join(root, f"stacked{num_seeds}_r{repeat}"),
-                                      num_frames, log_every, MIN_REPLAY, num_seeds=num_seeds)]
-  return [train_bench.train_command(os.path.join(root, f"separate{num_seeds}_{k}_r{repeat}"),
-                                    num_frames, log_every, MIN_REPLAY, seed=k)
-          for k in range(num_seeds)]
+    return [
+      train_bench.train_command(
+        os.path.join(root, f"stacked{num_seeds}_r{repeat}"),
+        num_frames,
+        log_every,
+        MIN_REPLAY,
+        num_seeds=num_seeds,
+      )
+    ]
+  return [
+    train_bench.train_command(
+      os.path.join(root, f"separate{num_seeds}_{k}_r{repeat}"),
+      num_frames,
+      log_every,
+      MIN_REPLAY,
+      seed=k,
+    )
+    for k in range(num_seeds)
+  ]
 
 
 def _run_together(commands: list[list[str]]) -> None:
   """Starts every command at once and waits for all; raises with a log tail on failure."""
-  procs = [subprocess.Popen(c, cwd=train_bench.repo_root(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=train_bench.child_env())
-           for c in commands]
+  procs = [
+    subprocess.Popen(
+      c,
+      cwd=train_bench.repo_root(),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=train_bench.child_env(),
+    )
+    for c in commands
+  ]
   errors = []
   try:
     for p, c in zip(procs, commands):
@@ -102,7 +125,7 @@ def run(quick: bool) -> dict[str, float | int | str]:
     max_processes = GPU_MAX_PROCESSES if gpu else max(seeds)
     for s in seeds:
       stacked_sps, separate_sps = [], []
-      for r in range(REPEATS[quick]):   # stacked and separate back to back: paired ratios
+      for r in range(REPEATS[quick]):  # stacked and separate back to back: paired ratios
         stacked = _commands(root, s, stacked=True, quick=quick, repeat=r)
         _run_together(stacked)
         stacked_sps.append(_aggregate_sps(stacked, s))
@@ -115,10 +138,10 @@ def run(quick: bool) -> dict[str, float | int | str]:
         out[f"scale.processes{s}_sps"] = round(float(np.median(separate_sps)), 1)
         ratios = np.asarray(stacked_sps) / np.asarray(separate_sps)
         out[f"scale.seeds{s}_vs_processes"] = round(float(np.median(ratios)), 3)
-        out[f"scale.seeds{s}_vs_processes_range"] = (
-            f"{ratios.min():.3f}-{ratios.max():.3f}")
+        out[f"scale.seeds{s}_vs_processes_range"] = f"{ratios.min():.3f}-{ratios.max():.3f}"
         out[f"scale.seeds{s}_vs_seeds1"] = round(
-            out[f"scale.seeds{s}_sps"] / out["scale.seeds1_sps"], 3)
+          out[f"scale.seeds{s}_sps"] / out["scale.seeds1_sps"], 3
+        )
   return out
 
 

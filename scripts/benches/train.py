@@ -38,26 +38,52 @@ def diagnostics_overhead(quick: bool) -> dict[str, float]:
   fn = diagnostics.make_diagnostics_fn(update.agent)
   probe = update.batch.obs
   jax.block_until_ready(fn(update.state.params, probe, jax.random.PRNGKey(0), 1e-4))
-  calls = {"update": (update.step, 5 if quick else 10),
-           "diagnostics": (lambda: fn(update.state.params, probe, jax.random.PRNGKey(1), 1e-4), 1)}
+  calls = {
+    "update": (update.step, 5 if quick else 10),
+    "diagnostics": (lambda: fn(update.state.params, probe, jax.random.PRNGKey(1), 1e-4), 1),
+  }
   seconds = learner.interleaved_seconds(calls, 3)
   per_call = float(np.median(seconds["diagnostics"]))
-  return {"train.diagnostics_seconds": round(per_call, 4),
-          "train.diagnostics_overhead": round(float(np.median(
-              seconds["diagnostics"] / (DIAGNOSTICS_EVERY * seconds["update"]))), 4)}
+  return {
+    "train.diagnostics_seconds": round(per_call, 4),
+    "train.diagnostics_overhead": round(
+      float(np.median(seconds["diagnostics"] / (DIAGNOSTICS_EVERY * seconds["update"]))), 4
+    ),
+  }
 
 
-def train_command(run_dir: str, num_frames: int, log_every: int, min_replay: int,
-                  num_seeds: int = 1, seed: int = 0, agent: str = "dqn",
-                  env: str = "Pong", num_envs: int = NUM_ENVS) -> list[str]:
+def train_command(
+  run_dir: str,
+  num_frames: int,
+  log_every: int,
+  min_replay: int,
+  num_seeds: int = 1,
+  seed: int = 0,
+  agent: str = "dqn",
+  env: str = "Pong",
+  num_envs: int = NUM_ENVS,
+) -> list[str]:
   """The `experiments.train` command of a throughput measurement: no eval, diagnostics,
   progress line or intermediate checkpoint; learning starts after `min_replay` transitions
   per seed (the replay keeps its preset size: its pages are only committed when written)."""
-  return [sys.executable, "-m", "experiments.train", f"--agent={agent}", f"--env={env}",
-          f"--seed={seed}", f"--num_seeds={num_seeds}", f"--num_frames={num_frames}",
-          f"--num_envs={num_envs}", f"--run_dir={run_dir}", "--eval_every=0", f"--checkpoint_every={num_frames}",
-          f"--log_every={log_every}", "--diagnostics_every=0", "--progress=false",
-          f"--overrides=min_replay={min_replay}"]
+  return [
+    sys.executable,
+    "-m",
+    "experiments.train",
+    f"--agent={agent}",
+    f"--env={env}",
+    f"--seed={seed}",
+    f"--num_seeds={num_seeds}",
+    f"--num_frames={num_frames}",
+    f"--num_envs={num_envs}",
+    f"--run_dir={run_dir}",
+    "--eval_every=0",
+    f"--checkpoint_every={num_frames}",
+    f"--log_every={log_every}",
+    "--diagnostics_every=0",
+    "--progress=false",
+    f"--overrides=min_replay={min_replay}",
+  ]
 
 
 def learning_sps(run_dir: str) -> list[float]:
@@ -86,15 +112,24 @@ def end_to_end_sps(quick: bool) -> dict[str, float]:
   min_replay, log_every = 2_000, 4_000
   num_frames = min_replay * 4 + (8_000 if quick else 24_000)
   with tempfile.TemporaryDirectory() as tmp:
-    done = subprocess.run(train_command(tmp, num_frames, log_every, min_replay),
-                          cwd=repo_root(), env=child_env(), capture_output=True, text=True,
-                          timeout=1200, check=False)
+    done = subprocess.run(
+      train_command(tmp, num_frames, log_every, min_replay),
+      cwd=repo_root(),
+      env=child_env(),
+      capture_output=True,
+      text=True,
+      timeout=1200,
+      check=False,
+    )
     if done.returncode:
       raise RuntimeError(f"experiments.train exited {done.returncode}: {done.stderr[-800:]}")
     sps = learning_sps(tmp)
   sps_median = float(np.median(sps)) if sps else float("nan")
-  return {"train.dqn_pong_sps": round(sps_median, 1), "train.num_envs": NUM_ENVS,
-          "train.dqn_pong_sps_vs_cleanrl": round(sps_median / CLEANRL_DQN_SPS, 3)}
+  return {
+    "train.dqn_pong_sps": round(sps_median, 1),
+    "train.num_envs": NUM_ENVS,
+    "train.dqn_pong_sps_vs_cleanrl": round(sps_median / CLEANRL_DQN_SPS, 3),
+  }
 
 
 def run(quick: bool) -> dict[str, float]:
