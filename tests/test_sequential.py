@@ -110,7 +110,7 @@ def test_nap_runs_follow_the_papers_sequential_protocol(tmp_path):
   from plasticity import schedules
 
   seq = {k: v for k, v in SEQ.items() if k not in ("lr_schedule", "lr_restart_on_switch")}
-  seq.update(cycles=1, nap=True, overrides=SEQ["overrides"] + ["lr=1e-3"])
+  seq.update(cycles=1, nap=True, lr=1e-3)
   trainer = _trainer(tmp_path / "nap", **seq)
   moments_at_start = []
   original = trainer._start_task
