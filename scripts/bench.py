@@ -34,6 +34,7 @@ TARGETS = {
   "train.dqn_pong_sps_vs_cleanrl": (">=", 1.25),
   "train.diagnostics_overhead": ("<=", 0.05),
   "learner.flop_utilization": (">=", 0.5),
+  "learner.rainbow_nap_vs_rainbow": (">=", 0.9),
   "scale.seeds4_vs_processes": (">=", 0.95),
   "compare.seconds_100_runs": ("<=", 30),
 }
