@@ -67,7 +67,17 @@ SMOKE = dict(
 )
 
 
-@pytest.mark.parametrize("agent", ["dqn", "rainbow", "full_rainbow", "der"])
+# The noisy-stream presets (full_rainbow, der) take the longest; they run with the slow checks,
+# and their update paths are also covered by tests/test_agents.py and tests/test_rl_interventions.py.
+@pytest.mark.parametrize(
+  "agent",
+  [
+    "dqn",
+    "rainbow",
+    pytest.param("full_rainbow", marks=pytest.mark.slow),
+    pytest.param("der", marks=pytest.mark.slow),
+  ],
+)
 @pytest.mark.parametrize("use_nap", [False, True])
 def test_atari_smoke_every_preset(tmp_path, agent, use_nap):
   smoke = dict(SMOKE)
