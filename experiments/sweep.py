@@ -244,7 +244,7 @@ def run_trial(args: tuple[str, ...], log_path: str, env: dict, stop: Any = None)
   with open(log_path, "a") as log:
     print(f"\n=== sweep {time.strftime('%F %T')} on {node}: {shlex.join(command)}", file=log)
     log.flush()
-    # A session of its own: a Ctrl-C of the sweep reaches train only as the sweep's SIGTERM.
+    # Own process group: a Ctrl-C of the sweep reaches train only as the sweep's SIGTERM.
     proc = subprocess.Popen(
       command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
