@@ -32,20 +32,11 @@ def _check_head(m) -> None:
 
 
 def q_head(
-  module: nn.Module,
-  x: jax.Array,
-  *,
-  num_actions: int,
-  num_atoms: int | None,
-  dueling: bool,
-  noisy: bool,
-  noisy_sigma_init: float,
-  hidden_sizes: Sequence[int],
-  norm: str,
-  activation: str,
-  deterministic: bool,
+  module: nn.Module, x: jax.Array, num_atoms: int | None, deterministic: bool
 ) -> jax.Array:
-  """Builds the head layers inside ``module``'s compact scope.
+  """Builds the head layers inside ``module``'s compact scope, from its fields
+  (``num_actions``, ``dueling``, ``noisy``, ``noisy_sigma_init``, ``hidden_sizes``, ``norm``,
+  ``activation``: ``QHead`` and ``QNetwork`` both have them).
 
   ``x [B, D] -> [B, A]`` (``num_atoms`` None) or ``[B, A, num_atoms]`` logits. Layer names:
   ``hidden_i``/``output``, or ``value_hidden_i``/``value_output`` and
@@ -53,6 +44,9 @@ def q_head(
   input of the output layer(s); concatenated over the two streams when dueling with hidden
   layers) are sown as ``features``.
   """
+  num_actions, dueling, noisy = module.num_actions, module.dueling, module.noisy
+  noisy_sigma_init, hidden_sizes = module.noisy_sigma_init, module.hidden_sizes
+  norm, activation = module.norm, module.activation
 
   def linear(h, features, name, use_bias):
     if noisy:
@@ -122,19 +116,7 @@ class QHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
-    return q_head(
-      self,
-      x,
-      num_actions=self.num_actions,
-      num_atoms=self.num_atoms,
-      dueling=self.dueling,
-      noisy=self.noisy,
-      noisy_sigma_init=self.noisy_sigma_init,
-      hidden_sizes=self.hidden_sizes,
-      norm=self.norm,
-      activation=self.activation,
-      deterministic=deterministic,
-    )
+    return q_head(self, x, self.num_atoms, deterministic)
 
 
 class DuelingHead(QHead):
@@ -187,16 +169,4 @@ class QNetwork(nn.Module):
   @nn.compact
   def __call__(self, obs: jax.Array, deterministic: bool = False) -> jax.Array:
     x = self.torso(obs)
-    return q_head(
-      self,
-      x,
-      num_actions=self.num_actions,
-      num_atoms=self.num_atoms if self.distributional else None,
-      dueling=self.dueling,
-      noisy=self.noisy,
-      noisy_sigma_init=self.noisy_sigma_init,
-      hidden_sizes=self.hidden_sizes,
-      norm=self.norm,
-      activation=self.activation,
-      deterministic=deterministic,
-    )
+    return q_head(self, x, self.num_atoms if self.distributional else None, deterministic)
