@@ -471,6 +471,32 @@ class ReplayMemory:
     w *= 1.0 / w.max()
     return self._batch(index, w)
 
+  def cursors(self) -> np.ndarray:
+    """Each stream's write position, to pass later to `sample_since` (saved with the
+    memory, so positions taken before a checkpoint stay valid after a resume)."""
+    return self._cursor.copy()
+
+  def sample_since(
+    self, cursors: np.ndarray, batch_size: int, rng: np.random.Generator
+  ) -> Batch | None:
+    """Uniform sample (with replacement) of the valid transitions written after `cursors`.
+
+    For data of one phase of a run, such as the current game of a sequential schedule when
+    the memory also holds earlier games. None when no such transition is valid yet.
+    """
+    cursors = np.asarray(cursors, np.int64)
+    _require(cursors.shape == self._cursor.shape, "cursors must come from `cursors()`")
+    rows = self.rows_per_stream
+    first = np.maximum(cursors, self._cursor - rows)
+    index = np.concatenate(
+      [base + np.arange(a, b) % rows for base, a, b in zip(self._base, first, self._cursor)]
+    )
+    index = index[self._valid[index]]
+    if index.size == 0:
+      return None
+    index = index[rng.integers(0, index.size, size=batch_size)]
+    return self._batch(index, np.ones(batch_size, np.float32))
+
   def _sample_uniform(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
     r = self.rows_per_stream
     filled = np.minimum(self._cursor + 1, r)  # rows ever written per stream

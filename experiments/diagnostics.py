@@ -1,8 +1,9 @@
 """Plasticity diagnostics during training, on a fixed probe batch of observations.
 
-The probe is the first sampled batch after learning starts and is kept (and checkpointed),
-so successive diagnostics measure the same inputs and their changes reflect the network,
-not the data.
+The training loop keeps one probe batch per game (checkpointed), drawn from the game's own
+transitions at its first diagnostics, so successive diagnostics of a game measure the same
+inputs (their changes reflect the network, not the data) and every visit of a game in a
+sequential schedule is measured on that game's frames.
 """
 
 from __future__ import annotations

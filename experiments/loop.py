@@ -116,7 +116,10 @@ class Seed:
     self.np_rng = np.random.default_rng(seed)
     self.recent_returns: collections.deque = collections.deque(maxlen=20)
     self.episodes = 0
-    self.probe: np.ndarray | None = None
+    # One fixed probe batch per game (diagnostics compare a game's visits on the same
+    # inputs), drawn from the transitions written since the current task began.
+    self.probes: dict[str, np.ndarray] = {}
+    self.task_cursors: np.ndarray = replay.cursors()
     self.tensorboard = None
 
 
@@ -282,6 +285,8 @@ class Trainer:
       if self.config.replay_on_switch == "clear":
         for s in self.seeds:
           s.replay.clear()
+      for s in self.seeds:
+        s.task_cursors = s.replay.cursors()
       if self.config.reset_optimizer_on_switch:
         opt_init = self.group.map(self.agent.optimizer.init, (0,))
         self.state = self.state.replace(
@@ -390,7 +395,7 @@ class Trainer:
       if cfg.prioritized:
         pending.append(([x.index for x in samples], info.priorities))
       if self.config.diagnostics_every and c.updates % self.config.diagnostics_every == 0:
-        self._diagnostics(batch.obs, lr)
+        self._diagnostics(lr)
     return pending
 
   def _write_priorities(self, pending) -> None:
@@ -456,18 +461,26 @@ class Trainer:
       c.next_log += self.config.log_every
     return now, c.agent_steps
 
-  def _diagnostics(self, obs: np.ndarray, lr: float) -> None:
-    """Plasticity diagnostics (experiments/diagnostics.py) on each seed's fixed probe batch."""
+  def _diagnostics(self, lr: float) -> None:
+    """Plasticity diagnostics (experiments/diagnostics.py) on each seed's probe batch of the
+    current game, drawn at the game's first diagnostics (with its own random stream, so that
+    the training stream is the same with or without diagnostics)."""
     if self._diagnostics_fn is None:
       self._diagnostics_fn = diagnostics.make_diagnostics_fn(self.agent)
+    c = self.counters
+    game = self.config.schedule.task(c.task_index).game
     for k, s in enumerate(self.seeds):
-      if s.probe is None:
-        s.probe = np.array(obs[k])
-      key = jax.random.fold_in(self.diagnostics_keys[k], self.counters.updates)
+      if game not in s.probes:
+        rng = np.random.default_rng([s.seed, c.updates])
+        sample = s.replay.sample_since(s.task_cursors, self.config.agent.batch_size, rng)
+        if sample is None:
+          continue
+        s.probes[game] = sample.obs
+      key = jax.random.fold_in(self.diagnostics_keys[k], c.updates)
       values = diagnostics.to_json(
-        self._diagnostics_fn(self.group.get(self.state.params, k), s.probe, key, lr)
+        self._diagnostics_fn(self.group.get(self.state.params, k), s.probes[game], key, lr)
       )
-      values["updates"] = self.counters.updates
+      values.update(updates=c.updates, probe_game=game)
       self._record(s, "metrics.jsonl", "diagnostics", values)
       self._tensorboard(s, values, prefix="diagnostics/")
 
@@ -523,9 +536,12 @@ class Trainer:
         "agent.msgpack": lambda path, b=state_bytes: _write_bytes(path, b),
         "replay": s.replay.save,
       }
-      if s.probe is not None:
-        writers["probe.npy"] = lambda path, p=s.probe: np.save(path, p, allow_pickle=False)
+      if s.probes:
+        probes = np.stack(list(s.probes.values()))
+        writers["probes.npy"] = lambda path, p=probes: np.save(path, p, allow_pickle=False)
       meta = {
+        "probe_games": list(s.probes),
+        "task_cursors": s.task_cursors.tolist(),
         "counters": dataclasses.asdict(c),
         "np_rng": s.np_rng.bit_generator.state,
         "recent_returns": list(s.recent_returns),
@@ -561,6 +577,8 @@ class Trainer:
         s.np_rng.bit_generator.state = meta["np_rng"]
         s.recent_returns.extend(meta.get("recent_returns", []))
         s.episodes = meta.get("episodes", 0)
+        if "task_cursors" in meta:
+          s.task_cursors = np.asarray(meta["task_cursors"], np.int64)
         s.run_dir.truncate_logs(meta["log_sizes"])
       self.log(f"resumed from {available[0][frames]} at {frames:,} frames")
       return
@@ -585,8 +603,9 @@ class Trainer:
     with open(os.path.join(ckpt, "agent.msgpack"), "rb") as f:
       state = flax.serialization.from_bytes(template, f.read())
     seed.replay.load(os.path.join(ckpt, "replay"))
-    probe = os.path.join(ckpt, "probe.npy")
-    seed.probe = np.load(probe, allow_pickle=False) if os.path.exists(probe) else None
+    games = loop["meta"].get("probe_games", [])
+    probes = np.load(os.path.join(ckpt, "probes.npy"), allow_pickle=False) if games else []
+    seed.probes = dict(zip(games, probes))
     return state, dict(loop["meta"], log_sizes=loop["log_sizes"])
 
   def _progress_bar(self):

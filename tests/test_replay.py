@@ -418,3 +418,30 @@ def test_memory_per_transition_at_atari_scale():
   mem = ReplayMemory(1_000_000, 8, (4, 84, 84), np.uint8, 4, n_step=3, prioritized=True)
   assert mem.bytes_per_transition <= 7300
   assert mem.capacity == 1_000_000
+
+
+def test_sample_since_draws_only_transitions_written_after_the_mark():
+  """A phase's sample (the diagnostics' per-game probe) holds only that phase's frames, and
+  the mark stays meaningful after the ring wraps over older data."""
+  mem = ReplayMemory(400, 2, (3,), np.float32, 1, n_step=1)
+  gen = StreamGen(2, (3,), 1, p_term=0.05, p_trunc=0.0, dtype=np.float32)
+
+  last = {"next": None, "done": np.ones(2, bool)}
+
+  def fill(steps, sign):  # the phase's sign marks every frame it writes
+    for _ in range(steps):
+      obs, action, reward, term, trunc, next_obs = gen.step()
+      obs = np.where(last["done"][:, None], sign * np.abs(obs), last["next"])
+      last["next"], last["done"] = sign * np.abs(next_obs), term | trunc
+      mem.add(obs, action, reward, term, trunc, last["next"])
+
+  fill(150, 1.0)
+  mark = mem.cursors()
+  rng = np.random.default_rng(0)
+  assert mem.sample_since(mark, 8, rng) is None  # nothing written since the mark
+  fill(60, -1.0)
+  batch = mem.sample_since(mark, 64, rng)
+  assert batch.next_obs.shape == (64, 3) and np.all(batch.next_obs < 0)
+  assert np.any(mem.sample(256, rng).next_obs > 0)  # the memory holds both phases
+  fill(500, -1.0)  # wraps: the whole memory is now the second phase
+  assert len(mem) > 300 and np.all(mem.sample_since(mark, 256, rng).obs < 0)

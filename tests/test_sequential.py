@@ -83,10 +83,11 @@ def test_switches_action_space_and_lr_restarts(tmp_path):
 
 
 def test_resume_mid_schedule_continues_on_the_right_game(tmp_path):
-  straight, _ = _run(tmp_path / "a", **SEQ)
+  seq = dict(SEQ, diagnostics_every=40)
+  straight, _ = _run(tmp_path / "a", **seq)
   with pytest.raises(RuntimeError, match="simulated crash"):
-    _run(tmp_path / "b", max_frames_before_crash=3_400, **SEQ)  # crash during game 2
-  resumed, _ = _run(tmp_path / "b", **SEQ)
+    _run(tmp_path / "b", max_frames_before_crash=3_400, **seq)  # crash during game 2
+  resumed, _ = _run(tmp_path / "b", **seq)
   assert resumed.counters.task_index == 3
   same = jax.tree.map(
     lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)),
@@ -95,10 +96,20 @@ def test_resume_mid_schedule_continues_on_the_right_game(tmp_path):
   )
   assert jax.tree.all(same)
   untimed = lambda lines: [{k: v for k, v in l.items() if k != "sps"} for l in lines]
-  for kind in ("switch", "episode", "train"):
+  for kind in ("switch", "episode", "train", "diagnostics"):
     assert untimed(_lines(tmp_path / "a/metrics.jsonl", kind)) == untimed(
       _lines(tmp_path / "b/metrics.jsonl", kind)
     )
+  # One probe per game, drawn from that game's frames, kept across the crash and reused on
+  # the game's second visit.
+  diagnostics = _lines(tmp_path / "b/metrics.jsonl", "diagnostics")
+  for d in diagnostics:
+    assert d["probe_game"] == ("Pong" if (d["frames"] - 1) // 2_000 % 2 == 0 else "Breakout")
+  assert {d["probe_game"] for d in diagnostics} == {"Pong", "Breakout"}
+  probes = resumed.seeds[0].probes
+  assert list(probes) == ["Pong", "Breakout"]
+  assert all(np.array_equal(probes[g], straight.seeds[0].probes[g]) for g in probes)
+  assert not np.array_equal(probes["Pong"], probes["Breakout"])
 
 
 def test_nap_runs_follow_the_papers_sequential_protocol(tmp_path):
