@@ -11,19 +11,23 @@ import os
 import re
 import sys
 
+import matplotlib
 import numpy as np
 from absl import app, flags
+from matplotlib.figure import Figure
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import scores
-from scripts import report_figures, runlog, stats
+from scripts import runlog, stats
 
 PALETTE = "#1f77b4 #d62728 #2ca02c #ff7f0e #9467bd #8c564b #e377c2 #bcbd22 #17becf".split()
 CSV_FIELDS = "kind variant game visit sequence seeds frames_min frames_max score ci_low".split()
 CSV_FIELDS += ["ci_high", "hns", "metric"]
-NUM_POINTS = 100  # frame bins of a curve
+NUM_POINTS, DPI = 100, 90  # frame bins of a curve, resolution of a figure
+STYLE = {"font.size": 7, "axes.titlesize": 9, "axes.grid": True, "grid.alpha": 0.3}
+_hns = lambda game, x: scores.human_normalized_score(game, x) if game in scores.ATARI_57 else np.nan
 
 
 class Report:
@@ -42,10 +46,44 @@ class Report:
   def section(self, title: str, text: str) -> None:
     self.text += [f"## {title}", "", text, ""]
 
+  @matplotlib.rc_context(STYLE)
   def figure(self, name: str, panels: list[dict], ncols: int = 3) -> None:
+    """Draws `panels` into figures/<name>.png, with one legend, and shows it. A panel: 'title',
+    'x' (frames), 'lines' of (colour, band: (3, T) mean, low, high, label, style); optional
+    'ylabel', 'xlabel', 'switches' ((frames, game): dotted lines, named if 'name_switches')."""
     path = os.path.join(self.out_dir, "figures", re.sub(r"[^\w.-]+", "_", name) + ".png")
-    self.figures.append(report_figures.draw(path, panels, ncols))
+    ncols = min(ncols, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(max(4.0 * ncols, 6.0), 2.9 * nrows), layout="constrained")  # inches
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(len(panels))]
+    for ax, panel in zip(axes, panels):
+      switches = panel.get("switches", ())
+      top = max([np.max(panel["x"], initial=0)] + [f for f, _ in switches])
+      scale, unit = (1e6, " (M)") if top >= 1e6 else (1e3, " (k)") if top >= 1e3 else (1, "")
+      x = panel["x"] / scale
+      for colour, (mean, low, high), label, style in panel["lines"]:
+        ax.fill_between(x, low, high, color=colour, alpha=0.18, lw=0)
+        marker = "o" if np.isfinite(mean).sum() == 1 else None  # a lone point shows as a dot
+        ax.plot(x, mean, color=colour, lw=1.4, ls=style, label=label, marker=marker)
+      if not any(np.isfinite(line[1][0]).any() for line in panel["lines"]):
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+      for frames, game in switches:
+        ax.axvline(frames / scale, color="0.55", lw=0.6, ls=":")
+        if panel.get("name_switches"):
+          ax.text(frames / scale, 1, f" {game}", transform=ax.get_xaxis_transform(), rotation=90)
+      ax.ticklabel_format(axis="y", useOffset=False)  # small changes read as values
+      ax.set(title=panel["title"], xlabel=panel.get("xlabel", "frames") + unit)
+      ax.set_ylabel(panel.get("ylabel", ""))
+    if labelled := [ax for ax in axes if ax.get_legend_handles_labels()[0]]:
+      labelled[0].legend()
+    fig.savefig(path, dpi=DPI)
+    self.figures.append(path)
     self.text += [f"![{name}](figures/{os.path.basename(path)})", ""]
+
+  def lines(self, bands: dict, style: str = "-", runs: dict | None = None) -> list:
+    """Figure lines of bands by variant in its colour; solid ones labelled (with run counts)."""
+    label = lambda v: None if style != "-" else f"{v} (n={runs[v]})" if runs else v
+    return [(self.colors[v], band, label(v), style) for v, band in bands.items()]
 
   def add_row(self, kind, variant, game, seeds, score: stats.Interval, metric, **extra) -> None:
     """A summary.csv row: a score with its CI and its human-normalized value."""
@@ -53,17 +91,30 @@ class Report:
     row = dict(kind=kind, variant=variant, game=game, seeds=seeds, metric=metric, hns=hns)
     self.rows.append(row | extra | dict(score=score[0], ci_low=score[1], ci_high=score[2]))
 
+  def table(self, columns: tuple[str, ...], kind: str, **match) -> list[dict]:
+    """Shows and returns the rows of `kind` (a prefix) with the values of `match`: `columns`,
+    the score with its CI and the HNS."""
+    rows = [r for r in self.rows if r["kind"].startswith(kind) and match.items() <= r.items()]
+    num = lambda x: "–" if np.isnan(x) else f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+    self.text += ["| " + " | ".join(columns) + " | score [95 % CI] | HNS |"]
+    self.text += ["|---" * (len(columns) + 2) + "|"]
+    for row in rows:
+      cells = [str(row[c]) for c in columns]
+      cells += [f"{num(row['score'])} [{num(row['ci_low'])}, {num(row['ci_high'])}]"]
+      self.text += ["| " + " | ".join(cells + [num(row["hns"])]) + " |"]
+    self.text += [""]
+    return rows
+
 
 def _field(config: dict, name: str) -> str | None:
   """A config field ('a' or 'a.b', e.g. 'flags.lr') as a label shows it, None if absent."""
-  value = config
   for part in name.split("."):
-    value = value.get(part, KeyError) if isinstance(value, dict) else KeyError
-  if value is KeyError:
-    return None
-  if isinstance(value, float):
-    return f"{value:g}"
-  return "+".join(map(str, value)) if isinstance(value, list) else str(value)
+    if not isinstance(config, dict) or part not in config:
+      return None
+    config = config[part]
+  if isinstance(config, list):
+    return "+".join(map(str, config))
+  return f"{config:g}" if isinstance(config, float) else str(config)
 
 
 def variant_labels(configs: dict[str, dict], group_by: list[str] | None) -> dict[str, str]:
@@ -86,45 +137,20 @@ def variant_colors(variants) -> dict[str, str]:
   return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(sorted(set(variants)))}
 
 
-def _hns(game: str, values):
-  """Human-normalized score, NaN for a game not in envs/scores.py."""
-  return scores.human_normalized_score(game, values) if game in scores.ATARI_57 else np.nan
-
-
-def _table(rows: list[dict], columns: tuple[str, ...]) -> list[str]:
-  """Markdown table of summary rows: `columns`, then the score with its CI and the HNS."""
-  num = lambda x: "–" if np.isnan(x) else f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
-  lines = ["| " + " | ".join(columns) + " | score [95 % CI] | HNS |"]
-  lines.append("|---" * (len(columns) + 2) + "|")
-  for row in rows:
-    cells = [str(row[c]) for c in columns]
-    cells += [f"{num(row['score'])} [{num(row['ci_low'])}, {num(row['ci_high'])}]"]
-    lines.append("| " + " | ".join(cells + [num(row["hns"])]) + " |")
-  return lines + [""]
-
-
-def _lines(report: Report, bands: dict, style: str = "-", runs: dict | None = None) -> list:
-  """Figure lines of bands by variant in its colour; solid ones labelled (with run counts)."""
-  label = lambda v: None if style != "-" else f"{v} (n={runs[v]})" if runs else v
-  return [(report.colors[v], band, label(v), style) for v, band in bands.items()]
-
-
-def _returns(run: runlog.Run, kind: str) -> runlog.Series | None:
-  return run.logs.get(kind, {}).get("return")
-
-
 def _returns_by_game(runs: list[runlog.Run], metric: str, report: Report) -> dict:
   """game -> variant -> each run's eval returns (where `metric` allows), else training ones."""
-  evaluated = {r.games[0] for r in runs if metric == "eval" and _returns(r, "eval")}
+  evaluated = {r.games[0] for r in runs if metric == "eval" and r.returns("eval")}
   by_game = collections.defaultdict(lambda: collections.defaultdict(list))
   waiting = []
   for r in runs:
-    if s := _returns(r, "eval" if r.games[0] in evaluated else "episode"):
+    if s := r.returns("eval" if r.games[0] in evaluated else "episode"):
       by_game[r.games[0]][r.variant].append(s)
     else:
       waiting.append(f"`{r.name}`")
   report.games = sorted(by_game)
   report.game_metrics = {g: "eval" if g in evaluated else "train" for g in report.games}
+  metrics = set(report.game_metrics.values())
+  report.metric = metrics.pop() if len(metrics) == 1 else "mixed" if metrics else metric
   if trained := [g for g in report.games if g not in evaluated and metric == "eval"]:
     report.notes.append(f"No eval.jsonl records for {', '.join(trained)}: training returns used.")
   if waiting:
@@ -161,10 +187,9 @@ def _aggregate(by_game: dict, report: Report) -> None:
       report.add_row(f"aggregate_{k}", v, "+".join(games), sum(map(len, finals)), score, metric)
       if k in bands:
         bands[k][v] = stats.bootstrap_curve(stats.common_points(curves), statistic)
-  panels = [dict(title=f"{k} HNS", x=x, lines=_lines(report, b)) for k, b in bands.items()]
+  panels = [dict(title=f"{k} HNS", x=x, lines=report.lines(b)) for k, b in bands.items()]
   report.figure("aggregate", panels, ncols=2)
-  aggregates = [row for row in report.rows if row["kind"].startswith("aggregate")]
-  report.text += _table(aggregates, ("kind", "variant", "seeds"))
+  report.table(("kind", "variant", "seeds"), "aggregate")
 
 
 def _curves(by_game: dict, report: Report) -> None:
@@ -179,10 +204,9 @@ def _curves(by_game: dict, report: Report) -> None:
       bands[v], final, reached = stats.summarize(members, metric == "eval", edges)
       frames = dict(frames_min=min(reached), frames_max=max(reached))
       report.add_row("final", v, g, len(members), final, metric, **frames)
-    lines = _lines(report, bands, runs={v: len(m) for v, m in per_variant.items()})
+    lines = report.lines(bands, runs={v: len(m) for v, m in per_variant.items()})
     report.figure(f"curves_{g}", [dict(title=g, x=x, lines=lines, ylabel=f"{metric} return")])
-  final_scores = [row for row in report.rows if row["kind"] == "final"]
-  report.text += _table(final_scores, ("game", "variant", "seeds", "frames_max", "metric"))
+  report.final_scores = report.table(("game", "variant", "seeds", "frames_max", "metric"), "final")
 
 
 def _diagnostics(runs: list[runlog.Run], name: str, report: Report, switches=()) -> None:
@@ -200,7 +224,7 @@ def _diagnostics(runs: list[runlog.Run], name: str, report: Report, switches=())
         by_variant[variant].append(np.mean(chosen, axis=0))
     mean = stats.AGGREGATES["mean"]
     bands = {v: stats.bootstrap_curve([np.stack(c)], mean) for v, c in sorted(by_variant.items())}
-    return _lines(report, bands, style)
+    return report.lines(bands, style)
 
   norms = lines("param_norm") + lines("param_norm_output", "--")
   ranks = lines("srank") + lines("effective_rank", "--")
@@ -216,28 +240,28 @@ def _diagnostics(runs: list[runlog.Run], name: str, report: Report, switches=())
 
 def _visits(k: int, runs: list[runlog.Run], segments: list, report: Report) -> None:
   """Each game's visits aligned at the switch into it, and end-of-visit scores."""
+  # game -> frames of its longest visit; game -> (variant, visit) -> returns since the switch
+  longest, found = {}, collections.defaultdict(lambda: collections.defaultdict(list))
+  for r, segs in zip(runs, segments):
+    s = r.returns("episode")
+    for start, end, g, visit in segs:
+      longest[g] = max(longest.get(g, 0), end - start)
+      if s and (sel := (s.frames > start) & (s.frames <= end) & (s.games == g)).any():
+        found[g][(r.variant, visit)].append(runlog.Series(s.frames[sel] - start, s.values[sel]))
   panels = []
-  for g in dict.fromkeys(h for segs in segments for _, _, h, _ in segs):
-    longest = max(end - start for segs in segments for start, end, h, _ in segs if h == g)
-    x, edges = stats.frame_grid(longest, NUM_POINTS // 2)
-    found = collections.defaultdict(list)  # (variant, visit) -> returns, frames since switch
-    for r, segs in zip(runs, segments):
-      s = _returns(r, "episode")
-      for start, end, h, visit in segs if s else ():
-        if h == g and (sel := (s.frames > start) & (s.frames <= end) & (s.games == g)).any():
-          found[(r.variant, visit)].append(runlog.Series(s.frames[sel] - start, s.values[sel]))
+  for g, length in longest.items():
+    x, edges = stats.frame_grid(length, NUM_POINTS // 2)
     lines = []
-    for (v, visit), members in sorted(found.items()):
+    for (v, visit), members in sorted(found[g].items()):
       band, final, _ = stats.summarize(members, False, edges)
       where = dict(visit=visit, sequence=k)
       report.add_row("sequential_visit", v, g, len(members), final, "train", **where)
       lines.append((report.colors[v], band, f"{v} v{visit}", {1: "-", 2: "--"}.get(visit, ":")))
-    if not found:  # an episode longer than a visit is cut at the switch
+    if not lines:  # an episode longer than a visit is cut at the switch
       report.notes.append(f"Sequence {k}: no {g} episode finished within a visit.")
     panels.append(dict(title=g, x=x, lines=lines, xlabel="frames since switch"))
   report.figure(f"sequential_{k}_visits", panels)
-  visits = [row for row in report.rows if row.get("sequence") == k]
-  report.text += _table(visits, ("game", "variant", "visit", "seeds"))
+  report.sequential += report.table(("game", "variant", "visit", "seeds"), "sequential", sequence=k)
 
 
 def _sequences(runs: list[runlog.Run], report: Report) -> None:
@@ -253,12 +277,12 @@ def _sequences(runs: list[runlog.Run], report: Report) -> None:
     switches = [(start, g) for start, _, g, _ in max(segments, key=len)]
     episodes = collections.defaultdict(list)
     for r in members:
-      if s := _returns(r, "episode"):
+      if s := r.returns("episode"):
         episodes[r.variant].append(s)
     if episodes:
       x, edges = stats.frame_grid(max(r.max_frames for r in members), 10 * len(switches) + 100)
       bands = {v: stats.summarize(m, False, edges)[0] for v, m in sorted(episodes.items())}
-      lines = _lines(report, bands, runs={v: len(m) for v, m in episodes.items()})
+      lines = report.lines(bands, runs={v: len(m) for v, m in episodes.items()})
       whole_run = dict(title="whole run", x=x, lines=lines, switches=switches, name_switches=True)
       report.figure(f"sequential_{k}", [whole_run])
       _visits(k, members, segments, report)
@@ -292,16 +316,11 @@ def compare(run_dirs, out_dir: str, group_by=None, metric: str = "eval") -> Repo
     report.section("Training diagnostics", "Norms and ELRs relative to their first value.")
     _diagnostics(single, "diagnostics", report)
   _sequences(runs, report)
-  if no_output := [f"`{r.name}`" for r in runs if r.config.get("output_layers") is None]:
-    no_output = ", ".join(no_output)
+  if no_output := ", ".join(f"`{r.name}`" for r in runs if r.config.get("output_layers") is None):
     why = "every logged layer counts as hidden"
     report.notes.append(f"No 'output_layers' in config.json of {no_output}: {why}.")
   if not any(r.logs for r in runs):
     report.notes.append("No run has logged anything yet: no figures.")
-  metrics = set(report.game_metrics.values())
-  report.metric = metrics.pop() if len(metrics) == 1 else "mixed" if metrics else metric
-  report.final_scores = [row for row in report.rows if row["kind"] == "final"]
-  report.sequential = [row for row in report.rows if row["kind"] == "sequential_visit"]
   count = collections.Counter(r.variant for r in runs)
   variants = ", ".join(f"{v} ({count[v]} runs, colour {c})" for v, c in report.colors.items())
   notes = report.notes + [f"run `{p}` skipped: {why}" for p, why in skipped] + report.problems

@@ -1,9 +1,8 @@
-"""Run directories (docs/design.md, "Run directory") read into `Run` records.
+"""Run directories (docs/design.md, "Run directory") read, as they train, into `Run` records.
 
 `Run.logs[kind][metric]` is a `Series` sorted by frames: 'return' of 'episode' and 'eval'
-lines, every numeric field of 'train' and 'diagnostics' lines ('field/layer' per layer).
-Runs are read as they train: an unfinished last line is ignored, a corrupt line skipped and
-named in `Run.problems`.
+lines, every numeric field of 'train' and 'diagnostics' lines ('field/layer' per layer). An
+unfinished last line is ignored, a corrupt line skipped and named in `Run.problems`.
 """
 
 import collections
@@ -54,6 +53,10 @@ class Run:
   problems: list[str] = dataclasses.field(default_factory=list)
   variant: str = ""
 
+  def returns(self, kind: str) -> Series | None:
+    """'episode' (training) or 'eval' returns, None before the first."""
+    return self.logs.get(kind, {}).get("return")
+
 
 def _find_runs(d: str, depth: int) -> list[str]:
   if os.path.isfile(os.path.join(d, CONFIG)):
@@ -73,71 +76,66 @@ def discover_runs(run_dirs: list[str]) -> list[str]:
     if not found:
       why = f"no {CONFIG} in it or below (it holds: {listing})" if listing else "it is empty"
       raise ValueError(f"{d!r} is not a run directory: {why}")
-    runs.update((os.path.realpath(r), r) for r in found if os.path.realpath(r) not in runs)
+    for r in found:
+      runs.setdefault(os.path.realpath(r), r)
   return list(runs.values())
 
 
-def _jsonl(path: str, run: Run) -> list[tuple[str, int, dict]]:
-  """(path, line number, object) of each line with numeric 'frames'; others are problems."""
+def _jsonl(path: str, run: Run) -> list[tuple[str, dict]]:
+  """('path:line', object) of each line with numeric 'frames'; other lines are problems."""
   if not os.path.exists(path):
     return []
   with open(path, "rb") as f:
     lines = f.read().split(b"\n")[:-1]  # the last line is empty or still being written
   records = []
   for lineno, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
     try:
       rec = json.loads(line)
     except ValueError:
       rec = None
     if isinstance(rec, dict) and _number(rec.get("frames")):
-      records.append((path, lineno, rec))
-    else:
+      records.append((f"{path}:{lineno}", rec))
+    elif line.strip():  # blank lines are skipped silently
       text = line[:60].decode("utf-8", "replace")
       run.problems.append(f"{path}:{lineno}: corrupt line (no JSON object with frames): {text!r}")
   return records
 
 
-def _fields(kind: str, recs: list[dict]) -> dict[str, list]:
-  """Metric -> its value in each record (None where absent) of the records of one kind."""
-  if kind in ("episode", "eval"):
-    return {"return": [r.get("return" if kind == "episode" else "mean") for r in recs]}
-  fields = {}
-  for key in set().union(*recs) - {"kind", "frames", "agent_steps", "game"}:
-    values = [r.get(key) for r in recs]
-    layers = {layer for v in values if isinstance(v, dict) for layer in v}
-    for layer in layers:
-      fields[f"{key}/{layer}"] = [v.get(layer) if isinstance(v, dict) else None for v in values]
-    if not layers:
-      fields[key] = values
-  return fields
-
-
 def _read_logs(run: Run) -> None:
   """Fills `run` from its metrics.jsonl and eval.jsonl."""
-  by_kind = collections.defaultdict(list)  # kind -> [(path, line number, record)]
-  for path, lineno, rec in _jsonl(os.path.join(run.path, METRICS), run):
+  by_kind = collections.defaultdict(list)  # kind -> [('path:line', record)]
+  for where, rec in _jsonl(os.path.join(run.path, METRICS), run):
     if rec.get("kind") == "switch" and isinstance(rec.get("game"), str):
       run.switches.append((int(rec["frames"]), game_name(rec["game"])))
     elif rec.get("kind") in (None, "switch"):
-      run.problems.append(f"{path}:{lineno}: corrupt line (no 'kind' or no 'game')")
-    by_kind[rec.get("kind")].append((path, lineno, rec))
+      run.problems.append(f"{where}: corrupt line (no 'kind' or no 'game')")
+    by_kind[rec.get("kind")].append((where, rec))
   by_kind["eval"] = _jsonl(os.path.join(run.path, EVAL), run)
   for kind in ("episode", "eval", "train", "diagnostics"):
-    recs = [rec for _, _, rec in by_kind[kind]]
+    recs = [rec for _, rec in by_kind[kind]]
     frames = np.array([rec["frames"] for rec in recs], np.int64)
     games = np.array([game_name(str(rec.get("game", run.games[0]))) for rec in recs], object)
-    for metric, values in _fields(kind, recs).items():
+    # metric -> its value in each record (None where absent); 'field/layer' per layer
+    if kind in ("episode", "eval"):
+      fields = {"return": [r.get("return" if kind == "episode" else "mean") for r in recs]}
+    else:
+      fields = {}
+      for key in set().union(*recs) - {"kind", "frames", "agent_steps", "game"}:
+        values = [r.get(key) for r in recs]
+        layers = {layer for v in values if isinstance(v, dict) for layer in v}
+        for layer in layers:
+          fields[f"{key}/{layer}"] = [v.get(layer) if isinstance(v, dict) else None for v in values]
+        if not layers:
+          fields[key] = values
+    for metric, values in fields.items():
       ok = np.array([_number(v) for v in values], bool)
       keep = np.flatnonzero(ok)[np.argsort(frames[ok], kind="stable")]
-      values = np.array(values, object)[keep].astype(np.float64)
       if keep.size:
+        values = np.array(values, object)[keep].astype(np.float64)
         run.logs.setdefault(kind, {})[metric] = Series(frames[keep], values, games[keep])
       for i in np.flatnonzero(~ok) if metric == "return" else []:
-        path, lineno, _ = by_kind[kind][i]
-        run.problems.append(f"{path}:{lineno}: corrupt {kind} line (no numeric return)")
-  frames = [rec["frames"] for lines in by_kind.values() for _, _, rec in lines]
+        run.problems.append(f"{by_kind[kind][i][0]}: corrupt {kind} line (no numeric return)")
+  frames = [rec["frames"] for lines in by_kind.values() for _, rec in lines]
   run.max_frames = int(max(frames, default=0))
   run.switches.sort()
 

@@ -6,7 +6,6 @@ runs within each game, drawn by ``np.random.default_rng(seed)``, ``integers(0, n
 size=(reps, n_g))`` game by game. A curve averages the returns logged in each frame bin.
 """
 
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -50,7 +49,7 @@ def stratified_bootstrap(per_game, statistic, reps=FINAL_REPS, seed=0, confidenc
   return Interval(point, float(low), float(high))
 
 
-def bootstrap_curve(per_game: Sequence[np.ndarray], statistic, reps=CURVE_REPS) -> np.ndarray:
+def bootstrap_curve(per_game: list[np.ndarray], statistic, reps=CURVE_REPS) -> np.ndarray:
   """``(3, T)`` point, low, high over ``(runs, T)`` per-game curves, from the runs at each point."""
   out = np.full((3, per_game[0].shape[1]), np.nan)
   for t in range(out.shape[1]):
@@ -107,12 +106,6 @@ def summarize(members: list[Series], evals: bool, edges: np.ndarray):
   return band, final, [int(s.frames[-1]) for s in members]
 
 
-def _relative(curve: np.ndarray) -> np.ndarray:
-  """The curve over its first positive value: seeds start apart, growth is the signal."""
-  positive = curve[curve > 0]
-  return curve / (positive[0] if positive.size else np.nan)
-
-
 def diagnostics(run: Run, x: np.ndarray) -> dict[str, np.ndarray]:
   """A run's diagnostics on the frame grid `x`: 'loss', 'srank', 'effective_rank', 'dormant'
   (mean over layers), 'param_norm' / 'param_norm_output' (L2 over the hidden / output layers
@@ -120,6 +113,7 @@ def diagnostics(run: Run, x: np.ndarray) -> dict[str, np.ndarray]:
   Per-layer values come from 'train' lines (more frequent), else 'diagnostics' lines."""
   train, diag = run.logs.get("train", {}), run.logs.get("diagnostics", {})
   grid = lambda s: interp_points(s.frames, s.values, x)
+  relative = lambda c: c / next(iter(c[c > 0]), np.nan)  # seeds start apart: growth is the signal
   scalars = ((train, "loss"), (diag, "srank"), (diag, "effective_rank"))
   out = {k: grid(logs[k]) for logs, k in scalars if k in logs}
 
@@ -133,11 +127,11 @@ def diagnostics(run: Run, x: np.ndarray) -> dict[str, np.ndarray]:
   norms = layers("param_norms/")
   for name, is_output in (("param_norm", False), ("param_norm_output", True)):
     if part := [c for layer, c in norms.items() if (layer in output) == is_output]:
-      out[name] = _relative(np.sqrt(np.sum(np.square(part), axis=0)))
+      out[name] = relative(np.sqrt(np.sum(np.square(part), axis=0)))
   for layer, curve in layers("elr/").items():
     out["log10_elr/" + layer] = np.log10(curve)
     if layer not in output:
-      out["elr_rel/" + layer] = _relative(curve)
+      out["elr_rel/" + layer] = relative(curve)
   if dormant := layers("dormant/", [diag]):
     out["dormant"] = np.mean(list(dormant.values()), axis=0)
   return out
