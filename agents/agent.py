@@ -23,6 +23,7 @@ import networks
 from agents import losses
 from agents.config import AgentConfig
 from agents.network import build_network
+from agents.replay import Batch  # what the update consumes
 from plasticity import interventions, metrics, nap, schedules, twin
 
 
@@ -35,17 +36,6 @@ class AgentState:
   opt_state: Any
   rng: jax.Array
   updates: jax.Array  # int32 [], learner updates done so far
-
-
-class Batch(NamedTuple):
-  """A replay sample. obs/next_obs [B, *obs_shape]; the rest [B]."""
-
-  obs: chex.Array
-  action: chex.Array
-  reward: chex.Array
-  discount: chex.Array
-  next_obs: chex.Array
-  weight: chex.Array
 
 
 class UpdateInfo(NamedTuple):

@@ -76,7 +76,10 @@ _FORMAT_VERSION = 1
 
 
 class Batch(NamedTuple):
-  """A sampled batch (numpy). ``B = batch_size``.
+  """A batch of transitions: what ``ReplayMemory.sample`` draws and the learner update
+  (``agents.agent.update``) consumes. ``B = batch_size``; numpy arrays as sampled, JAX arrays
+  inside the jitted update. Defined here, with the producer, so that the agent depends on the
+  replay and not the other way round (the replay needs no JAX).
 
   obs:      [B, *observation_shape]  stacked observation the action was taken from.
   action:   [B] int32
@@ -85,7 +88,9 @@ class Batch(NamedTuple):
   next_obs: [B, *observation_shape]  observation to bootstrap from (the final observation
             of the episode where it was truncated or terminated within ``n`` steps).
   weight:   [B] float32  importance weights (1 for uniform sampling).
-  index:    [B] int64    row ids for ``update_priorities``.
+  index:    [B] int64    row ids for ``update_priorities``; None in a batch built by hand and in
+            the one the trainer passes to the update (which reads no row ids: they stay on
+            the host).
   """
 
   obs: np.ndarray
@@ -94,7 +99,7 @@ class Batch(NamedTuple):
   discount: np.ndarray
   next_obs: np.ndarray
   weight: np.ndarray
-  index: np.ndarray
+  index: np.ndarray | None = None
 
 
 def _require(cond: bool, message: str) -> None:

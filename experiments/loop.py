@@ -385,9 +385,8 @@ class Trainer:
     while c.update_credit >= 1.0:
       c.update_credit -= 1.0
       samples = [s.replay.sample(cfg.batch_size, s.np_rng, beta=beta) for s in self.seeds]
-      batch = self.group.collect(
-        [agent_lib.Batch(*(getattr(x, f) for f in agent_lib.Batch._fields)) for x in samples]
-      )
+      # The row ids stay on the host: the priorities are written back from `samples`.
+      batch = self.group.collect([x._replace(index=None) for x in samples])
       self.state, info = self._update(self.state, batch, lr, frames - c.lr_origin)
       c.updates += 1
       self._losses.append(info.loss)

@@ -14,6 +14,7 @@ each value read as the type of the value it replaces (`a:b:c` for a tuple of int
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -22,9 +23,19 @@ from typing import Any
 from absl import flags
 
 
-def option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:  # noqa: A002
-  """A dataclass field that `define_flags` turns into a flag with this help text."""
-  metadata = {"help": help, "choices": tuple(choices) if choices is not None else None}
+def option(
+  default: Any,
+  help: str,  # noqa: A002
+  choices: Sequence[str] | None = None,
+  lower_bound: float | None = None,
+) -> Any:
+  """A dataclass field that `define_flags` turns into a flag with this help text. A number
+  (or a tuple's element) below `lower_bound` is refused by the flag and by `check_bounds`."""
+  metadata = {
+    "help": help,
+    "choices": tuple(choices) if choices is not None else None,
+    "lower_bound": lower_bound,
+  }
   if isinstance(default, list):
     return dataclasses.field(default_factory=lambda: tuple(default), metadata=metadata)
   return dataclasses.field(default=default, metadata=metadata)
@@ -39,30 +50,32 @@ def _base_type(hint: Any) -> tuple[Any, bool]:
 
 
 def define_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS) -> None:
-  """One absl flag per field of `cls` (bool, int, float, str, tuples of str or int)."""
+  """One absl flag per field of `cls` (bool, int, float, str, tuples of str or int).
+
+  The flags belong to the module that declares `cls` (absl names the main module by its path),
+  so its `--help` lists them.
+  """
   hints = typing.get_type_hints(cls)
+  module = sys.argv[0] if cls.__module__ == "__main__" else cls.__module__
   for field in dataclasses.fields(cls):
     kind, _ = _base_type(hints[field.name])
-    help_text = field.metadata.get("help", field.name)
-    choices = field.metadata.get("choices")
+    name, help_text = field.name, field.metadata.get("help", field.name)
+    choices, bound = field.metadata.get("choices"), field.metadata.get("lower_bound")
     default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    where = dict(flag_values=flag_values, module_name=module)
     if typing.get_origin(kind) is tuple:
-      flags.DEFINE_list(
-        field.name,
-        list(map(str, default)) if default is not None else None,
-        help_text,
-        flag_values=flag_values,
-      )
+      default = list(map(str, default)) if default is not None else None
+      flags.DEFINE_list(name, default, help_text, **where)
     elif kind is bool:
-      flags.DEFINE_bool(field.name, default, help_text, flag_values=flag_values)
+      flags.DEFINE_bool(name, default, help_text, **where)
     elif kind is int:
-      flags.DEFINE_integer(field.name, default, help_text, flag_values=flag_values)
+      flags.DEFINE_integer(name, default, help_text, lower_bound=bound, **where)
     elif kind is float:
-      flags.DEFINE_float(field.name, default, help_text, flag_values=flag_values)
+      flags.DEFINE_float(name, default, help_text, lower_bound=bound, **where)
     elif choices is not None:
-      flags.DEFINE_enum(field.name, default, choices, help_text, flag_values=flag_values)
+      flags.DEFINE_enum(name, default, choices, help_text, **where)
     else:
-      flags.DEFINE_string(field.name, default, help_text, flag_values=flag_values)
+      flags.DEFINE_string(name, default, help_text, **where)
 
 
 def from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS) -> Any:
@@ -79,6 +92,18 @@ def from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS) -> Any:
   return cls(**values)
 
 
+def check_bounds(obj: Any) -> None:
+  """Raises ValueError naming the flag of a field of `obj` below its `lower_bound` (for a tuple,
+  an element below it). The flags refuse the same values as they parse; this checks options
+  built without them."""
+  for field in dataclasses.fields(obj):
+    bound, value = field.metadata.get("lower_bound"), getattr(obj, field.name)
+    values = value if isinstance(value, tuple) else (value,)
+    low = [v for v in values if bound is not None and v is not None and v < bound]
+    if low:
+      raise ValueError(f"--{field.name} must be >= {bound}, got {low[0]}")
+
+
 def parse_value(raw: str, like: Any, where: str) -> Any:
   """`raw` read as the type of `like`; raises ValueError naming `where`."""
   raw = raw.strip()
@@ -88,7 +113,10 @@ def parse_value(raw: str, like: Any, where: str) -> Any:
         raise ValueError
       return raw.lower() in ("true", "1")
     if isinstance(like, int):
-      return int(float(raw.replace("_", "")))
+      number = float(raw.replace("_", ""))  # 1e6 and 1_000_000 too, but not 1.5
+      if not number.is_integer():
+        raise ValueError
+      return int(number)
     if isinstance(like, float):
       return float(raw)
     if isinstance(like, tuple):

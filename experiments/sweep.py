@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import json
 import os
 import re
@@ -32,32 +33,43 @@ from absl import flags
 
 from agents import presets
 from experiments import options, rundir, train
+from experiments.options import option
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The sweep's flags live apart from flags.FLAGS, where experiments.train defines its own
-# --games, --num_seeds and --num_frames.
-FLAGS = flags.FlagValues()
-flags.DEFINE_list("games", None, "Environment ids (train's --env).", flag_values=FLAGS)
-flags.DEFINE_list("variants", None, "Variant names (docs/sweeps.md).", flag_values=FLAGS)
-flags.DEFINE_list("seeds", ["0"], "Seeds, a trial each.", flag_values=FLAGS)
-flags.DEFINE_integer("num_seeds", None, "Seeds 0..S-1 (over --seeds).", 1, flag_values=FLAGS)
-flags.DEFINE_integer("num_frames", None, "Every trial's --num_frames.", 1, flag_values=FLAGS)
-flags.DEFINE_string("out", None, "Sweep directory.", flag_values=FLAGS)
-flags.DEFINE_string("config", None, "JSON file of sweep flags (docs/sweeps.md).", flag_values=FLAGS)
-flags.DEFINE_integer("max_parallel", 1, "Local trials at once.", 1, flag_values=FLAGS)
-flags.DEFINE_string(
-  "ray_address", None, "Ray at auto, [ray://]HOST:PORT, local.", flag_values=FLAGS
-)
-flags.DEFINE_float("cpus_per_trial", 1.0, "Ray CPUs per trial.", 0, flag_values=FLAGS)
-flags.DEFINE_float("gpus_per_trial", 0.0, "Ray GPUs per trial.", 0, flag_values=FLAGS)
-flags.DEFINE_bool("dry_run", False, "Print the trials' commands.", flag_values=FLAGS)
-flags.DEFINE_bool("help", False, "Show this help.", flag_values=FLAGS)
-CONFIG_KEYS = [name for name in FLAGS if name not in ("config", "dry_run", "help")] + ["flags"]
 SWEEP_OWNED_FLAGS = ("env", "seed", "run_dir", "num_seeds")  # train flags the sweep sets
 
 
-class SweepError(ValueError):
-  """Bad sweep input, found before any trial starts."""
+@dataclasses.dataclass(frozen=True)
+class SweepOptions:
+  """The sweep's options; each field is a flag of the same name (experiments/options.py)."""
+
+  games: tuple[str, ...] | None = option(None, "Environment ids (train's --env).")
+  variants: tuple[str, ...] | None = option(None, "Variant names (docs/sweeps.md).")
+  seeds: tuple[int, ...] = option([0], "Seeds, a trial each.", lower_bound=0)
+  num_seeds: int | None = option(None, "Seeds 0..S-1 (over --seeds).", lower_bound=1)
+  num_frames: int | None = option(None, "Every trial's --num_frames.", lower_bound=1)
+  out: str | None = option(None, "Sweep directory.")
+  config: str | None = option(None, "JSON file of sweep flags (docs/sweeps.md).")
+  max_parallel: int = option(1, "Local trials at once.", lower_bound=1)
+  ray_address: str | None = option(None, "Ray at auto, [ray://]HOST:PORT, local.")
+  cpus_per_trial: float = option(1.0, "Ray CPUs per trial.", lower_bound=0)
+  gpus_per_trial: float = option(0.0, "Ray GPUs per trial.", lower_bound=0)
+  dry_run: bool = option(False, "Print the trials' commands.")
+
+  def validate(self) -> SweepOptions:
+    """Checks every option (the flags check the bounds too); raises ValueError naming the flag."""
+    for name in ("games", "variants", "out", "seeds"):
+      if not getattr(self, name):
+        raise ValueError(f"--{name} is required (python -m experiments.sweep --help)")
+    options.check_bounds(self)
+    return self
+
+
+# The sweep's flags live apart from flags.FLAGS, where experiments.train defines its own
+# --games, --num_seeds and --num_frames.
+FLAGS = flags.FlagValues()
+options.define_flags(SweepOptions, FLAGS)
+CONFIG_KEYS = [name for name in FLAGS if name not in ("config", "dry_run")] + ["flags"]
 
 
 class Trial(NamedTuple):
@@ -67,62 +79,21 @@ class Trial(NamedTuple):
   num_frames: int  # the frames train runs it for
 
 
-# --- flags and the grid ------------------------------------------------------------------------
-def as_flags(values: dict[str, Any]) -> list[str]:
-  """{name: value} as flags: true -> --name, false -> --noname, a list -> comma-joined."""
-  join = lambda v: ",".join(map(str, v)) if isinstance(v, list) else v
-  return [
-    f"--{'' if v else 'no'}{k}" if isinstance(v, bool) else f"--{k}={join(v)}"
-    for k, v in values.items()
-  ]
-
-
 def train_flags(value: Any, where: str) -> list[str]:
-  """Train flags from '--name=value' strings or a {name: value} object, none the sweep sets."""
-  value = as_flags(value) if isinstance(value, dict) else value
+  """Train flags, none the sweep sets, from '--name=value' strings or a {name: value} object
+  (true -> --name, false -> --noname, a list -> comma-joined)."""
+  if isinstance(value, dict):
+    join = lambda v: ",".join(map(str, v)) if isinstance(v, list) else v
+    value = [
+      f"--{'' if v else 'no'}{k}" if isinstance(v, bool) else f"--{k}={join(v)}"
+      for k, v in value.items()
+    ]
   if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-    raise SweepError(f"{where}: {value!r} is not a list of '--name=value' or a {{name: value}}")
+    raise ValueError(f"{where}: {value!r} is not a list of '--name=value' or a {{name: value}}")
   for name in (item.lstrip("-").partition("=")[0] for item in value):
     if name in SWEEP_OWNED_FLAGS:
-      raise SweepError(f"{where}: --{name} is set by the sweep (from --games, --seeds, --out)")
+      raise ValueError(f"{where}: --{name} is set by the sweep (from --games, --seeds, --out)")
   return value
-
-
-def parse_flags(argv: list[str]) -> tuple[dict[str, list[str]], list[str]]:
-  """Sets the sweep's flags from the --config file's keys, then from the command line; returns
-  the config's variants (name -> train flags) and the train flags of every trial."""
-  passthrough = FLAGS(argv)[1:]
-  if FLAGS.help:
-    print(__doc__, FLAGS.get_help(), sep="\n")
-    sys.exit(0)
-  config = {}
-  if FLAGS.config:
-    try:
-      with open(FLAGS.config) as f:
-        config = json.load(f)
-    except (OSError, ValueError) as e:
-      raise SweepError(f"--config={FLAGS.config}: cannot read it as JSON ({e})") from None
-  unknown = sorted(set(config) - set(CONFIG_KEYS)) if isinstance(config, dict) else "all"
-  if unknown:
-    raise SweepError(f"--config: unknown keys {unknown}; a JSON object takes {CONFIG_KEYS}")
-  seeds_given = FLAGS["seeds"].present or FLAGS["num_seeds"].present  # the command line's win
-  sweep_keys = {
-    k: list(v) if isinstance(v, dict) else v
-    for k, v in config.items()
-    if k != "flags" and not (seeds_given and k.endswith("seeds"))
-  }
-  try:
-    FLAGS([argv[0], *as_flags(sweep_keys)])
-  except flags.Error as e:
-    raise SweepError(f"--config={FLAGS.config}: {e}") from None
-  FLAGS(argv)
-  variants = config.get("variants")
-  defined = {
-    name: train_flags(value, f"variant {name!r}")
-    for name, value in (variants.items() if isinstance(variants, dict) else ())
-  }
-  common = train_flags(config.get("flags", []), '--config "flags"')
-  return defined, common + train_flags(passthrough, "train flags after --")
 
 
 def variant_flags(name: str, defined: dict[str, list[str]]) -> list[str]:
@@ -137,7 +108,7 @@ def variant_flags(name: str, defined: dict[str, list[str]]) -> list[str]:
   elif any(f.startswith(("--agent=", "--variant=")) for f in defined.get(name, [])):
     builtin = []
   else:
-    raise SweepError(
+    raise ValueError(
       f"unknown variant {name!r}: built-in ones are <agent>, <agent>+ln, <agent>+nap, "
       "<agent>+nap+schedule and <agent>[+nap][+layernorm|+rmsnorm] for the agents "
       f"{', '.join(presets.AGENTS)}; --config defines {list(defined)}, each with --agent"
@@ -156,7 +127,7 @@ def checked_frames(args: tuple[str, ...], where: str) -> int:
       raise ValueError(f"{positional[0]!r} is not a train flag ('--name=value' or '--name')")
     return train.build_config(options.from_flags(train.TrainOptions, parsed))[0].num_frames
   except (flags.Error, ValueError) as e:
-    raise SweepError(f"{where}: {e}") from None
+    raise ValueError(f"{where}: {e}") from None
 
 
 def trial_name(game: str, variant: str, seed: int) -> str:
@@ -165,35 +136,56 @@ def trial_name(game: str, variant: str, seed: int) -> str:
   return f"{safe(game)}_{safe(variant)}_s{seed}"
 
 
-def sweep_from_flags(argv: list[str]) -> tuple[str, list[Trial]]:
-  """The sweep directory and a trial per (game, variant, seed), its train flags the grid's, the
-  common ones, then the variant's; train checks each (game, variant) once (seeds change none)."""
-  defined, common = parse_flags(argv)
-  for name in ("games", "variants", "out", "seeds"):
-    if not FLAGS[name].value:
-      raise SweepError(f"--{name} is required (python -m experiments.sweep --help)")
-  if not all(s.isdecimal() for s in FLAGS.seeds):
-    raise SweepError(f"--seeds must be integers >= 0, e.g. --seeds=0,1,2; got {FLAGS.seeds}")
-  seeds = list(range(FLAGS.num_seeds) if FLAGS.num_seeds else map(int, FLAGS.seeds))
-  out = os.path.abspath(os.path.expanduser(FLAGS.out))
-  common = ([f"--num_frames={FLAGS.num_frames}"] if FLAGS.num_frames else []) + common
+def sweep_from_flags(argv: list[str]) -> tuple[SweepOptions, list[Trial]]:
+  """The options (the command line's, else the --config file's; --out made absolute) and a trial
+  per (game, variant, seed), its train flags the grid's, the common ones (the config's "flags",
+  then those after --), then the variant's. Train checks each (game, variant) once."""
+  if {"-h", "--help"} & set(argv[1 : argv.index("--") if "--" in argv else None]):
+    print(__doc__, FLAGS.get_help(), sep="\n")
+    sys.exit(0)
+  passthrough = FLAGS(argv)[1:]
+  config = {}
+  if FLAGS.config:
+    try:
+      with open(FLAGS.config) as f:
+        config = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"--config={FLAGS.config}: cannot read it as JSON ({e})") from None
+  unknown = sorted(set(config) - set(CONFIG_KEYS)) if isinstance(config, dict) else "all"
+  if unknown:
+    raise ValueError(f"--config: unknown keys {unknown}; a JSON object takes {CONFIG_KEYS}")
+  given = {name for name in FLAGS if FLAGS[name].present}
+  if given & {"seeds", "num_seeds"}:  # the command line's seeds replace both keys
+    given |= {"seeds", "num_seeds"}
+  try:
+    for key, value in config.items():
+      if key not in given and key != "flags":
+        FLAGS[key].parse(list(value) if isinstance(value, dict) else value)
+  except flags.Error as e:
+    raise ValueError(f"--config={FLAGS.config}: {e}") from None
+  variants = config.get("variants") if isinstance(config.get("variants"), dict) else {}
+  defined = {name: train_flags(value, f"variant {name!r}") for name, value in variants.items()}
+  common = train_flags(config.get("flags", []), '--config "flags"')
+  common += train_flags(passthrough, "train flags after --")
+  o = options.from_flags(SweepOptions, FLAGS).validate()
+  o = dataclasses.replace(o, out=os.path.abspath(os.path.expanduser(o.out)))
+  common = ([f"--num_frames={o.num_frames}"] if o.num_frames else []) + common
   trials = []
-  for game in FLAGS.games:
-    for variant in FLAGS.variants:
+  for game in o.games:
+    for variant in o.variants:
       extra, num_frames = variant_flags(variant, defined), None
-      for seed in seeds:
-        run_dir = os.path.join(out, trial_name(game, variant, seed))
+      for seed in range(o.num_seeds) if o.num_seeds else o.seeds:
+        run_dir = os.path.join(o.out, trial_name(game, variant, seed))
         args = (f"--env={game}", f"--seed={seed}", f"--run_dir={run_dir}", "--progress=false")
         args += (*common, *extra)
         num_frames = num_frames or checked_frames(args, f"game {game!r}, variant {variant!r}")
         trials.append(Trial(os.path.basename(run_dir), run_dir, args, num_frames))
   name, count = collections.Counter(t.name for t in trials).most_common(1)[0]
   if count > 1:
-    raise SweepError(f"--games, --variants and --seeds give the trial {name!r} twice")
-  return out, trials
+    raise ValueError(f"--games, --variants and --seeds give the trial {name!r} twice")
+  return o, trials
 
 
-# --- trial status ------------------------------------------------------------------------------
 def frames_of(run_dir: str) -> int:
   """Frames of the run's newest complete checkpoint (0 before its first)."""
   return max(rundir.RunDir(run_dir).checkpoints(), default=0)
@@ -201,8 +193,7 @@ def frames_of(run_dir: str) -> int:
 
 def is_finished(trial: Trial, record: dict[str, Any] | None) -> bool:
   """An earlier sweep recorded the trial done with the same train flags (--num_frames aside)
-  and its run reached the frames asked now. Other trials run: train resumes them (or returns
-  at once if finished)."""
+  and its run reached the frames asked now. Train resumes the other trials."""
   if record is None or record["status"] not in ("done", "skipped"):
     return False
   other_flags = lambda args: [a for a in args if not a.startswith("--num_frames=")]
@@ -219,13 +210,10 @@ def trial_status(trial: Trial, returncode: int | None, cancelled: bool) -> str:
 
 
 def status_line(r: dict[str, Any]) -> str:
-  line = f"{r['status']:<10} {r['name']}  {r.get('frames', 0)}/{r['num_frames']} frames"
-  return line + (
-    f", exit code {r['returncode']}: {r['run_dir']}.log" if r["status"] == "failed" else ""
-  )
+  log = f", exit code {r['returncode']}: {r['run_dir']}.log" if r["status"] == "failed" else ""
+  return f"{r['status']:<10} {r['name']}  {r.get('frames', 0)}/{r['num_frames']} frames{log}"
 
 
-# --- running trials ----------------------------------------------------------------------------
 def run_trial(args: tuple[str, ...], log_path: str, env: dict, stop: Any = None) -> dict:
   """Runs train with `args` in this checkout with this machine's Python, appending its output to
   `log_path`; returns its exit code, node and duration.
@@ -243,7 +231,7 @@ def run_trial(args: tuple[str, ...], log_path: str, env: dict, stop: Any = None)
   node, started = socket.gethostname(), time.time()
   with open(log_path, "a") as log:
     print(f"\n=== sweep {time.strftime('%F %T')} on {node}: {shlex.join(command)}", file=log)
-    log.flush()
+    log.flush()  # before train's output
     # Own process group: a Ctrl-C of the sweep reaches train only as the sweep's SIGTERM.
     proc = subprocess.Popen(
       command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -260,59 +248,33 @@ def run_trial(args: tuple[str, ...], log_path: str, env: dict, stop: Any = None)
   return {"returncode": proc.returncode, "node": node, "seconds": round(time.time() - started)}
 
 
-def start_local(trials: list[Trial]) -> dict[Any, tuple[Trial, Callable]]:
-  """Starts the trials, in order, in a pool of --max_parallel threads; returns each one's future
-  and `stop(again)`, which cancels a trial not yet started and sends train a SIGTERM otherwise."""
-  pool = concurrent.futures.ThreadPoolExecutor(FLAGS.max_parallel)
+def start_trials(o: SweepOptions, todo: list[Trial], ray: Any) -> dict[Any, tuple[Trial, Callable]]:
+  """Starts the trials, in order, as Ray tasks or in a pool of --max_parallel threads; returns
+  each one's future and `stop(again)`: a Ray task is cancelled (the second time forcibly); a
+  local trial is cancelled if it has not started, else its train gets a SIGTERM."""
+  started = {}
+  if ray:
+    gpus = o.gpus_per_trial
+    task = ray.remote(run_trial).options(num_cpus=o.cpus_per_trial, num_gpus=gpus, max_retries=2)
+    # A fraction of a GPU: JAX takes about that fraction of its memory.
+    env = {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 * gpus:.3f}"} if 0 < gpus < 1 else {}
+    for trial in todo:
+      ref = task.remote(trial.args, f"{trial.run_dir}.log", env)
+      started[ref.future()] = (trial, lambda again, ref=ref: ray.cancel(ref, force=again))
+    return started
+  pool = concurrent.futures.ThreadPoolExecutor(o.max_parallel)
   # Trials sharing a GPU: each takes the memory it needs, not JAX's default 75% of it.
-  env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if FLAGS.max_parallel > 1 else {}
-
-  def start(trial: Trial) -> tuple[Any, tuple[Trial, Callable]]:
+  env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if o.max_parallel > 1 else {}
+  for trial in todo:
     stop = threading.Semaphore(0)
     future = pool.submit(run_trial, trial.args, f"{trial.run_dir}.log", env, stop)
-    return future, (trial, lambda again: future.cancel() or stop.release())
-
-  return dict(map(start, trials))
-
-
-def start_on_ray(trials: list[Trial], ray: Any) -> dict[Any, tuple[Trial, Callable]]:
-  """Starts the trials as Ray tasks; returns each one's future and `stop(again)`, which cancels
-  the task (the second time forcibly)."""
-  gpus = FLAGS.gpus_per_trial
-  task = ray.remote(run_trial).options(num_cpus=FLAGS.cpus_per_trial, num_gpus=gpus, max_retries=2)
-  # A fraction of a GPU: JAX takes about that fraction of its memory.
-  env = {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 * gpus:.3f}"} if 0 < gpus < 1 else {}
-
-  def start(trial: Trial) -> tuple[Any, tuple[Trial, Callable]]:
-    ref = task.remote(trial.args, f"{trial.run_dir}.log", env)
-    return ref.future(), (trial, lambda again: ray.cancel(ref, force=again))
-
-  return dict(map(start, trials))
+    started[future] = (trial, lambda again, f=future, s=stop: f.cancel() or s.release())
+  return started
 
 
-def wait_for_trials(running: dict[Any, tuple[Trial, Callable]], on_result: Callable) -> bool:
-  """Passes each started trial's result to `on_result` with whether the sweep was stopped. Each
-  Ctrl-C (or SIGTERM) calls `stop(again)` of the trials not ended; returns whether one came."""
-  interrupts = 0
-  while running:
-    try:
-      for future in concurrent.futures.as_completed(list(running)):
-        trial, _ = running.pop(future)
-        if not future.cancelled():
-          error = future.exception()
-          result = future.result() if error is None else {"returncode": None, "error": repr(error)}
-          on_result(trial, result, interrupts > 0)
-    except KeyboardInterrupt:
-      interrupts += 1
-      if interrupts == 1:
-        print("sweep: stopping; trials checkpoint first (Ctrl-C again: at once)", file=sys.stderr)
-      for _, stop in running.values():
-        stop(interrupts > 1)
-  return interrupts > 0
-
-
-def connect_ray(address: str) -> Any:
+def connect_ray(o: SweepOptions) -> Any:
   """Connects to Ray (or starts it here) and checks that a live node can hold a trial."""
+  address = o.ray_address
   kwargs = dict(address=address, logging_level="WARNING", log_to_driver=False)
   if address == "local":
     kwargs.update(address=None, object_store_memory=200 << 20)
@@ -324,68 +286,77 @@ def connect_ray(address: str) -> Any:
       socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
     ray.init(**kwargs)
   except (ImportError, OSError, RuntimeError, ValueError, OverflowError) as e:
-    raise SweepError(
+    raise ValueError(
       f"--ray_address={address}: cannot reach it ({e}); give auto, local, HOST:PORT or "
       "ray://HOST:PORT of a running cluster (and pip install 'nap-rl[ray]')"
     ) from None
-  cpus, gpus = FLAGS.cpus_per_trial, FLAGS.gpus_per_trial
-  fits = lambda resources: resources.get("CPU", 0) >= cpus and resources.get("GPU", 0) >= gpus
+  fits = lambda res: res.get("CPU", 0) >= o.cpus_per_trial and res.get("GPU", 0) >= o.gpus_per_trial
   if not any(node["Alive"] and fits(node["Resources"]) for node in ray.nodes()):
     ray.shutdown()
-    raise SweepError("no live Ray node has --cpus_per_trial CPUs and --gpus_per_trial GPUs")
+    raise ValueError("no live Ray node has --cpus_per_trial CPUs and --gpus_per_trial GPUs")
   return ray
 
 
-# --- entry point -------------------------------------------------------------------------------
-def run(out: str, trials: list[Trial], records: dict[str, dict[str, Any]], ray: Any) -> int:
-  """Runs the trials `records` marks "not run", keeping `<out>/sweep.json` up to date, and
-  prints a line per trial as it ends, then a table; returns the exit code."""
+def run(o: SweepOptions, trials: list[Trial], records: dict[str, dict[str, Any]], ray: Any) -> int:
+  """Runs the trials `records` marks "not run", keeping `<out>/sweep.json` up to date; prints a
+  line per trial as it ends, then a table; returns the exit code. Ctrl-C and SIGTERM stop them."""
   todo = [t for t in trials if records[t.name]["status"] == "not run"]
-  backend = f"ray:{FLAGS.ray_address}" if ray else f"local:max_parallel={FLAGS.max_parallel}"
-  print(f"sweep: {len(trials)} trials, {len(todo)} to run on {backend} -> {out}", flush=True)
+  backend = f"ray:{o.ray_address}" if ray else f"local:max_parallel={o.max_parallel}"
+  print(f"sweep: {len(trials)} trials, {len(todo)} to run on {backend} -> {o.out}", flush=True)
   counts = lambda: dict(collections.Counter(r["status"] for r in records.values()))
   write = lambda: rundir.write_json_atomic(
-    os.path.join(out, "sweep.json"), {"backend": backend, "counts": counts(), "trials": records}
+    os.path.join(o.out, "sweep.json"), {"backend": backend, "counts": counts(), "trials": records}
   )
-
-  def on_result(trial: Trial, result: dict[str, Any], cancelled: bool) -> None:
-    status = trial_status(trial, result["returncode"], cancelled)
-    records[trial.name].update(result, status=status, frames=frames_of(trial.run_dir))
-    print(status_line(records[trial.name]), flush=True)
-    write()
-
-  os.makedirs(out, exist_ok=True)
+  os.makedirs(o.out, exist_ok=True)
   write()
   signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C
-  interrupted = wait_for_trials(start_on_ray(todo, ray) if ray else start_local(todo), on_result)
+  running, interrupts = start_trials(o, todo, ray), 0
+  while running:
+    try:
+      for future in concurrent.futures.as_completed(list(running)):
+        trial, _ = running.pop(future)
+        if future.cancelled():
+          continue
+        error = future.exception()
+        result = future.result() if error is None else {"returncode": None, "error": repr(error)}
+        status = trial_status(trial, result["returncode"], interrupts > 0)
+        records[trial.name].update(result, status=status, frames=frames_of(trial.run_dir))
+        print(status_line(records[trial.name]), flush=True)
+        write()
+    except KeyboardInterrupt:
+      interrupts += 1
+      if interrupts == 1:
+        print("sweep: stopping; trials checkpoint first (Ctrl-C again: at once)", file=sys.stderr)
+      for _, stop in running.values():
+        stop(interrupts > 1)
   summary = ", ".join(f"{n} {status}" for status, n in counts().items())
   print(*map(status_line, records.values()), f"{len(records)} trials: {summary}", sep="\n")
-  if interrupted:
+  if interrupts:
     print("sweep: interrupted; rerun the same command to resume", file=sys.stderr)
-  return 130 if interrupted else 0 if set(counts()) <= {"done", "skipped"} else 1
+  return 130 if interrupts else 0 if set(counts()) <= {"done", "skipped"} else 1
 
 
 def main(argv: list[str]) -> int:
   try:
-    out, trials = sweep_from_flags(argv)
+    o, trials = sweep_from_flags(argv)
     try:
-      with open(os.path.join(out, "sweep.json")) as f:
+      with open(os.path.join(o.out, "sweep.json")) as f:
         previous = json.load(f)["trials"]
     except (OSError, ValueError, KeyError):
       previous = {}
     finished = {t.name for t in trials if is_finished(t, previous.get(t.name))}
-    if FLAGS.dry_run:
+    if o.dry_run:
       for t in trials:
         mark = "# finished, would skip: " if t.name in finished else ""
         print(mark + shlex.join([sys.executable, "-m", "experiments.train", *t.args]))
       return 0
-    ray = connect_ray(FLAGS.ray_address) if FLAGS.ray_address else None
-  except (SweepError, flags.Error) as e:
+    ray = connect_ray(o) if o.ray_address else None
+  except (ValueError, flags.Error) as e:  # bad input, named by its flag or key
     print(f"sweep: error: {e}", file=sys.stderr)
     return 2
   records = {t.name: dict(t._asdict(), status="not run") for t in trials}
   records.update({name: dict(previous[name], status="skipped") for name in finished})
-  return run(out, trials, records, ray)
+  return run(o, trials, records, ray)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agents import agent as agent_lib
-from agents import losses, presets
+from agents import losses, presets, replay
 from agents.config import AgentConfig
 from plasticity import nap
 
@@ -103,6 +103,28 @@ def test_update_reduces_loss_on_fixed_batch_and_syncs_target():
     assert not jax.tree.all(jax.tree.map(jnp.array_equal, before, state.params))
   assert losses_seen[-1] < losses_seen[0]
   assert int(state.updates) == 6
+
+
+def test_update_consumes_the_replays_batch():
+  assert agent_lib.Batch is replay.Batch  # one type, from the replay to the learner update
+  memory = replay.ReplayMemory(
+    64, 1, observation_shape=(4,), observation_dtype=np.float32, frame_stack=1, n_step=2
+  )
+  rng = np.random.default_rng(0)
+  obs = rng.normal(size=(1, 4)).astype(np.float32)
+  for t in range(20):
+    next_obs = rng.normal(size=(1, 4)).astype(np.float32)
+    no = np.zeros(1, bool)
+    memory.add(obs, np.array([t % 3]), np.ones(1, np.float32), no, no, next_obs)
+    obs = next_obs
+  sampled = memory.sample(8, rng)
+  assert sampled.index.shape == (8,)
+  agent = _tiny_agent()
+  state = agent_lib.init(agent, jax.random.PRNGKey(0), jnp.zeros((1, 4)))
+  with_ids, info = agent_lib.update(agent, state, sampled, 1e-3)
+  without, _ = agent_lib.update(agent, state, sampled._replace(index=None), 1e-3)  # as the loop
+  assert info.priorities.shape == (8,) and np.isfinite(float(info.loss))
+  assert jax.tree.all(jax.tree.map(jnp.array_equal, with_ids.params, without.params))
 
 
 def test_nap_agent_keeps_projected_norms():

@@ -80,3 +80,39 @@ def test_overrides_walk_dataclasses_and_dicts_and_type_values():
 def test_bad_overrides_name_the_key_and_the_allowed_ones(item, message):
   with pytest.raises(ValueError, match=message):
     options.apply_overrides(Outer(), [item])
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounded:
+  count: int | None = option(None, "A count.", lower_bound=1)
+  share: float = option(0.5, "A share.", lower_bound=0)
+  ids: tuple[int, ...] = option([0], "Ids.", lower_bound=0)
+
+
+def test_lower_bounds_are_checked_by_the_flags_and_by_check_bounds():
+  fv = flags.FlagValues()
+  options.define_flags(Bounded, fv)
+  assert "(a positive integer)" in fv.get_help() and fv["count"].help == "A count."
+  # the flags belong to the module declaring the dataclass, so its --help lists them
+  assert [f.name for f in fv.get_flags_for_module(__name__)] == ["count", "share", "ids"]
+  with pytest.raises(flags.IllegalFlagValueError, match="--count=0: 0 is not a positive integer"):
+    fv(["prog", "--count=0"])
+  with pytest.raises(flags.IllegalFlagValueError, match="--share=-1"):
+    fv(["prog", "--share=-1"])
+  fv(["prog", "--count=2", "--ids=3,4"])
+  assert options.from_flags(Bounded, fv) == Bounded(count=2, ids=(3, 4))
+  options.check_bounds(Bounded())  # None is unset, not below the bound
+  for bad, message in [
+    (Bounded(count=0), "--count must be >= 1, got 0"),
+    (Bounded(share=-0.1), "--share must be >= 0, got -0.1"),
+    (Bounded(ids=(2, -1)), "--ids must be >= 0, got -1"),
+  ]:
+    with pytest.raises(ValueError, match=message):
+      options.check_bounds(bad)
+
+
+def test_an_int_value_must_be_integral():
+  assert options.parse_value("1e6", 0, "x") == 1_000_000
+  assert options.parse_value("2_000", 0, "x") == 2000
+  with pytest.raises(ValueError, match="x: cannot read '1.5' as int"):
+    options.parse_value("1.5", 0, "x")

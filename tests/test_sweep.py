@@ -2,6 +2,7 @@
 local processes and as Ray tasks on a local Ray instance; skipping finished trials, a failing
 trial, stopping, and bad input refused before any trial starts."""
 
+import dataclasses
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import sys
 import time
 
 import pytest
+from absl import flags
 
 from experiments import sweep
 
@@ -172,7 +174,8 @@ def test_ray_local_instance_runs_the_grid(tmp_path):
   [
     (["--seeds="], "--seeds is required"),
     (["--num_seeds=0"], "flag --num_seeds=0: 0 is not a positive integer"),
-    (["--seeds=0,x"], r"--seeds must be integers >= 0.*'x'"),
+    (["--seeds=0,x"], r"--seeds: cannot read 'x' as int"),
+    (["--seeds=0,-1"], "--seeds must be >= 0, got -1"),
     (["--seeds=0,0"], "give the trial 'gym-CartPole-v1_dqn_s0' twice"),
     (["--games=Pongg"], "game 'Pongg', variant 'dqn': .*unknown Atari game 'Pongg'.*Pong"),
     (["--variants=rainbow+napp"], r"unknown variant 'rainbow\+napp'.*rainbow"),
@@ -219,6 +222,63 @@ def test_bad_config_file_fails_before_any_trial(tmp_path, config, message):
   assert proc.returncode != 0
   assert re.search(message, proc.stderr), proc.stderr[-2000:]
   assert not out.exists()
+
+
+def test_every_sweep_option_is_a_flag_and_a_bad_value_names_it(capsys):
+  fields = {f.name: f for f in dataclasses.fields(sweep.SweepOptions)}
+  assert sorted(fields) == sorted(sweep.FLAGS)
+  for name, field in fields.items():
+    assert sweep.FLAGS[name].help == field.metadata["help"]
+  assert sweep.CONFIG_KEYS == [*(n for n in fields if n not in ("config", "dry_run")), "flags"]
+  good = dict(games=("Pong",), variants=("dqn",), out="x")
+  assert sweep.SweepOptions(**good).validate().seeds == (0,)
+  # refused by `validate` for options built without flags, and by the flags as they parse
+  for bad, message in [
+    ({"max_parallel": 0}, "--max_parallel must be >= 1, got 0"),
+    ({"num_frames": 0}, "--num_frames must be >= 1, got 0"),
+    ({"gpus_per_trial": -0.5}, "--gpus_per_trial must be >= 0, got -0.5"),
+    ({"seeds": (1, -2)}, "--seeds must be >= 0, got -2"),
+    ({"out": None}, "--out is required"),
+  ]:
+    with pytest.raises(ValueError, match=re.escape(message)):
+      sweep.SweepOptions(**{**good, **bad}).validate()
+  for bad, message in [
+    ("--max_parallel=0", "flag --max_parallel=0: 0 is not a positive integer"),
+    ("--cpus_per_trial=-1", "flag --cpus_per_trial=-1: -1.0 is not a non-negative number"),
+    ("--seeds=1.5", "--seeds: cannot read '1.5' as int"),
+  ]:
+    with pytest.raises((ValueError, flags.Error), match=re.escape(message)):
+      _trials("--games=Pong", "--variants=dqn", "--out=/tmp/x", bad)
+  with pytest.raises(SystemExit):
+    _trials("--help", "--", "--eval_every=0")
+  help_text = capsys.readouterr().out
+  assert (
+    all(f"{name}: {f.metadata['help']}" in help_text for name, f in fields.items())
+    and "(a positive integer)" in help_text
+  )
+
+
+def test_trial_overrides_use_trains_override_syntax(tmp_path):
+  config = tmp_path / "grid.json"
+  config.write_text(
+    json.dumps(
+      {
+        "variants": {
+          "big": {"agent": "dqn", "overrides": ["n_step=5", "network.hidden_sizes=64:64"]},
+          "typo": {"agent": "dqn", "overrides": ["n_stepp=5"]},
+        }
+      }
+    )
+  )
+  base = ["--out=/tmp/x", "--games=Pong", f"--config={config}"]
+  [big] = _trials(*base, "--variants=big", "--", "--overrides=batch_size=64")
+  assert big.args[-3:] == (
+    "--overrides=batch_size=64",
+    "--agent=dqn",
+    "--overrides=n_step=5,network.hidden_sizes=64:64",
+  )
+  with pytest.raises(ValueError, match="variant 'typo': --overrides: unknown key 'n_stepp'"):
+    _trials(*base, "--variants=typo")
 
 
 def test_command_line_wins_over_the_config_file(tmp_path):
@@ -271,9 +331,9 @@ def test_variants_and_trial_layout(tmp_path):
   assert sweep.variant_flags("der+nap+rmsnorm", {}) == ["--agent=der", "--nap", "--norm=rms"]
   assert sweep.variant_flags("dqn+nap", {"dqn+nap": ["--lr=1"]}) == ["--variant=dqn+nap", "--lr=1"]
   for unknown in ("dqn+layernorm+rmsnorm", "ppo", "mine"):
-    with pytest.raises(sweep.SweepError, match="unknown variant"):
+    with pytest.raises(ValueError, match="unknown variant"):
       sweep.variant_flags(unknown, {"mine": ["--nap"]})
-  with pytest.raises(sweep.SweepError, match="--env is set by the sweep"):
+  with pytest.raises(ValueError, match="--env is set by the sweep"):
     sweep.train_flags(["--env=Breakout"], "common")
   config = tmp_path / "grid.json"
   config.write_text(
@@ -331,7 +391,7 @@ def test_variants_and_trial_layout(tmp_path):
   assert der.num_frames == 400_000
   [seq] = _trials("--out=/tmp/x", "--games=Pong", "--variants=seq", f"--config={config}")
   assert seq.num_frames == 2 * 1024
-  with pytest.raises(sweep.SweepError, match="give the trial 'Pong_a-b_s0' twice"):
+  with pytest.raises(ValueError, match="give the trial 'Pong_a-b_s0' twice"):
     _trials("--out=/tmp/x", "--games=Pong", "--variants=a:b,a-b", f"--config={config}")
 
 

@@ -74,7 +74,7 @@ import numpy as np
 from agents import agent as agent_lib
 from agents import presets
 from agents import seeds as seeds_lib
-from agents.agent import Batch
+from agents.replay import Batch
 from experiments import xla_cpu
 from networks import cnn, conv
 
@@ -87,7 +87,7 @@ STACKED_SEEDS = 4
 
 
 def random_batch(rng: np.random.Generator, batch_size: int = BATCH):
-  """A replay-like `agents.agent.Batch`: obs/next_obs uint8 [B, 4, 84, 84], the rest [B]."""
+  """A replay-like `agents.replay.Batch`: obs/next_obs uint8 [B, 4, 84, 84], the rest [B]."""
   obs = rng.integers(0, 255, size=(batch_size, 4, 84, 84), dtype=np.uint8)
   return Batch(
     obs=obs,
