@@ -122,7 +122,7 @@ class Config:
     "Instead of the grid: the twin experiment (experiments/twin.py): "
     "an unprojected LayerNorm SmallCNN (--cnn_* flags) and three NaP twins "
     "rescaled per layer, globally or not at all, under SGD and Adam; writes "
-    "twin.json and twin.png.",
+    "twin.json, twin_details.json, twin_curves.csv and twin.png.",
   )
   twin_precision: str = option(
     "float64",

@@ -20,6 +20,8 @@ from jax.custom_derivatives import SymbolicZero
 
 NORMS = ("none", "layer", "rms")
 ACTIVATIONS = ("relu", "leaky_relu")
+# The normalizations' default epsilon (``nn.LayerNorm``'s and ``nn.RMSNorm``'s).
+NORM_EPSILON = 1e-6
 
 
 def check_choice(argument: str, value, allowed: Sequence[str]) -> None:
@@ -59,16 +61,28 @@ def activation_fn(activation: str) -> Callable[[jax.Array], jax.Array]:
   return nn.relu if activation == "relu" else nn.leaky_relu
 
 
-def norm_layer(norm: str, name: str) -> Callable[[jax.Array], jax.Array] | None:
+def check_norm_epsilon(epsilon) -> None:
+  """Raises ``ValueError`` unless ``epsilon`` (the normalization's variance floor) is a
+  positive finite number."""
+  if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+    raise ValueError(f"norm_epsilon={epsilon!r} must be a positive number")
+  if not 0.0 < epsilon < float("inf"):
+    raise ValueError(f"norm_epsilon={epsilon!r} must be a positive number")
+
+
+def norm_layer(
+  norm: str, name: str, epsilon: float = NORM_EPSILON
+) -> Callable[[jax.Array], jax.Array] | None:
   """The normalization module for ``norm`` (over the last axis), or None for 'none'.
 
+  ``epsilon`` is added to the variance (mean square for RMSNorm) before the square root.
   Must be called inside a compact method: the module is created in the current scope.
   """
   check_choice("norm", norm, NORMS)
   if norm == "layer":
-    return LayerNorm(name=name)
+    return LayerNorm(epsilon=epsilon, name=name)
   if norm == "rms":
-    return nn.RMSNorm(name=name)
+    return nn.RMSNorm(epsilon=epsilon, name=name)
   return None
 
 
@@ -87,7 +101,7 @@ class LayerNorm(nn.Module):
   channel axis of NHWC maps; elsewhere plain reductions. See `layer_norm`.
   """
 
-  epsilon: float = 1e-6
+  epsilon: float = NORM_EPSILON
   row_sums: str = "auto"
 
   @nn.compact
@@ -190,13 +204,21 @@ def _layer_norm_2d_jvp(epsilon, dot, primals, tangents):
   return y, functools.reduce(jnp.add, terms)  # JAX skips the rule when all are zero
 
 
-def norm_act(x: jax.Array, module: nn.Module, layer: str, norm: str, activation: str) -> jax.Array:
+def norm_act(
+  x: jax.Array,
+  module: nn.Module,
+  layer: str,
+  norm: str,
+  activation: str,
+  epsilon: float = NORM_EPSILON,
+) -> jax.Array:
   """``activation(norm(x))`` for the output ``x`` of hidden layer ``layer``.
 
-  The norm module is named ``f"{layer}_norm"``; the activations are sown into
-  ``intermediates`` under ``f"{layer}_act"`` (Flax forbids reusing the layer's own name).
+  The norm module is named ``f"{layer}_norm"`` (``epsilon``: see ``norm_layer``); the
+  activations are sown into ``intermediates`` under ``f"{layer}_act"`` (Flax forbids reusing
+  the layer's own name).
   """
-  layer_norm = norm_layer(norm, f"{layer}_norm")
+  layer_norm = norm_layer(norm, f"{layer}_norm", epsilon)
   if layer_norm is not None:
     x = layer_norm(x)
   x = activation_fn(activation)(x)

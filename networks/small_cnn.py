@@ -81,7 +81,8 @@ class SmallCNN(nn.Module):
   (``hidden_sizes[j]``) for each j, then ``output``. Inputs: float NHWC images (used as
   given) or uint8 (scaled by 1/255); a ``[B, H, W]`` batch gets a channel axis.
   ``conv_impl``: 'im2col' (default; ``Im2ColConv``, fast when vmapped over seeds on CPU) or
-  'xla' (``nn.Conv``); both have the same parameters and outputs.
+  'xla' (``nn.Conv``); both have the same parameters and outputs. ``norm_epsilon``: the
+  normalization layers' epsilon (``common.norm_layer``).
   """
 
   channels: Sequence[int] = (16, 32)
@@ -92,10 +93,12 @@ class SmallCNN(nn.Module):
   norm: str = "none"
   activation: str = "relu"
   conv_impl: str = "im2col"
+  norm_epsilon: float = common.NORM_EPSILON
 
   def __post_init__(self):
     common.check_norm_activation(self.norm, self.activation)
     common.check_choice("conv_impl", self.conv_impl, CONV_IMPLS)
+    common.check_norm_epsilon(self.norm_epsilon)
     common.check_sizes("channels", self.channels)
     common.check_sizes("strides", self.strides)
     if len(tuple(self.strides)) != len(tuple(self.channels)):
@@ -139,12 +142,12 @@ class SmallCNN(nn.Module):
           use_bias=use_bias,
           name=name,
         )(x)
-      x = common.norm_act(x, self, name, self.norm, self.activation)
+      x = common.norm_act(x, self, name, self.norm, self.activation, self.norm_epsilon)
     x = x.reshape((x.shape[0], -1))
     for j, size in enumerate(self.hidden_sizes):
       name = f"Dense_{j}"
       x = nn.Dense(size, use_bias=use_bias, name=name)(x)
-      x = common.norm_act(x, self, name, self.norm, self.activation)
+      x = common.norm_act(x, self, name, self.norm, self.activation, self.norm_epsilon)
     self.sow("intermediates", "features", x)
     if self.num_outputs is not None:
       x = nn.Dense(self.num_outputs, name="output")(x)

@@ -164,6 +164,9 @@ def test_small_cnn_shapes_and_conventions():
     SmallCNN(norm="batch")
   with pytest.raises(ValueError, match="conv_impl"):
     SmallCNN(conv_impl="fft")
+  for bad in (0.0, -1e-6, float("nan"), "1e-6"):
+    with pytest.raises(ValueError, match="norm_epsilon"):
+      SmallCNN(norm="layer", norm_epsilon=bad)
 
 
 @pytest.mark.parametrize("hw,c", [(8, 1), (7, 2)])
