@@ -24,8 +24,8 @@ import envs
 from agents import presets
 from agents.config import NORMS, AgentConfig, NetworkConfig
 from agents.network import build_network
-from envs import sequential
-from experiments import loop, options, rundir, xla_cpu
+from envs import gymnax_envs, sequential
+from experiments import jitted, loop, options, rundir, xla_cpu
 from experiments.loop import RunConfig
 from experiments.options import option
 from plasticity import interventions, schedules, twin
@@ -50,7 +50,8 @@ class TrainOptions:
   env: str = option(
     "Pong",
     "Environment id: an Atari game ('Pong' or 'ale:Pong'), "
-    "'gym:CartPole-v1' or 'minatar:breakout'.",
+    "'gym:CartPole-v1', 'minatar:breakout', or a gymnax env ('gymnax:Breakout-MinAtar', "
+    "'gymnax:CartPole-v1'), which trains in the fully jitted loop (docs/jitted.md).",
   )
   seed: int = option(0, "Random seed; fixes everything on CPU.")
   num_seeds: int = option(
@@ -202,6 +203,8 @@ FROM_RUN = "from_run:"  # --lr_schedule=from_run:DIR
 
 
 def env_family(env_id: str) -> str:
+  if gymnax_envs.is_gymnax(env_id):
+    return gymnax_envs.family(env_id)  # raises for ids gymnax_envs does not support
   if env_id.startswith("gym:"):
     return "classic"
   if env_id.startswith("minatar:"):
@@ -286,6 +289,8 @@ def build_config(o: TrainOptions | None = None) -> tuple[RunConfig, TrainOptions
     progress=o.progress,
     seed_mode=o.seed_mode,
   )
+  if gymnax_envs.is_gymnax(o.env):
+    jitted.validate(config, o.env)
   return config, o
 
 
@@ -550,6 +555,8 @@ def _env_options(o: TrainOptions, agent: str, family: str, sequential_run: bool)
 
 def _check_envs(games, env_options) -> None:
   for game in dict.fromkeys(games):
+    if gymnax_envs.is_gymnax(game):
+      continue  # checked by env_family and jitted.validate
     envs.make(game, num_envs=1, seed=0, **env_options).close()
 
 
@@ -635,7 +642,7 @@ def main(argv):
     file=sys.stderr,
   )
   try:
-    trainer = loop.Trainer(
+    trainer = (jitted.JittedTrainer if gymnax_envs.is_gymnax(o.env) else loop.Trainer)(
       config, [run for run, _ in opened], log=lambda m: print(m, file=sys.stderr)
     )
     summary = trainer.run()

@@ -1,0 +1,365 @@
+"""The fully jitted training program ("Anakin", Hessel et al. 2021; PureJaxRL): environment,
+replay and learner in one compiled function, vmapped over seeds.
+
+`train_chunk(program, carry, num_iterations)` is a `lax.scan` over iterations of
+
+  act (epsilon-greedy, `agents.agent.act_step`) in N environments per seed
+  -> step the JAX environments (auto-reset, keeping the true final observation)
+  -> add the N transitions to the seed's replay (`UniformReplay`, device arrays)
+  -> the learner updates due (`agents.agent.update_step`), every `update_every` agent steps
+     once the replay holds `min_replay` transitions.
+
+The seeds' parts of the carry (`SeedCarry`) are stacked on a leading seed axis and the body
+is vmapped over it; the counters (`Counters`) are shared and unbatched, so "is an update due"
+is a real branch (`lax.cond`), not a select that would run the update every iteration.
+
+Everything a seed does is drawn from its own key (`init_carry`), so a seed in a group follows
+the trajectory it follows alone (up to floating-point reassociation across the vmapped batch).
+The carry holds everything, so a checkpoint is the carry and resuming is exact.
+
+Departures from the host loop (`experiments.loop`): 1-step uniform replay only; the replay
+stores both observations of a transition (no frame stacks to share); episodes run on across
+chunk ends (there is no segment truncation, since a chunk end does not reset anything).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents import agent as agent_lib
+from agents.replay import Batch
+
+
+@flax.struct.dataclass
+class UniformReplay:
+  """A circular buffer of transitions in device arrays (one seed's; [C, ...] leaves).
+
+  Both observations are stored: the next observation of a transition that ended an
+  episode is the episode's final one, which the environment's auto-reset replaces.
+  """
+
+  obs: jax.Array  # [C, *obs_shape] storage dtype
+  action: jax.Array  # [C] int32
+  reward: jax.Array  # [C] float32 (clipped as the agent's config says)
+  discount: jax.Array  # [C] float32 gamma, 0 after a termination
+  next_obs: jax.Array  # [C, *obs_shape]
+  cursor: jax.Array  # int32 [] next row to write
+  size: jax.Array  # int32 [] rows filled
+
+  @classmethod
+  def create(cls, capacity: int, obs_shape: tuple[int, ...], dtype: Any) -> UniformReplay:
+    zeros = lambda shape, d: jnp.zeros((capacity,) + tuple(shape), d)
+    return cls(
+      obs=zeros(obs_shape, dtype),
+      action=zeros((), jnp.int32),
+      reward=zeros((), jnp.float32),
+      discount=zeros((), jnp.float32),
+      next_obs=zeros(obs_shape, dtype),
+      cursor=jnp.zeros((), jnp.int32),
+      size=jnp.zeros((), jnp.int32),
+    )
+
+  @property
+  def capacity(self) -> int:
+    return self.action.shape[-1]
+
+  def add(self, obs, action, reward, discount, next_obs) -> UniformReplay:
+    """Writes N transitions ([N, ...] each) at the cursor, wrapping around."""
+    n = action.shape[0]
+    rows = (self.cursor + jnp.arange(n)) % self.capacity
+    put = lambda buf, x: buf.at[rows].set(x.astype(buf.dtype))
+    return self.replace(
+      obs=put(self.obs, obs),
+      action=put(self.action, action),
+      reward=put(self.reward, reward),
+      discount=put(self.discount, discount),
+      next_obs=put(self.next_obs, next_obs),
+      cursor=(self.cursor + n) % self.capacity,
+      size=jnp.minimum(self.size + n, self.capacity),
+    )
+
+  def sample(self, key: jax.Array, batch_size: int, obs_dtype: Any) -> Batch:
+    """A uniform batch (with replacement) of the filled rows."""
+    rows = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
+    return Batch(
+      obs=self.obs[rows].astype(obs_dtype),
+      action=self.action[rows],
+      reward=self.reward[rows],
+      discount=self.discount[rows],
+      next_obs=self.next_obs[rows].astype(obs_dtype),
+      weight=jnp.ones((batch_size,), jnp.float32),
+      index=None,
+    )
+
+
+def replay_bytes(capacity: int, obs_shape: tuple[int, ...], storage_dtype: Any) -> int:
+  """Bytes of one seed's `UniformReplay` (computed without allocating it)."""
+  obs = int(np.prod(obs_shape)) * np.dtype(storage_dtype).itemsize
+  return capacity * (2 * obs + 3 * 4)
+
+
+@flax.struct.dataclass
+class SeedCarry:
+  """One seed's part of the carry (stacked [S, ...] over seeds)."""
+
+  agent: agent_lib.AgentState
+  replay: UniformReplay
+  env_state: Any  # gymnax state, [N, ...] leaves
+  obs: jax.Array  # [N, *obs_shape] float32
+  rng: jax.Array  # acting, environment and sampling stream
+  episode_return: jax.Array  # [N] float32 raw return of the running episodes
+  clipped_return: jax.Array  # [N] float32
+  episode_length: jax.Array  # [N] int32
+
+
+@flax.struct.dataclass
+class Counters:
+  """Shared by all seeds (unbatched)."""
+
+  agent_steps: jax.Array  # int32 [] per seed (= frames: gymnax envs have no frame skip)
+  updates: jax.Array  # int32 [] learner updates per seed
+
+
+@flax.struct.dataclass
+class Carry:
+  seeds: SeedCarry
+  counters: Counters
+
+
+class ChunkOutput(NamedTuple):
+  """Per-iteration outputs of a chunk, [T, ...]; the host turns them into log lines."""
+
+  agent_steps: jax.Array  # [T] int32 agent steps per seed after the iteration
+  done: jax.Array  # [T, S, N] bool: an episode ended at this iteration
+  episode_return: jax.Array  # [T, S, N] its raw return (where done)
+  clipped_return: jax.Array  # [T, S, N]
+  episode_length: jax.Array  # [T, S, N] int32
+  loss: jax.Array  # [T, S] mean loss of the iteration's updates (NaN: none)
+  grad_norm: jax.Array  # [T, S]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Program:
+  """The static parts of the jitted program; hashed by identity (one compilation each)."""
+
+  agent: agent_lib.Agent
+  env: Any  # envs.gymnax_envs.GymnaxEnv
+  num_envs: int  # per seed
+
+  def __post_init__(self):
+    check_update_cadence(self.num_envs, self.agent.config.update_every)
+
+  @property
+  def updates_per_iteration(self) -> int:
+    """Updates every iteration (>= 1), or 0 when one update is due every few iterations."""
+    return self.num_envs // self.agent.config.update_every
+
+
+def check_update_cadence(num_envs: int, update_every: int) -> None:
+  """The jitted loop runs a fixed number of updates per iteration: N must be a multiple of
+  update_every, or update_every a multiple of N."""
+  if num_envs % update_every and update_every % num_envs:
+    raise ValueError(
+      f"--num_envs={num_envs} and update_every={update_every}: the jitted loop needs one to "
+      "be a multiple of the other (a fixed number of updates per iteration)"
+    )
+
+
+def epsilon(config, agent_steps: jax.Array) -> jax.Array:
+  """`agents.agent.epsilon_at` in jnp (traced agent steps)."""
+  fraction = jnp.clip(
+    (agent_steps - config.min_replay) / max(1, config.epsilon_decay_steps), 0.0, 1.0
+  )
+  return config.epsilon_start + fraction * (config.epsilon_end - config.epsilon_start)
+
+
+def init_seed(program: Program, key: jax.Array) -> SeedCarry:
+  """A fresh seed: agent (`agents.agent.init`), empty replay, reset environments."""
+  env, n = program.env, program.num_envs
+  init_key, env_key, rng = jax.random.split(key, 3)
+  obs_example = jnp.zeros((1,) + env.observation_shape, env.observation_dtype)
+  agent_state = agent_lib.init(program.agent, init_key, obs_example)
+  obs, env_state = jax.vmap(env.env.reset, in_axes=(0, None))(
+    jax.random.split(env_key, n), env.params
+  )
+  config = program.agent.config
+  return SeedCarry(
+    agent=agent_state,
+    replay=UniformReplay.create(config.replay_capacity, env.observation_shape, env.storage_dtype),
+    env_state=env_state,
+    obs=obs.astype(env.observation_dtype),
+    rng=rng,
+    episode_return=jnp.zeros((n,), jnp.float32),
+    clipped_return=jnp.zeros((n,), jnp.float32),
+    episode_length=jnp.zeros((n,), jnp.int32),
+  )
+
+
+def init_carry(program: Program, seeds: tuple[int, ...]) -> Carry:
+  """The carry of `seeds` (seed s starts from PRNGKey(s), whatever group it is in)."""
+  keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+  per_seed = jax.jit(functools.partial(init_seed, program))
+  return Carry(
+    seeds=jax.tree.map(lambda *xs: jnp.stack(xs), *[per_seed(k) for k in keys]),
+    counters=Counters(agent_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32)),
+  )
+
+
+class _Step(NamedTuple):
+  done: jax.Array
+  episode_return: jax.Array
+  clipped_return: jax.Array
+  episode_length: jax.Array
+
+
+def _env_step(env, key, state, action):
+  """One gymnax step with auto-reset, returning the true next observation as well.
+
+  gymnax's `step` swaps the final observation for the reset one; the replay needs the
+  final one to bootstrap from a time-limit truncation. A `done` at the episode cap
+  (`state.time >= max_steps_in_episode`) is a truncation (bootstrapped), any other a
+  termination (discount 0).
+  """
+  step_key, reset_key = jax.random.split(key)
+  next_obs, next_state, reward, done, _ = env.env.step_env(step_key, state, action, env.params)
+  reset_obs, reset_state = env.env.reset_env(reset_key, env.params)
+  truncated = done & (next_state.time >= env.params.max_steps_in_episode)
+  state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, next_state)
+  obs = jnp.where(done, reset_obs, next_obs)
+  return obs, state, next_obs, reward.astype(jnp.float32), done, done & ~truncated
+
+
+def _act_and_store(program: Program, seed: SeedCarry, eps: jax.Array) -> tuple[SeedCarry, _Step]:
+  """One iteration's acting for one seed: act, step N environments, add to the replay."""
+  config, env = program.agent.config, program.env
+  rng, act_key, env_key = jax.random.split(seed.rng, 3)
+  action = agent_lib.act_step(program.agent, seed.agent.params, act_key, seed.obs, eps)
+  obs, env_state, next_obs, reward, done, terminal = jax.vmap(functools.partial(_env_step, env))(
+    jax.random.split(env_key, program.num_envs), seed.env_state, action
+  )
+  clipped = jnp.clip(reward, -config.reward_clip, config.reward_clip)
+  stored = clipped if config.reward_clip > 0 else reward
+  discount = jnp.where(terminal, 0.0, config.gamma).astype(jnp.float32)
+  replay = seed.replay.add(seed.obs, action, stored, discount, next_obs)
+  episode_return = seed.episode_return + reward
+  clipped_return = seed.clipped_return + stored
+  episode_length = seed.episode_length + 1
+  out = _Step(done, episode_return, clipped_return, episode_length)
+  keep = lambda x: jnp.where(done, jnp.zeros_like(x), x)
+  seed = seed.replace(
+    replay=replay,
+    env_state=env_state,
+    obs=obs.astype(env.observation_dtype),
+    rng=rng,
+    episode_return=keep(episode_return),
+    clipped_return=keep(clipped_return),
+    episode_length=keep(episode_length),
+  )
+  return seed, out
+
+
+def _update_seed(
+  program: Program, seed: SeedCarry, lr: jax.Array, step: jax.Array
+) -> tuple[SeedCarry, agent_lib.UpdateInfo]:
+  """One learner update of one seed on a uniform batch of its replay."""
+  config = program.agent.config
+  rng, sample_key = jax.random.split(seed.rng)
+  batch = seed.replay.sample(sample_key, config.batch_size, program.env.observation_dtype)
+  state, info = agent_lib.update_step(program.agent, seed.agent, batch, lr, step)
+  return seed.replace(agent=state, rng=rng), info
+
+
+def _learn(program: Program, seeds: SeedCarry, counters: Counters):
+  """The updates due after this iteration's steps (all seeds), mean loss and grad norm."""
+  config = program.agent.config
+  steps = counters.agent_steps
+  lr = program.agent.learning_rate(steps)
+  update = jax.vmap(functools.partial(_update_seed, program), in_axes=(0, None, None))
+  k = max(1, program.updates_per_iteration)
+
+  def run(seeds):
+    def one(seeds, _):
+      seeds, info = update(seeds, lr, steps)
+      return seeds, (info.loss, info.grad_norm)
+
+    seeds, (loss, grad_norm) = jax.lax.scan(one, seeds, None, length=k)
+    return seeds, loss.mean(0), grad_norm.mean(0)
+
+  def skip(seeds):
+    nan = jnp.full((seeds.rng.shape[0],), jnp.nan, jnp.float32)
+    return seeds, nan, nan
+
+  ready = jnp.minimum(steps, config.replay_capacity) >= config.min_replay
+  if program.updates_per_iteration == 0:  # one update every update_every // N iterations
+    ready &= steps % config.update_every == 0
+  seeds, loss, grad_norm = jax.lax.cond(ready, run, skip, seeds)
+  updates = counters.updates + jnp.where(ready, k, 0).astype(jnp.int32)
+  return seeds, counters.replace(updates=updates), loss, grad_norm
+
+
+def _iteration(program: Program, carry: Carry, _) -> tuple[Carry, ChunkOutput]:
+  eps = epsilon(program.agent.config, carry.counters.agent_steps)
+  seeds, out = jax.vmap(functools.partial(_act_and_store, program), in_axes=(0, None))(
+    carry.seeds, eps
+  )
+  counters = carry.counters.replace(agent_steps=carry.counters.agent_steps + program.num_envs)
+  seeds, counters, loss, grad_norm = _learn(program, seeds, counters)
+  return Carry(seeds=seeds, counters=counters), ChunkOutput(
+    agent_steps=counters.agent_steps,
+    done=out.done,
+    episode_return=out.episode_return,
+    clipped_return=out.clipped_return,
+    episode_length=out.episode_length,
+    loss=loss,
+    grad_norm=grad_norm,
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)
+def train_chunk(program: Program, carry: Carry, num_iterations: int) -> tuple[Carry, ChunkOutput]:
+  """`num_iterations` iterations of every seed (see the module docstring). The carry is
+  donated: its buffers (the replay above all) are updated in place."""
+  return jax.lax.scan(functools.partial(_iteration, program), carry, None, length=num_iterations)
+
+
+def _evaluate_seed(program: Program, params: Any, key: jax.Array, num_episodes: int) -> jax.Array:
+  """Raw returns [E] of one episode in each of E fresh environments, at the agent's
+  evaluation epsilon with noisy layers at their means. gymnax caps every episode at
+  `max_steps_in_episode`, so that many steps finish them all."""
+  env, config = program.env, program.agent.config
+  reset_key, key = jax.random.split(key)
+  obs, state = jax.vmap(env.env.reset, in_axes=(0, None))(
+    jax.random.split(reset_key, num_episodes), env.params
+  )
+
+  def step(carry, t):
+    obs, state, returns, running = carry
+    act_key, env_key = jax.random.split(jax.random.fold_in(key, t))
+    action = agent_lib.act_step(
+      program.agent, params, act_key, obs.astype(env.observation_dtype), config.eval_epsilon, True
+    )
+    obs, state, _, reward, done, _ = jax.vmap(functools.partial(_env_step, env))(
+      jax.random.split(env_key, num_episodes), state, action
+    )
+    returns = returns + jnp.where(running, reward, 0.0)
+    return (obs, state, returns, running & ~done), None
+
+  zeros = jnp.zeros((num_episodes,), jnp.float32)
+  running = jnp.ones((num_episodes,), bool)
+  (_, _, returns, _), _ = jax.lax.scan(
+    step, (obs, state, zeros, running), jnp.arange(int(env.params.max_steps_in_episode))
+  )
+  return returns
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def evaluate(program: Program, params: Any, keys: jax.Array, num_episodes: int) -> jax.Array:
+  """Evaluation returns [S, E] of every seed's parameters ([S, ...] leaves, keys [S])."""
+  return jax.vmap(lambda p, k: _evaluate_seed(program, p, k, num_episodes))(params, keys)

@@ -1,0 +1,302 @@
+"""The host side of fully jitted training (`agents.anakin`) on gymnax environments.
+
+`experiments.train --env=gymnax:<id>` lands here. The compiled program runs a chunk of
+iterations for every seed at once (`anakin.train_chunk`); between chunks the host writes
+the run directories in the host loop's format (`experiments.loop`: config.json,
+metrics.jsonl 'episode' and 'train' lines, eval.jsonl, checkpoints), so `scripts/compare.py`
+reads both alike. A chunk is --log_every agent steps per seed (the run's last one may be
+shorter); checkpoints and evaluations happen at the first chunk end at or past their
+interval.
+
+A checkpoint holds each seed's slice of the carry (agent, replay, environments, random
+streams, running episodes) and the shared counters, so a resumed run continues exactly
+where the checkpointed one was: the same chunks run from the same carry.
+
+`validate` lists what the jitted loop does not support; `experiments.train` calls it
+before any work.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents import agent as agent_lib
+from agents import anakin
+from envs import gymnax_envs
+from experiments.loop import RunConfig, _mean_or_none, _write_bytes
+from experiments.rundir import CheckpointError, RunDir
+from plasticity import nap
+
+CARRY_FILE = "carry.msgpack"
+# Device memory kept free beside the replay: the agent, batches and XLA's temporaries.
+MEMORY_HEADROOM = 0.8
+
+
+def device_memory_bytes() -> int:
+  """Memory the replay can use on the default device: the accelerator's limit, or the host's
+  available memory on CPU (0 when unknown)."""
+  device = jax.devices()[0]
+  if device.platform != "cpu":
+    stats = device.memory_stats() or {}
+    return int(stats.get("bytes_limit", 0))
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return 0
+
+
+def validate(config: RunConfig, env_id: str) -> None:
+  """Raises ValueError, naming the flag, for what the jitted loop does not run."""
+  a = config.agent
+  if a.prioritized:
+    raise ValueError(
+      "prioritized replay (the rainbow, full_rainbow, der and rainbow_dqnzoo presets, or "
+      "--overrides=prioritized=true) is not supported by the jitted loop (gymnax envs); use "
+      "--agent=dqn or --overrides=prioritized=false"
+    )
+  if a.n_step != 1:
+    raise ValueError(
+      f"n_step={a.n_step} (the preset's or --overrides) is not supported by the jitted loop "
+      "(gymnax envs), which replays 1-step transitions; use --agent=dqn or --overrides=n_step=1"
+    )
+  if config.seed_mode == "loop":
+    raise ValueError("--seed_mode=loop: the jitted loop always vmaps its seeds (use auto or vmap)")
+  if config.tensorboard:
+    raise ValueError("--tensorboard is not supported by the jitted loop (gymnax envs)")
+  anakin.check_update_cadence(config.num_envs, a.update_every)
+  env = gymnax_envs.make_gymnax(env_id)
+  need = len(config.seeds) * anakin.replay_bytes(
+    a.replay_capacity, env.observation_shape, env.storage_dtype
+  )
+  have = device_memory_bytes()
+  if have and need > MEMORY_HEADROOM * have:
+    raise ValueError(
+      f"the replay of {len(config.seeds)} seed(s) x replay_capacity={a.replay_capacity} needs "
+      f"{need / 2**30:.2f} GiB of device memory, more than {MEMORY_HEADROOM:.0%} of the "
+      f"{have / 2**30:.2f} GiB available; lower --num_seeds or --overrides=replay_capacity=..."
+    )
+
+
+@dataclasses.dataclass
+class HostCounters:
+  """When the next log line, evaluation and checkpoint are due (agent steps = frames)."""
+
+  next_log: int = 0
+  next_eval: int = 0
+  next_checkpoint: int = 0
+
+
+class JittedTrainer:
+  """Runs one `RunConfig` on a gymnax env, one `RunDir` per seed, resuming from the latest
+  checkpoint; `run()` returns the same summary as `experiments.loop.Trainer.run`."""
+
+  def __init__(self, config: RunConfig, run_dirs: list[RunDir], log: Callable[[str], None] = print):
+    if len(run_dirs) != len(config.seeds):
+      raise ValueError(f"{len(config.seeds)} seeds need as many run dirs, got {len(run_dirs)}")
+    self.config, self.run_dirs, self.log = config, run_dirs, log
+    self.env_id = config.schedule.games[0]
+    env = gymnax_envs.make_gymnax(self.env_id)
+    obs_example = np.zeros((1,) + env.observation_shape, env.observation_dtype)
+    self.agent = agent_lib.make_agent(config.agent, env.num_actions, obs_example=obs_example)
+    self.program = anakin.Program(agent=self.agent, env=env, num_envs=config.num_envs)
+    self.carry = anakin.init_carry(self.program, config.seeds)
+    self.host = HostCounters()
+    self.recent = [collections.deque(maxlen=20) for _ in config.seeds]
+    self.episodes = [0] * len(config.seeds)
+    self._eval_keys = jnp.stack(
+      [jax.random.fold_in(jax.random.PRNGKey(s), 7) for s in config.seeds]
+    )
+    self._norms = jax.jit(
+      jax.vmap(
+        lambda p, lr: (
+          nap.param_norms(p),
+          nap.effective_learning_rates(
+            p, lr, optimizer=config.agent.elr_rule, mask=self.agent.hidden_mask
+          ),
+        ),
+        in_axes=(0, None),
+      )
+    )
+
+  @property
+  def agent_steps(self) -> int:
+    return int(self.carry.counters.agent_steps)
+
+  def run(self) -> dict[str, Any]:
+    cfg, n = self.config, self.config.num_envs
+    try:
+      self._restore()
+      start_steps, start = self.agent_steps, time.time()
+      while self.agent_steps < cfg.num_frames:
+        remaining = -(-(cfg.num_frames - self.agent_steps) // n)  # iterations, rounded up
+        chunk_start = (time.time(), self.agent_steps)
+        iterations = min(max(1, cfg.log_every // n), remaining)
+        self.carry, out = anakin.train_chunk(self.program, self.carry, iterations)
+        self._log_chunk(jax.device_get(out), chunk_start)
+        steps = self.agent_steps
+        if cfg.eval_every and steps >= self.host.next_eval:
+          self._evaluate()
+        if steps >= self.host.next_checkpoint or steps >= cfg.num_frames:
+          self._checkpoint()
+    finally:
+      for r in self.run_dirs:
+        r.release()
+    elapsed = time.time() - start
+    return {
+      "frames": self.agent_steps,
+      "agent_steps": self.agent_steps,
+      "updates": int(self.carry.counters.updates),
+      "seeds": list(cfg.seeds),
+      "episodes": list(self.episodes),
+      "seconds": round(elapsed, 1),
+      "sps": round((self.agent_steps - start_steps) * len(cfg.seeds) / max(elapsed, 1e-9), 1),
+      "recent_return": [_mean_or_none(r) for r in self.recent],
+      "stopped_early": False,
+    }
+
+  # --- logs ----------------------------------------------------------------------------------
+  def _log_chunk(self, out: anakin.ChunkOutput, chunk_start: tuple[float, int]) -> None:
+    """'episode' lines for the episodes that ended in the chunk, in order, then a 'train'
+    line per seed at the chunk's end."""
+    steps = self.agent_steps
+    for t, s, i in zip(*np.nonzero(out.done)):
+      frames = int(out.agent_steps[t])
+      self.episodes[s] += 1
+      self.recent[s].append(float(out.episode_return[t, s, i]))
+      self.run_dirs[s].log(
+        "metrics.jsonl",
+        {
+          "frames": frames,
+          "agent_steps": frames,
+          "kind": "episode",
+          "game": self.env_id,
+          "return": float(out.episode_return[t, s, i]),
+          "clipped_return": float(out.clipped_return[t, s, i]),
+          "length": int(out.episode_length[t, s, i]),
+        },
+      )
+    lr = float(self.agent.learning_rate(steps))
+    norms, elr = jax.device_get(self._norms(self.carry.seeds.agent.params, lr))
+    sps = (steps - chunk_start[1]) / max(time.time() - chunk_start[0], 1e-9)
+    epsilon = agent_lib.epsilon_at(self.config.agent, steps)
+    for k, run in enumerate(self.run_dirs):
+      losses, grad_norms = out.loss[:, k], out.grad_norm[:, k]
+      run.log(
+        "metrics.jsonl",
+        {
+          "frames": steps,
+          "agent_steps": steps,
+          "kind": "train",
+          "updates": int(self.carry.counters.updates),
+          "loss": _mean_or_none(losses[~np.isnan(losses)]),
+          "lr": lr,
+          "grad_norm": _mean_or_none(grad_norms[~np.isnan(grad_norms)]),
+          "sps": round(sps, 1),
+          "epsilon": epsilon,
+          "param_norms": {p: float(v[k]) for p, v in norms.items()},
+          "elr": {p: float(v[k]) for p, v in elr.items()},
+          "recent_return": _mean_or_none(self.recent[k]),
+        },
+      )
+      run.flush()
+    self.log(
+      f"{steps:,} steps/seed, {sps * len(self.run_dirs):,.0f} agent steps/s, recent return "
+      f"{[_mean_or_none(r) for r in self.recent]}"
+    )
+    while self.host.next_log <= steps:
+      self.host.next_log += self.config.log_every
+
+  def _evaluate(self) -> None:
+    steps = self.agent_steps
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self._eval_keys, steps)
+    returns = np.asarray(
+      anakin.evaluate(self.program, self.carry.seeds.agent.params, keys, self.config.eval_episodes)
+    )
+    for k, run in enumerate(self.run_dirs):
+      run.log(
+        "eval.jsonl",
+        {
+          "frames": steps,
+          "agent_steps": steps,
+          "game": self.env_id,
+          "returns": [float(r) for r in returns[k]],
+          "mean": float(returns[k].mean()),
+        },
+      )
+    while self.host.next_eval <= steps:
+      self.host.next_eval += self.config.eval_every
+
+  # --- checkpoints -----------------------------------------------------------------------------
+  def _checkpoint(self) -> None:
+    steps = self.agent_steps
+    while self.host.next_checkpoint <= steps:
+      self.host.next_checkpoint += self.config.checkpoint_every
+    seeds = jax.device_get(self.carry.seeds)
+    counters = {k: int(v) for k, v in dataclasses.asdict(self.carry.counters).items()}
+    for k, run in enumerate(self.run_dirs):
+      data = flax.serialization.to_bytes(jax.tree.map(lambda x, k=k: x[k], seeds))
+      meta = {
+        "counters": counters,
+        "host": dataclasses.asdict(self.host),
+        "recent_returns": list(self.recent[k]),
+        "episodes": self.episodes[k],
+      }
+      run.save_checkpoint(steps, {CARRY_FILE: lambda p, b=data: _write_bytes(p, b)}, meta)
+
+  def _restore(self) -> None:
+    """Loads the newest checkpoint every seed has (falling back to older ones), else starts
+    fresh (truncating logs a crash left before the first checkpoint)."""
+    available = [r.checkpoints() for r in self.run_dirs]
+    common = sorted(set.intersection(*(set(a) for a in available)), reverse=True)
+    template = jax.tree.map(lambda x: np.asarray(x[0]), self.carry.seeds)
+    error = None
+    for steps in common:
+      try:
+        loaded = []
+        for ckpts in available:
+          meta = RunDir.read_checkpoint_meta(ckpts[steps])
+          with open(os.path.join(ckpts[steps], CARRY_FILE), "rb") as f:
+            loaded.append((flax.serialization.from_bytes(template, f.read()), meta))
+      except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        self.log(f"checkpoint at {steps:,} steps is unreadable ({error}); trying the previous one")
+        continue
+      seeds = jax.tree.map(lambda *xs: jnp.stack(xs), *[s for s, _ in loaded])
+      counters = loaded[0][1]["meta"]["counters"]
+      self.carry = anakin.Carry(
+        seeds=seeds,
+        counters=anakin.Counters(**{k: jnp.asarray(v, jnp.int32) for k, v in counters.items()}),
+      )
+      self.host = HostCounters(**loaded[0][1]["meta"]["host"])
+      for k, (run, (_, meta)) in enumerate(zip(self.run_dirs, loaded)):
+        self.recent[k].extend(meta["meta"]["recent_returns"])
+        self.episodes[k] = meta["meta"]["episodes"]
+        run.truncate_logs(meta["log_sizes"])
+      self.log(f"resumed from {available[0][steps]} at {steps:,} agent steps")
+      return
+    if any(available):
+      raise CheckpointError(
+        f"no checkpoint could be loaded from {[r.path for r in self.run_dirs]} (last error: "
+        f"{error}); resume with the configuration that wrote them or start a new --run_dir"
+      )
+    for r in self.run_dirs:
+      r.truncate_logs({})
+    self.host = HostCounters(
+      next_log=self.config.log_every,
+      next_eval=self.config.eval_every,
+      next_checkpoint=self.config.checkpoint_every,
+    )

@@ -1,0 +1,89 @@
+"""Benchmark of the fully jitted loop (agents/anakin.py) against the host loop.
+
+The same agent (the DQN MinAtar preset: MLP 256-256, batch 32, one update per agent step,
+learning from 500 transitions) and update ratio on MinAtar Breakout: gymnax's JAX port in
+the jitted loop, the `minatar` package's emulator in the host loop (experiments/loop.py),
+4 environments per seed in both. Agent steps per second exclude compilation: the jitted
+loop's from a second chunk, the host loop's from its last training line (an interval after
+the first updates).
+
+Keys:
+- ``jitted.seeds1_sps`` / ``jitted.seeds8_sps``: aggregate agent steps/s (all seeds) of
+  one process running 1 / 8 seeds;
+- ``jitted.host_loop_sps``: the host loop, one seed;
+- ``jitted.seeds8_vs_host_loop``: seeds8_sps / host_loop_sps (target >= 3).
+
+``python -m scripts.benches.jitted [--quick]`` prints the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from agents import agent as agent_lib
+from agents import anakin, presets
+from envs import gymnax_envs
+from envs.sequential import GameSchedule
+from experiments import loop, rundir
+
+NUM_ENVS = 4
+OVERRIDES = dict(min_replay=500, replay_capacity=20_000)
+
+
+def _jitted_sps(num_seeds: int, iterations: int) -> float:
+  env = gymnax_envs.make_gymnax("gymnax:Breakout-MinAtar")
+  config = presets.make_config("dqn", "minatar", **OVERRIDES)
+  obs = np.zeros((1,) + env.observation_shape, np.float32)
+  agent = agent_lib.make_agent(config, env.num_actions, obs_example=obs)
+  program = anakin.Program(agent=agent, env=env, num_envs=NUM_ENVS)
+  carry = anakin.init_carry(program, tuple(range(num_seeds)))
+  # The first chunk compiles and fills the replay past min_replay.
+  carry, _ = anakin.train_chunk(program, carry, iterations)
+  jax.block_until_ready(carry)
+  start = time.perf_counter()
+  carry, _ = anakin.train_chunk(program, carry, iterations)
+  jax.block_until_ready(carry)
+  return num_seeds * iterations * NUM_ENVS / (time.perf_counter() - start)
+
+
+def _host_loop_sps(steps: int) -> float:
+  config = loop.RunConfig(
+    agent=presets.make_config("dqn", "minatar", **OVERRIDES),
+    schedule=GameSchedule.single("minatar:breakout", steps),
+    sequential=False,
+    seeds=(0,),
+    num_frames=steps,
+    num_envs=NUM_ENVS,
+    checkpoint_every=10 * steps,
+    log_every=steps // 2,
+    progress=False,
+  )
+  with tempfile.TemporaryDirectory() as tmp:
+    run, _ = rundir.open_run_dir(tmp, {"flags": {}}, overwrite=False)
+    loop.Trainer(config, [run], log=lambda m: None).run()
+    with open(f"{tmp}/metrics.jsonl") as f:
+      train = [r for r in map(json.loads, f) if r.get("kind") == "train"]
+  return float(train[-1]["sps"])  # the second half: compiled, updating every step
+
+
+def run(quick: bool) -> dict:
+  iterations = 500 if quick else 2_500
+  results = {
+    "jitted.seeds1_sps": round(_jitted_sps(1, iterations), 1),
+    "jitted.seeds8_sps": round(_jitted_sps(8, iterations), 1),
+    "jitted.host_loop_sps": round(_host_loop_sps(4_000 if quick else 20_000), 1),
+  }
+  results["jitted.seeds8_vs_host_loop"] = round(
+    results["jitted.seeds8_sps"] / results["jitted.host_loop_sps"], 2
+  )
+  return results
+
+
+if __name__ == "__main__":
+  print(json.dumps(run("--quick" in sys.argv[1:]), indent=1))

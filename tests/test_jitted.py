@@ -1,0 +1,211 @@
+"""The fully jitted loop (agents/anakin.py, experiments/jitted.py) on real gymnax envs: the
+device replay, seeds in one process against seeds alone, exact resume, bad input, and (slow)
+learning on CartPole and MinAtar Breakout."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from agents import agent as agent_lib
+from agents import anakin, presets
+from envs import gymnax_envs
+from experiments import jitted, rundir, train
+
+FLAGS = flags.FLAGS
+if not FLAGS.is_parsed():
+  FLAGS.mark_as_parsed()
+
+BREAKOUT_THRESHOLD = 3.0  # 7.5x random play's mean (0.40), above its 95th percentile (2)
+TINY = dict(
+  agent="dqn",
+  env="gymnax:CartPole-v1",
+  num_envs=4,
+  progress=False,
+  eval_every=0,
+  overrides=["min_replay=200", "replay_capacity=1000", "hidden_sizes=32:32"],
+)
+
+
+def _trainer(run_dir, **flag_values):
+  with flagsaver.flagsaver(run_dir=str(run_dir), **{**TINY, **flag_values}):
+    config, values = train.build_config()
+    runs = [
+      rundir.open_run_dir(path, train.run_config_json(config, values, seed), overwrite=False)[0]
+      for path, seed in zip(train.seed_run_dirs(str(run_dir), config.seeds), config.seeds)
+    ]
+  return jitted.JittedTrainer(config, runs, log=lambda m: None)
+
+
+def _lines(path, kind):
+  with open(path) as f:
+    return [r for r in map(json.loads, f) if r.get("kind") == kind]
+
+
+def _program(num_envs=4, **overrides):
+  env = gymnax_envs.make_gymnax("gymnax:CartPole-v1")
+  config = presets.make_config("dqn", env.family, **overrides)
+  obs = np.zeros((1,) + env.observation_shape, np.float32)
+  agent = agent_lib.make_agent(config, env.num_actions, obs_example=obs)
+  return anakin.Program(agent=agent, env=env, num_envs=num_envs)
+
+
+def test_replay_wraps_around_and_samples_filled_rows_only():
+  replay = anakin.UniformReplay.create(5, (2,), jnp.uint8)
+  for t in range(3):  # 9 transitions into 5 rows: t=0 rows 0-2, t=1 rows 3, 4, 0, t=2 rows 1-3
+    obs = jnp.full((3, 2), t, jnp.float32)
+    replay = replay.add(obs, jnp.arange(3) + 10 * t, jnp.ones(3), jnp.zeros(3), obs + 1)
+  assert int(replay.size) == 5 and int(replay.cursor) == 4
+  np.testing.assert_array_equal(replay.action, [12, 20, 21, 22, 11])
+  np.testing.assert_array_equal(replay.next_obs[:, 0], [2, 3, 3, 3, 2])
+  batch = replay.sample(jax.random.PRNGKey(0), 256, jnp.float32)
+  assert batch.obs.dtype == jnp.float32 and batch.obs.shape == (256, 2)
+  np.testing.assert_array_equal(batch.next_obs, batch.obs + 1)  # rows stay whole
+  assert set(np.asarray(batch.action).tolist()) == {12, 20, 21, 22, 11}
+  half = anakin.UniformReplay.create(8, (1,), jnp.float32).add(
+    jnp.zeros((3, 1)), jnp.arange(3), jnp.zeros(3), jnp.zeros(3), jnp.zeros((3, 1))
+  )
+  assert set(np.asarray(half.sample(jax.random.PRNGKey(1), 64, jnp.float32).action)) == {0, 1, 2}
+
+
+def test_chunk_counts_steps_updates_and_episodes():
+  program = _program(min_replay=64, replay_capacity=256, update_every=2)  # 2 updates / iteration
+  carry, out = anakin.train_chunk(program, anakin.init_carry(program, (0,)), 50)
+  assert int(carry.counters.agent_steps) == 200
+  assert out.agent_steps.tolist() == list(range(4, 204, 4))
+  # Updates start at the iteration whose steps reach min_replay (64 = iteration 16).
+  assert int(carry.counters.updates) == 2 * (50 - 15)
+  assert np.isnan(out.loss[:15]).all() and np.isfinite(out.loss[15:]).all()
+  assert int(carry.seeds.replay.size[0]) == 200
+  lengths = out.episode_length[out.done]
+  np.testing.assert_array_equal(out.episode_return[out.done], lengths)  # CartPole: +1 a step
+  assert out.done.sum() > 0 and lengths.min() >= 8  # random CartPole episodes: 8 steps or more
+  # Every step of a finished episode is in the replay exactly once with discount 0 at its end.
+  assert int((carry.seeds.replay.discount[0, :200] == 0).sum()) == int(out.done.sum())
+
+
+def test_two_seeds_in_one_process_equal_each_seed_alone():
+  program = _program(min_replay=64, replay_capacity=512)
+  together = anakin.init_carry(program, (3, 4))
+  together, out2 = anakin.train_chunk(program, together, 60)
+  for k, seed in enumerate((3, 4)):
+    alone, out1 = anakin.train_chunk(program, anakin.init_carry(program, (seed,)), 60)
+    np.testing.assert_array_equal(out1.done[:, 0], out2.done[:, k])
+    np.testing.assert_array_equal(out1.episode_return[:, 0], out2.episode_return[:, k])
+    np.testing.assert_allclose(out1.loss[:, 0], out2.loss[:, k], rtol=1e-4)
+    jax.tree.map(
+      lambda a, b, k=k: np.testing.assert_allclose(a[0], b[k], rtol=1e-4, atol=1e-6),
+      alone.seeds.agent.params,
+      together.seeds.agent.params,
+    )
+  # And the two seeds are not the same run.
+  assert not np.array_equal(out2.episode_return[:, 0], out2.episode_return[:, 1])
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
+  flag_values = dict(num_seeds=2, num_frames=1600, log_every=400, checkpoint_every=800)
+  straight = _trainer(tmp_path / "straight", **flag_values)
+  straight.run()
+  crashed = _trainer(tmp_path / "crashed", **flag_values)
+  original = crashed._log_chunk
+
+  def crash_after_logging(out, start):
+    original(out, start)  # lines past the checkpoint at 800 are written, then the crash
+    if crashed.agent_steps >= 1200:
+      raise RuntimeError("simulated crash")
+
+  crashed._log_chunk = crash_after_logging
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    crashed.run()
+  resumed = _trainer(tmp_path / "crashed", **flag_values)
+  summary = resumed.run()
+  assert summary["agent_steps"] == 1600 and summary["frames"] == 1600
+  for seed in ("seed_0", "seed_1"):
+    for kind in ("episode", "train"):
+      a = _lines(tmp_path / "straight" / seed / "metrics.jsonl", kind)
+      b = _lines(tmp_path / "crashed" / seed / "metrics.jsonl", kind)
+      drop = ("sps",)
+      assert [{k: v for k, v in r.items() if k not in drop} for r in a] == [
+        {k: v for k, v in r.items() if k not in drop} for r in b
+      ]
+    assert len(_lines(tmp_path / "straight" / seed / "metrics.jsonl", "episode")) > 20
+  jax.tree.map(
+    np.testing.assert_array_equal, jax.device_get(straight.carry), jax.device_get(resumed.carry)
+  )
+
+
+@pytest.mark.parametrize(
+  "flag_values, message",
+  [
+    (dict(env="gymnax:Pong-MinAtar"), "allowed ids: gymnax:CartPole-v1, gymnax:Breakout"),
+    (dict(agent="rainbow"), "prioritized replay"),
+    (dict(overrides=["n_step=3", "min_replay=200"]), "n_step=3"),
+    (dict(seed_mode="loop"), "--seed_mode=loop"),
+    (dict(num_envs=3), "--num_envs=3 and update_every=2"),
+    (dict(overrides=["replay_capacity=3000000000"]), "needs .* GiB of device memory"),
+  ],
+)
+def test_bad_input_fails_before_any_work(tmp_path, flag_values, message):
+  if flag_values.get("num_envs") == 3:
+    flag_values["overrides"] = ["update_every=2", "min_replay=200"]
+  with pytest.raises(ValueError, match=message):
+    _trainer(tmp_path / "never", **flag_values)
+  assert not os.path.exists(tmp_path / "never")
+
+
+def _last20(run_dir, seeds):
+  return [
+    float(np.mean([r["return"] for r in _lines(os.path.join(run_dir, d), "episode")[-20:]]))
+    for d in train.seed_run_dirs(str(run_dir), seeds)
+  ]
+
+
+@pytest.mark.slow
+def test_dqn_nap_schedule_learns_gymnax_cartpole_on_5_seeds(tmp_path):
+  """5 seeds in one jitted process, 100k agent steps each: dqn+nap+schedule (the classic
+  preset with LayerNorm, the projection and a linear decay to 1e-6 at half the run) balances:
+  every seed has a 20-episode window averaging >= 175 (random play: ~22).
+
+  Not CartPole "solved" (last 20 >= 475): measured with these settings, the best windows
+  were 196-457 and the last 20 episodes 13-233 (DQN on CartPole oscillates; see
+  test_train.test_cartpole_learns). Reaching 475 on every seed needs a tuned setting.
+  """
+  seeds = (0, 1, 2, 3, 4)
+  trainer = _trainer(
+    tmp_path,
+    agent=None,
+    variant="dqn+nap+schedule",
+    overrides=[],
+    num_seeds=len(seeds),
+    num_frames=100_000,
+    log_every=10_000,
+  )
+  trainer.run()
+  for run_dir in train.seed_run_dirs(str(tmp_path), seeds):
+    returns = [r["return"] for r in _lines(os.path.join(run_dir, "metrics.jsonl"), "episode")]
+    windows = np.convolve(returns, np.ones(20) / 20, mode="valid")
+    assert windows.max() >= 175.0, (run_dir, np.round(windows[::20]).tolist())
+
+
+@pytest.mark.slow
+def test_dqn_learns_gymnax_breakout_minatar(tmp_path):
+  """DQN (MinAtar preset, an update every 4 agent steps, epsilon decaying over 50k steps)
+  on gymnax Breakout-MinAtar, 2 seeds x 150k agent steps: each seed's last 20 episodes
+  average well above random play (0.40 +- 0.67 per episode over 1,000 random episodes)."""
+  seeds = (0, 1)
+  trainer = _trainer(
+    tmp_path,
+    env="gymnax:Breakout-MinAtar",
+    overrides=["update_every=4", "epsilon_decay_steps=50000", "replay_capacity=50000"],
+    num_seeds=len(seeds),
+    num_frames=150_000,
+    log_every=15_000,
+  )
+  trainer.run()
+  last20 = _last20(tmp_path, seeds)
+  assert min(last20) >= BREAKOUT_THRESHOLD, last20
