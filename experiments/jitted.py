@@ -5,8 +5,9 @@ iterations for every seed at once (`anakin.train_chunk`); between chunks the hos
 the run directories in the host loop's format (`experiments.loop`: config.json,
 metrics.jsonl 'episode' and 'train' lines, eval.jsonl, checkpoints), so `scripts/compare.py`
 reads both alike. A chunk is --log_every agent steps per seed (the run's last one may be
-shorter); checkpoints and evaluations happen at the first chunk end at or past their
-interval.
+shorter); checkpoints, evaluations and plasticity diagnostics happen at the first chunk end at or past
+their interval. The diagnostics measure each seed on one probe batch of its replay, drawn at
+the first diagnostics and kept in the checkpoint, as the host loop does.
 
 A checkpoint holds each seed's slice of the carry (agent, replay, environments, random
 streams, running episodes) and the shared counters, so a resumed run continues exactly
@@ -33,11 +34,13 @@ import numpy as np
 from agents import agent as agent_lib
 from agents import anakin
 from envs import gymnax_envs
+from experiments import diagnostics
 from experiments.loop import RunConfig, _mean_or_none, _write_bytes
 from experiments.rundir import CheckpointError, RunDir
 from plasticity import nap
 
 CARRY_FILE = "carry.msgpack"
+PROBE_FILE = "probe.npy"
 # Device memory kept free beside the replay: the agent, batches and XLA's temporaries.
 MEMORY_HEADROOM = 0.8
 
@@ -98,6 +101,7 @@ class HostCounters:
   next_log: int = 0
   next_eval: int = 0
   next_checkpoint: int = 0
+  next_diagnostics: int = 0  # learner updates
 
 
 class JittedTrainer:
@@ -117,6 +121,8 @@ class JittedTrainer:
     self.host = HostCounters()
     self.recent = [collections.deque(maxlen=20) for _ in config.seeds]
     self.episodes = [0] * len(config.seeds)
+    self.probes: list[np.ndarray] | None = None  # per seed, [batch, *obs_shape]
+    self._diagnostics_fn = None
     self._eval_keys = jnp.stack(
       [jax.random.fold_in(jax.random.PRNGKey(s), 7) for s in config.seeds]
     )
@@ -150,6 +156,8 @@ class JittedTrainer:
         steps = self.agent_steps
         if cfg.eval_every and steps >= self.host.next_eval:
           self._evaluate()
+        if cfg.diagnostics_every and int(self.carry.counters.updates) >= self.host.next_diagnostics:
+          self._diagnostics()
         if steps >= self.host.next_checkpoint or steps >= cfg.num_frames:
           self._checkpoint()
     finally:
@@ -220,6 +228,31 @@ class JittedTrainer:
     while self.host.next_log <= steps:
       self.host.next_log += self.config.log_every
 
+  def _diagnostics(self) -> None:
+    """Plasticity diagnostics (experiments/diagnostics.py) of each seed on its probe batch."""
+    updates = int(self.carry.counters.updates)
+    if self.probes is None:
+      replay = self.carry.seeds.replay
+      size = np.asarray(replay.size)
+      dtype = self.program.env.observation_dtype
+      self.probes = []
+      for k, seed in enumerate(self.config.seeds):
+        rows = np.random.default_rng([seed, updates]).integers(
+          0, size[k], self.config.agent.batch_size
+        )
+        self.probes.append(np.asarray(replay.obs[k][rows]).astype(dtype))
+    if self._diagnostics_fn is None:
+      self._diagnostics_fn = diagnostics.make_diagnostics_fn(self.agent)
+    steps, lr = self.agent_steps, float(self.agent.learning_rate(self.agent_steps))
+    for k, (run, probe) in enumerate(zip(self.run_dirs, self.probes)):
+      params = jax.tree.map(lambda x, k=k: x[k], self.carry.seeds.agent.params)
+      key = jax.random.fold_in(jax.random.PRNGKey(self.config.seeds[k]), updates)
+      values = diagnostics.to_json(self._diagnostics_fn(params, probe, key, lr))
+      record = {"frames": steps, "agent_steps": steps, "kind": "diagnostics"}
+      run.log("metrics.jsonl", record | values | {"updates": updates, "probe_game": self.env_id})
+    while self.host.next_diagnostics <= updates:
+      self.host.next_diagnostics += self.config.diagnostics_every
+
   def _evaluate(self) -> None:
     steps = self.agent_steps
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self._eval_keys, steps)
@@ -255,7 +288,10 @@ class JittedTrainer:
         "recent_returns": list(self.recent[k]),
         "episodes": self.episodes[k],
       }
-      run.save_checkpoint(steps, {CARRY_FILE: lambda p, b=data: _write_bytes(p, b)}, meta)
+      writers = {CARRY_FILE: lambda p, b=data: _write_bytes(p, b)}
+      if self.probes is not None:
+        writers[PROBE_FILE] = lambda p, x=self.probes[k]: np.save(p, x, allow_pickle=False)
+      run.save_checkpoint(steps, writers, meta)
 
   def _restore(self) -> None:
     """Loads the newest checkpoint every seed has (falling back to older ones), else starts
@@ -271,6 +307,8 @@ class JittedTrainer:
           meta = RunDir.read_checkpoint_meta(ckpts[steps])
           with open(os.path.join(ckpts[steps], CARRY_FILE), "rb") as f:
             loaded.append((flax.serialization.from_bytes(template, f.read()), meta))
+          probe = os.path.join(ckpts[steps], PROBE_FILE)
+          meta["probe"] = np.load(probe, allow_pickle=False) if os.path.exists(probe) else None
       except Exception as e:
         error = f"{type(e).__name__}: {e}"
         self.log(f"checkpoint at {steps:,} steps is unreadable ({error}); trying the previous one")
@@ -282,6 +320,8 @@ class JittedTrainer:
         counters=anakin.Counters(**{k: jnp.asarray(v, jnp.int32) for k, v in counters.items()}),
       )
       self.host = HostCounters(**loaded[0][1]["meta"]["host"])
+      probes = [meta["probe"] for _, meta in loaded]
+      self.probes = None if any(p is None for p in probes) else probes
       for k, (run, (_, meta)) in enumerate(zip(self.run_dirs, loaded)):
         self.recent[k].extend(meta["meta"]["recent_returns"])
         self.episodes[k] = meta["meta"]["episodes"]
@@ -299,4 +339,5 @@ class JittedTrainer:
       next_log=self.config.log_every,
       next_eval=self.config.eval_every,
       next_checkpoint=self.config.checkpoint_every,
+      next_diagnostics=self.config.diagnostics_every,
     )

@@ -108,7 +108,9 @@ def test_two_seeds_in_one_process_equal_each_seed_alone():
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
-  flag_values = dict(num_seeds=2, num_frames=1600, log_every=400, checkpoint_every=800)
+  flag_values = dict(
+    num_seeds=2, num_frames=1600, log_every=400, checkpoint_every=800, diagnostics_every=100
+  )
   straight = _trainer(tmp_path / "straight", **flag_values)
   straight.run()
   crashed = _trainer(tmp_path / "crashed", **flag_values)
@@ -126,7 +128,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
   summary = resumed.run()
   assert summary["agent_steps"] == 1600 and summary["frames"] == 1600
   for seed in ("seed_0", "seed_1"):
-    for kind in ("episode", "train"):
+    for kind in ("episode", "train", "diagnostics"):
       a = _lines(tmp_path / "straight" / seed / "metrics.jsonl", kind)
       b = _lines(tmp_path / "crashed" / seed / "metrics.jsonl", kind)
       drop = ("sps",)
@@ -134,6 +136,12 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
         {k: v for k, v in r.items() if k not in drop} for r in b
       ]
     assert len(_lines(tmp_path / "straight" / seed / "metrics.jsonl", "episode")) > 20
+    diagnostics = _lines(tmp_path / "crashed" / seed / "metrics.jsonl", "diagnostics")
+    # A line at every chunk end (100+ updates apart) on one probe, drawn at the first line and
+    # checkpointed at 800; the dormant fractions list each hidden layer once.
+    assert [d["agent_steps"] for d in diagnostics] == [400, 800, 1200, 1600]
+    assert all(d["probe_game"] == "gymnax:CartPole-v1" for d in diagnostics)
+    assert sorted(diagnostics[-1]["dormant"]) == ["torso/Dense_0_act", "torso/Dense_1_act"]
   jax.tree.map(
     np.testing.assert_array_equal, jax.device_get(straight.carry), jax.device_get(resumed.carry)
   )
