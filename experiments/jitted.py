@@ -52,6 +52,11 @@ def device_memory_bytes() -> int:
   if device.platform != "cpu":
     stats = device.memory_stats() or {}
     return int(stats.get("bytes_limit", 0))
+  return host_available_bytes()
+
+
+def host_available_bytes() -> int:
+  """The host's available memory (Linux's MemAvailable), 0 when unknown."""
   try:
     with open("/proc/meminfo") as f:
       for line in f:

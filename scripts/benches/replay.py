@@ -31,22 +31,12 @@ import time
 import numpy as np
 
 from agents.replay import ReplayMemory
+from experiments.jitted import host_available_bytes
 
 CAPACITY = 1_000_000
 STREAMS = 8
 BATCH = 32
 FRAME = (84, 84)
-
-
-def _mem_available_bytes() -> int:
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return 0
 
 
 def _fill(mem: ReplayMemory, transitions: int, rng: np.random.Generator) -> float:
@@ -108,7 +98,7 @@ def run(quick: bool) -> dict:
   if quick:
     fill = 40_000
   else:
-    spare = _mem_available_bytes() - 4 * 2**30
+    spare = host_available_bytes() - 4 * 2**30
     fill = int(min(CAPACITY * 1.02, max(100_000, spare // 7100)))
   add_rate = _fill(mem, fill, rng)
 
