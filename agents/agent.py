@@ -264,6 +264,7 @@ def _loss(
     batch.discount,
     agent.atoms,
     agent.config.double_q,
+    agent.config.td_loss,
   )
   return jnp.mean(batch.weight * per_example), (priorities, activations)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from agents.losses import TD_LOSSES
 from networks.common import ACTIVATIONS, NORMS, check_choice
 from plasticity import interventions
 from plasticity.nap import DEFAULT_NORM_DECAY, check_norm_params
@@ -58,6 +59,9 @@ class AgentConfig:
 
   network: NetworkConfig = NetworkConfig()
   double_q: bool = False
+  # Q-learning's loss of the TD error (agents.losses.TD_LOSSES): 'huber' (delta 1) or 'mse'.
+  # The C51 head has its own (cross-entropy) and ignores it.
+  td_loss: str = "huber"
   gamma: float = 0.99
   n_step: int = 1
   # Optimizer (Adam, as Dopamine JAX and DQN Zoo use for Rainbow).
@@ -112,6 +116,7 @@ class AgentConfig:
 
   def validate(self) -> None:
     self.network.validate()
+    check_choice("td_loss", self.td_loss, TD_LOSSES)
     for name in (
       "n_step",
       "batch_size",

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import rlax
 
+TD_LOSSES = ("huber", "mse")
+
 
 def q_learning_td(
   q_tm1: chex.Array,
@@ -73,12 +75,15 @@ def batch_losses(
   discount: chex.Array,
   atoms: chex.Array | None,
   double_q: bool,
+  td_loss: str = "huber",
 ) -> tuple[chex.Array, chex.Array]:
   """Per-example losses [B] and new replay priorities [B].
 
-  Network outputs are [B, A] Q-values, or [B, A, N] logits when `atoms` is given. Priorities
-  are |TD| for Q-learning and the cross-entropy for C51 (as in Rainbow); the replay memory
-  raises them to its priority exponent.
+  Network outputs are [B, A] Q-values, or [B, A, N] logits when `atoms` is given. Q-learning
+  takes `td_loss` (`TD_LOSSES`) of the TD error: 'huber' (delta 1, Nature DQN and Dopamine)
+  or 'mse' (0.5 td^2, Huber with an infinite delta). Priorities are |TD| for Q-learning and
+  the cross-entropy for C51 (as in Rainbow); the replay memory raises them to its priority
+  exponent.
   """
   chex.assert_equal_shape([online_tm1, target_t, online_t])
   chex.assert_rank([action, reward, discount], 1)
@@ -86,7 +91,8 @@ def batch_losses(
     td = jax.vmap(q_learning_td, in_axes=(0, 0, 0, 0, 0, 0, None))(
       online_tm1, action, reward, discount, target_t, online_t, double_q
     )
-    return rlax.huber_loss(td, 1.0), jnp.abs(td)
+    per_example = rlax.huber_loss(td, 1.0) if td_loss == "huber" else rlax.l2_loss(td)
+    return per_example, jnp.abs(td)
   selector = expected_q(online_t if double_q else target_t, atoms)
   loss = jax.vmap(categorical_loss, in_axes=(0, 0, 0, 0, 0, 0, None))(
     online_tm1, action, reward, discount, target_t, selector, atoms

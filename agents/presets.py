@@ -2,8 +2,10 @@
 
 Atari values follow Dopamine's JAX agents (which take Rainbow's from Hessel et al. 2018) and,
 for DER, van Hasselt et al. 2019; every place where NaP-RL departs from them is listed in the
-protocol table in docs/agents.md. Small environments (CartPole, MinAtar) have no published setting
-that reaches the learning checks quickly, so their overrides are ours and say so.
+protocol table in docs/agents.md. DQN on gymnasium environments (CartPole) is CleanRL's
+`dqn.py` setting (`_AGENT_FAMILY_OVERRIDES`); the other small-environment overrides (the
+other agents on CartPole, every agent on MinAtar) have no published setting behind them, so
+they are ours and say so.
 """
 
 from __future__ import annotations
@@ -99,6 +101,32 @@ _FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
   ),
 }
 
+# Overrides for one agent on one family, applied after the family's.
+_AGENT_FAMILY_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
+  # CleanRL's dqn.py defaults, its CartPole-v1 setting (Huang et al. 2022, JMLR 23(274)):
+  # Adam 2.5e-4, MSE loss, replay 10,000, batch 128, gamma 0.99, a hard target sync every
+  # 500 agent steps, an update every 10 agent steps, learning from 10,000 steps, epsilon
+  # 1 -> 0.05 by step 250,000 of 500,000, a 120-84 ReLU MLP. Not the Atari presets' Huber
+  # loss: its threshold is 1 and CartPole's values reach 1 / (1 - gamma) = 100, so it gives
+  # every large TD error (those at the failures, the task's only signal) the same gradient,
+  # and with it this setting's Q-values diverge. min_replay counts stored transitions, and a
+  # memory of 10,000 rows also holds one final observation per episode, so learning starts
+  # at 9,000 (about CleanRL's 10,000 steps); the decay ends at step 250,000 as CleanRL's.
+  ("dqn", "classic"): dict(
+    network=dict(hidden_sizes=(120, 84)),
+    td_loss="mse",
+    lr=2.5e-4,
+    adam_eps=1e-8,
+    batch_size=128,
+    replay_capacity=10_000,
+    min_replay=9_000,
+    update_every=10,
+    target_update_every=500,
+    epsilon_end=0.05,
+    epsilon_decay_steps=241_000,
+  ),
+}
+
 # Environment options a preset implies: DER uses the Atari-100k protocol; DQN Zoo plays
 # without sticky actions, up to 30 no-op starts (the default) and a life loss ends the
 # bootstrapping (discount 0) but not the episode.
@@ -106,9 +134,16 @@ ENV_OPTIONS = {
   "der": dict(sticky_actions=False, life_loss_terminal=True),
   "rainbow_dqnzoo": dict(sticky_actions=False, life_loss_terminal=True),
 }
-# Default run length in Atari frames (or environment steps for small environments).
+# Default run length in Atari frames (or environment steps for small environments), and
+# the agents whose default differs from their family's: DER's Atari 100k (agent steps), and
+# DQN on gymnasium environments, CleanRL's 500,000 steps.
 DEFAULT_FRAMES = {"atari": 10_000_000, "classic": 50_000, "minatar": 1_000_000}
-DEFAULT_FRAMES_DER = 400_000
+_AGENT_DEFAULT_FRAMES = {("der", "atari"): 400_000, ("dqn", "classic"): 500_000}
+
+
+def default_frames(agent: str, family: str) -> int:
+  """The run length `agent` trains for on `family` when --num_frames is not given."""
+  return _AGENT_DEFAULT_FRAMES.get((agent, family), DEFAULT_FRAMES[family])
 
 
 def make_config(agent: str, family: str = "atari", **overrides: Any) -> AgentConfig:
@@ -129,7 +164,8 @@ def make_config(agent: str, family: str = "atari", **overrides: Any) -> AgentCon
     # user's overrides, applied after, still win).
     family_changes.update(epsilon_start=0.0, epsilon_end=0.0)
   config = _ATARI[agent]
-  for changes in (family_changes, overrides):
+  agent_changes = _AGENT_FAMILY_OVERRIDES.get((agent, family), {})
+  for changes in (family_changes, agent_changes, overrides):
     config = _apply(config, changes)
   config.validate()
   return config

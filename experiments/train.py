@@ -69,8 +69,9 @@ class TrainOptions:
   num_frames: int | None = option(
     None,
     "Training length in Atari frames (agent steps x frame skip 4), or environment steps "
-    "for non-Atari envs. Default: the preset's (10M Atari frames; 400k for der; 50k CartPole "
-    "steps; 1M MinAtar steps); the whole schedule for --schedule=sequential.",
+    "for non-Atari envs. Default: the preset's (10M Atari frames; 400k for der; 500k gym:* "
+    "steps for dqn, 50k for the other agents; 1M MinAtar steps); the whole schedule for "
+    "--schedule=sequential.",
   )
   num_envs: int | None = option(None, "Parallel environments (default 8 Atari, 4 otherwise).")
   run_dir: str | None = option(None, "Output directory (created; resumed if it holds this run).")
@@ -468,11 +469,7 @@ def _game_schedule(
       )
     num_frames = o.num_frames if o.num_frames is not None else schedule.total_frames
   else:
-    default_frames = (
-      presets.DEFAULT_FRAMES_DER
-      if agent == "der" and family == "atari"
-      else presets.DEFAULT_FRAMES[family]
-    )
+    default_frames = presets.default_frames(agent, family)
     num_frames = o.num_frames if o.num_frames is not None else default_frames
     schedule = sequential.GameSchedule.single(o.env, num_frames)
   if num_frames <= 0:

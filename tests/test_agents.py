@@ -51,6 +51,20 @@ def test_batch_losses_terminal_discount_zero_ignores_next_state():
   np.testing.assert_allclose(loss, [0.0])
 
 
+def test_batch_losses_mse_is_half_squared_td_and_huber_is_linear_past_one():
+  online = jnp.array([[1.0, 2.0], [1.0, 2.0]])
+  target = jnp.array([[0.0, 0.0], [0.0, 0.0]])
+  args = (online, target, target, jnp.array([0, 1]), jnp.array([4.0, 2.5]), jnp.array([0.0, 0.0]))
+  mse, mse_prio = losses.batch_losses(*args, None, double_q=False, td_loss="mse")
+  huber, huber_prio = losses.batch_losses(*args, None, double_q=False)  # the default
+  np.testing.assert_allclose(mse, [0.5 * 3.0**2, 0.5 * 0.5**2])
+  np.testing.assert_allclose(huber, [3.0 - 0.5, 0.5 * 0.5**2])
+  np.testing.assert_allclose(mse_prio, [3.0, 0.5])
+  np.testing.assert_allclose(huber_prio, [3.0, 0.5])
+  with pytest.raises(ValueError, match="td_loss"):
+    presets.make_config("dqn", td_loss="l1")
+
+
 def _tiny_agent(**kw):
   network = {"torso": "mlp", "hidden_sizes": (16,), **kw.pop("network", {})}
   config = presets.make_config(

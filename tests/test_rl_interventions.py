@@ -282,7 +282,7 @@ def test_cartpole_run_with_redo_on_two_seeds_writes_its_logs(tmp_path):
     diagnostics_every=0,
     intervention="redo",
     intervention_hparams=["tau=0.1", "every=25"],
-    overrides=["min_replay=64", "batch_size=16"],
+    overrides=["min_replay=64", "batch_size=16", "update_every=1"],
   )
   assert summary["updates"] > 100
   # Without NaP the optimizer state is the ReDo wrapper's, one counter per seed.

@@ -18,7 +18,7 @@ from experiments import sweep
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CARTPOLE = "gym:CartPole-v1"
 TINY = ["--num_frames=300"]
-TRAIN_FLAGS = ["--", "--overrides=min_replay=64", "--eval_every=0"]
+TRAIN_FLAGS = ["--", "--overrides=min_replay=64,batch_size=8", "--eval_every=0"]
 
 
 def _sweep(*args, timeout=600):
@@ -125,7 +125,7 @@ def test_failing_trial_is_reported_and_the_others_run(tmp_path):
         "seeds": [0],
         "num_frames": 300,
         "variants": {"broken": ["--agent=dqn"], "dqn": {"lr": 1e-3}},
-        "flags": {"overrides": ["min_replay=64"], "eval_every": 0},
+        "flags": {"overrides": ["min_replay=64,batch_size=8"], "eval_every": 0},
       }
     )
   )
@@ -421,7 +421,7 @@ def test_interrupted_sweep_resumes_partial_trials(tmp_path):
     "--num_frames=20000",
     f"--out={out}",
     "--",
-    "--overrides=min_replay=64",
+    "--overrides=min_replay=64,batch_size=8",
     "--eval_every=0",
     "--checkpoint_every=200",
   ]

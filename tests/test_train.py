@@ -10,6 +10,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
+from agents.agent import epsilon_at
 from experiments import loop, rundir, train
 
 FLAGS = flags.FLAGS
@@ -150,7 +151,7 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
     checkpoint_every=200,
     log_every=200,
     eval_every=0,
-    overrides=["min_replay=64"],
+    overrides=["min_replay=64", "batch_size=8"],
   )
   _run(tmp_path / "r", **common)
   newest = sorted(os.listdir(tmp_path / "r/checkpoints"))[-1]
@@ -171,7 +172,7 @@ def test_run_dir_with_other_config_is_refused(tmp_path):
     num_envs=2,
     checkpoint_every=200,
     eval_every=0,
-    overrides=["min_replay=64"],
+    overrides=["min_replay=64", "batch_size=8"],
   )
   _run(tmp_path / "r", **common)
   _, other = _config(run_dir=str(tmp_path / "r"), **dict(common, seed=1))
@@ -285,23 +286,70 @@ def test_bad_flags_fail_before_any_work(tmp_path, flag_values, message):
   assert not os.path.exists(tmp_path / "never")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("agent", ["dqn", "rainbow"])
-def test_cartpole_learns(tmp_path, agent):
-  """DQN and Rainbow reach a mean return >= 195 over 20 consecutive episodes within 50k
-  steps and stay far above random play (~22) over the last 50 episodes.
-
-  Not "the last 20 episodes >= 195": DQN on CartPole oscillates after it first balances
-  (seed 0 here: 198 over episodes 253-272, then a dip to ~85, back to 186 at the end), so a
-  fixed end window measures where in an oscillation the budget ends, not whether it learned.
-  """
-  _, summary = _run(
-    tmp_path / agent, agent=agent, env="gym:CartPole-v1", num_frames=50_000, seed=0, eval_every=0
+def test_dqn_cartpole_preset_is_cleanrls_setting(tmp_path):
+  """`--agent=dqn --env=gym:CartPole-v1` resolves to CleanRL's dqn.py setting and run length
+  (agents/presets.py); the other agents keep the small-environment overrides and 50k steps."""
+  config, record = _config(run_dir=str(tmp_path / "x"), agent="dqn", env="gym:CartPole-v1")
+  a = config.agent
+  assert config.num_frames == 500_000
+  assert a.network.hidden_sizes == (120, 84) and record["agent_config"]["td_loss"] == "mse"
+  assert (a.lr, a.adam_eps, a.max_grad_norm, a.gamma, a.n_step, a.double_q) == (
+    2.5e-4,
+    1e-8,
+    0.0,
+    0.99,
+    1,
+    False,
   )
-  returns = np.array([l["return"] for l in _lines(tmp_path / agent / "metrics.jsonl", "episode")])
+  assert (a.batch_size, a.replay_capacity, a.update_every, a.target_update_every) == (
+    128,
+    10_000,
+    10,
+    500,
+  )
+  assert a.target_update_period_updates == 50
+  # Nothing learned and full exploration until the replay holds 9,000 transitions; epsilon
+  # reaches 0.05 at step 250,000, half of the run.
+  assert epsilon_at(a, a.min_replay) == 1.0 and a.min_replay == 9_000
+  assert epsilon_at(a, 250_000) == pytest.approx(0.05) == epsilon_at(a, 500_000)
+  assert epsilon_at(a, 249_000) > 0.05
+  rainbow, _ = _config(run_dir=str(tmp_path / "y"), agent="rainbow", env="gym:CartPole-v1")
+  assert rainbow.num_frames == 50_000 and rainbow.agent.network.hidden_sizes == (128, 128)
+
+
+@pytest.mark.slow
+def test_dqn_cartpole_preset_solves_cartpole(tmp_path):
+  """The DQN CartPole preset, run as a user runs it (its own 500k steps), ends solving the
+  task: the last 20 training episodes, played at epsilon 0.05, average >= 475
+  (gymnasium's reward threshold for CartPole-v1), and so does the greedy policy's last
+  evaluation."""
+  _, summary = _run(tmp_path / "dqn", agent="dqn", env="gym:CartPole-v1", seed=3)
+  assert summary["frames"] == 500_000
+  returns = np.array([l["return"] for l in _lines(tmp_path / "dqn" / "metrics.jsonl", "episode")])
+  assert returns[-20:].mean() >= 475.0, returns[-20:].tolist()
+  evals = _lines(tmp_path / "dqn" / "eval.jsonl")
+  assert evals[-1]["frames"] == 500_000 and evals[-1]["mean"] >= 475.0, evals[-1]
+
+
+@pytest.mark.slow
+def test_rainbow_cartpole_learns(tmp_path):
+  """Rainbow (with the small-environment overrides) reaches a mean return >= 195 over 20
+  consecutive episodes within 50k steps and stays far above random play (~22) over the last
+  50 episodes. A fixed end window would measure where in an oscillation the budget ends."""
+  _, summary = _run(
+    tmp_path / "rainbow",
+    agent="rainbow",
+    env="gym:CartPole-v1",
+    num_frames=50_000,
+    seed=0,
+    eval_every=0,
+  )
+  returns = np.array(
+    [l["return"] for l in _lines(tmp_path / "rainbow" / "metrics.jsonl", "episode")]
+  )
   windows = np.convolve(returns, np.ones(20) / 20, mode="valid")
-  assert windows.max() >= 195.0, (agent, np.round(windows[::10]).tolist())
-  assert returns[-50:].mean() >= 100.0, (agent, returns[-50:].tolist())
+  assert windows.max() >= 195.0, np.round(windows[::10]).tolist()
+  assert returns[-50:].mean() >= 100.0, returns[-50:].tolist()
 
 
 @pytest.mark.parametrize("agent", ["dqn", "rainbow"])
