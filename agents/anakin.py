@@ -228,12 +228,15 @@ def _env_step(env, key, state, action):
   termination (discount 0).
   """
   step_key, reset_key = jax.random.split(key)
-  next_obs, next_state, reward, done, _ = env.env.step_env(step_key, state, action, env.params)
+  # gymnax's `step_env` reports terminations only; the time limit is `is_truncated`'s.
+  next_obs, next_state, reward, terminated, _ = env.env.step_env(
+    step_key, state, action, env.params
+  )
+  done = terminated | env.env.is_truncated(next_state, env.params)
   reset_obs, reset_state = env.env.reset_env(reset_key, env.params)
-  truncated = done & (next_state.time >= env.params.max_steps_in_episode)
   state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, next_state)
   obs = jnp.where(done, reset_obs, next_obs)
-  return obs, state, next_obs, reward.astype(jnp.float32), done, done & ~truncated
+  return obs, state, next_obs, reward.astype(jnp.float32), done, terminated
 
 
 def _act_and_store(program: Program, seed: SeedCarry, eps: jax.Array) -> tuple[SeedCarry, _Step]:
