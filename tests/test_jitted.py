@@ -183,30 +183,23 @@ def _last20(run_dir, seeds):
 
 
 @pytest.mark.slow
-def test_dqn_nap_schedule_learns_gymnax_cartpole_on_5_seeds(tmp_path):
-  """5 seeds in one jitted process, 100k agent steps each: dqn+nap+schedule (the classic
-  preset with LayerNorm, the projection and a linear decay to 1e-6 at half the run) balances:
-  every seed has a 20-episode window averaging >= 175 (random play: ~22).
-
-  Not CartPole "solved" (last 20 >= 475): measured with these settings, the best windows
-  were 196-457 and the last 20 episodes 13-233 (DQN on CartPole oscillates; see
-  test_train.test_cartpole_learns). Reaching 475 on every seed needs a tuned setting.
-  """
+def test_dqn_solves_gymnax_cartpole_on_5_seeds_in_one_process(tmp_path):
+  """The DQN CartPole preset (CleanRL's dqn.py setting: one environment, 500k agent steps),
+  5 seeds in one jitted process: CartPole solved, the mean over seeds of the last 20 returns
+  >= 475, and every seed reaches a 20-episode window >= 475 (random play: ~22)."""
   seeds = (0, 1, 2, 3, 4)
   trainer = _trainer(
-    tmp_path,
-    agent=None,
-    variant="dqn+nap+schedule",
-    overrides=[],
-    num_seeds=len(seeds),
-    num_frames=100_000,
-    log_every=10_000,
+    tmp_path, overrides=[], num_envs=1, num_seeds=len(seeds), num_frames=500_000, log_every=50_000
   )
   trainer.run()
+  last = []
   for run_dir in train.seed_run_dirs(str(tmp_path), seeds):
     returns = [r["return"] for r in _lines(os.path.join(run_dir, "metrics.jsonl"), "episode")]
+    assert max(returns) <= 500.0  # the time limit ends every episode
     windows = np.convolve(returns, np.ones(20) / 20, mode="valid")
-    assert windows.max() >= 175.0, (run_dir, np.round(windows[::20]).tolist())
+    assert windows.max() >= 475.0, (run_dir, np.round(windows[::200]).tolist())
+    last.append(windows[-1])
+  assert np.mean(last) >= 475.0, np.round(last, 1).tolist()
 
 
 @pytest.mark.slow
