@@ -6,11 +6,13 @@ the Markdown tables of docs/continual.md.
 `markdown_tables` builds the tables from `summary.json` files alone; the command
 
   python -m experiments.continual_report --docs=docs/continual.md [DIR ...]
+  python -m experiments.continual_report --docs=README.md
 
 regenerates the section of the page between `<!-- tables from: DIR ... -->` and
-`<!-- tables end -->` from the `summary.json` of each directory named in the marker (paths
-relative to the page; DIRs given on the command line replace the marker's list), so the
-page's numbers are never copied by hand.
+`<!-- tables end -->` (and a short table between `<!-- short table from: DIR ... -->` and
+`<!-- short table end -->`) from the `summary.json` of each directory named in the marker
+(paths relative to the page; DIRs given on the command line replace the `tables from:`
+list), so the page's numbers are never copied by hand.
 """
 
 from __future__ import annotations
@@ -301,6 +303,12 @@ def _save(fig, dest: str, name: str, plt) -> str:
 # Markdown tables from summary.json.
 
 
+def _config_ident(c: dict[str, Any]) -> dict[str, Any]:
+  """A summary entry with `norm` read as the grid's `--norm` value (`base_norm`; a summary's
+  `norm` is the normalization the network ended up with)."""
+  return {**IDENT_DEFAULTS, **c, "norm": c.get("base_norm", IDENT_DEFAULTS["norm"])}
+
+
 def _pm(c: dict[str, Any], key: str, fmt: str = ".3f") -> str:
   if key not in c:
     return "n/a"
@@ -324,7 +332,7 @@ def norm_growth_table(summary: dict[str, Any]) -> list[str]:
   configs = summary["configs"].values()
   found = False
   for c in configs:
-    r = {**IDENT_DEFAULTS, **c}
+    r = _config_ident(c)
     if r["method"] not in ("none", "layernorm") or r.get("alias_of"):
       continue
     found = True
@@ -340,10 +348,11 @@ def norm_growth_table(summary: dict[str, Any]) -> list[str]:
 
 def interventions_table(summary: dict[str, Any]) -> list[str]:
   """Average online accuracy (all tasks, last 5) of each method without and with NaP, and
-  the spread across methods (std and max - min of the per-method means)."""
+  the spread across methods (std and max - min of the per-method means; a configuration
+  trained once for two methods, layernorm + NaP = none + NaP, counts once)."""
   by = {}
   for c in summary["configs"].values():
-    r = {**IDENT_DEFAULTS, **c}
+    r = _config_ident(c)
     if r["norm"] != "none" or (r["nap"] and r["nap_output"] != "free"):
       continue
     by[(r["net"], r["optimizer"], r["method"], bool(r["nap"]))] = c
@@ -373,7 +382,7 @@ def interventions_table(summary: dict[str, Any]) -> list[str]:
         [
           by[(net, opt, m, use_nap)]["online_accuracy"]
           for m in methods
-          if (net, opt, m, use_nap) in by
+          if (net, opt, m, use_nap) in by and not by[(net, opt, m, use_nap)].get("alias_of")
         ]
       )
       spread.append(f"std {v.std():.3f}, range {v.max() - v.min():.3f}" if v.size else "")
@@ -385,26 +394,26 @@ def interventions_table(summary: dict[str, Any]) -> list[str]:
 
 
 def dead_units_table(summary: dict[str, Any]) -> list[str]:
-  """Dead-unit fraction (mean over all logged steps, and at the end) and the final loss of
-  the first and last labelling, per norm and optimizer."""
-  rows = [
-    c
-    for c in summary["configs"].values()
-    if c["method"] == "none" and not c["nap"] and not c.get("alias_of")
-  ]
-  if len({(c.get("norm"), c.get("optimizer")) for c in rows}) < 2:
+  """Dead-unit fraction (mean over all logged steps, and at the end) and the final loss and
+  training accuracy of the first and last labelling, per norm, NaP and optimizer (runs of
+  the `none` method over more than one norm or optimizer)."""
+  rows = [c for c in summary["configs"].values() if c["method"] == "none" and not c.get("alias_of")]
+  if len({(c.get("base_norm"), c.get("optimizer")) for c in rows}) < 2:
     return []
+  optimizers = list(dict.fromkeys(c["optimizer"] for c in rows))
+  rows.sort(key=lambda c: optimizers.index(c["optimizer"]))
   lines = [
-    "| network | optimizer (lr) | dead units, mean over steps | dead units, end "
-    "| final loss, task 1 | final loss, last task | train acc, last task |",
-    "|---|---|---|---|---|---|---|",
+    "| optimizer (lr) | network | dead units, mean over steps | dead units, end "
+    "| final loss, task 1 | final loss, last task | train acc, task 1 | train acc, last task |",
+    "|---|---|---|---|---|---|---|---|",
   ]
   for c in rows:
     lines.append(
-      f"| {c['net'].upper()}, {_network_name({**IDENT_DEFAULTS, **c})} "
-      f"| {c['optimizer']} ({c['lr']:g}) | {_pm(c, 'dead_fraction_mean')} "
+      f"| {c['optimizer']} ({c['lr']:g}) | {c['net'].upper()}, "
+      f"{_network_name(_config_ident(c))} | {_pm(c, 'dead_fraction_mean')} "
       f"| {_pm(c, 'dead_fraction_last')} | {_pm(c, 'final_loss_first')} "
-      f"| {_pm(c, 'final_loss_last')} | {_pm(c, 'final_accuracy_last')} |"
+      f"| {_pm(c, 'final_loss_last')} | {_pm(c, 'final_accuracy_first')} "
+      f"| {_pm(c, 'final_accuracy_last')} |"
     )
   return lines
 
@@ -439,23 +448,64 @@ def markdown_tables(run_dirs: list[str], root: str = ".") -> str:
   return "\n".join(parts).rstrip() + "\n"
 
 
+def short_table(run_dirs: list[str], root: str = ".") -> str:
+  """One row per network of the no normalization / LayerNorm / LayerNorm + NaP
+  configurations of each run: final loss of the first and last labelling, training accuracy
+  at the end of the last, average online accuracy (the README's table)."""
+  lines = [
+    "| run | network | final loss, task 1 -> last | train acc, last task | online acc |",
+    "|---|---|---|---|---|",
+  ]
+  for d in run_dirs:
+    with open(os.path.join(d, "summary.json")) as f:
+      summary = json.load(f)
+    rel = os.path.relpath(os.path.join(d, "summary.json"), root)
+    name = os.path.basename(os.path.normpath(d))
+    for c in summary["configs"].values():
+      r = _config_ident(c)
+      if r["method"] not in ("none", "layernorm") or c.get("alias_of") or r["norm"] != "none":
+        continue
+      lines.append(
+        f"| [{name}]({rel}) | {_network_name(r)} | {c['final_loss_first']:.3f} -> "
+        f"{_pm(c, 'final_loss_last')} | {_pm(c, 'final_accuracy_last')} "
+        f"| {_pm(c, 'online_accuracy')} |"
+      )
+  return "\n".join(lines) + "\n"
+
+
+# (begin marker, end marker, renderer) of the generated sections of a Markdown page.
+SECTIONS = (
+  (BEGIN, END, markdown_tables),
+  ("<!-- short table from:", "<!-- short table end -->", short_table),
+)
+
+
 def render_docs(text: str, doc_dir: str) -> str:
-  """`text` (a Markdown page) with the section between `<!-- tables from: DIR ... -->` and
-  `<!-- tables end -->` replaced by `markdown_tables` of those directories (relative to
-  `doc_dir`)."""
-  if BEGIN not in text or END not in text:
+  """`text` (a Markdown page) with every generated section regenerated: between
+  `<!-- tables from: DIR ... -->` and `<!-- tables end -->` the `markdown_tables` of those
+  directories, between `<!-- short table from: DIR ... -->` and `<!-- short table end -->`
+  their `short_table` (directories relative to `doc_dir`)."""
+  found = False
+  for begin, end, render in SECTIONS:
+    if begin not in text:
+      continue
+    found = True
+    head, rest = text.split(begin, 1)
+    dirs, rest = rest.split("-->", 1)
+    if end not in rest:
+      raise ValueError(f"'{begin} ... -->' without '{end}'")
+    _, tail = rest.split(end, 1)
+    runs = [os.path.join(doc_dir, d) for d in dirs.split()]
+    body = render(runs, doc_dir)
+    text = f"{head}{begin} {' '.join(dirs.split())} -->\n\n{body}\n{end}{tail}"
+  if not found:
     raise ValueError(f"no '{BEGIN} DIR ... -->' ... '{END}' markers")
-  head, rest = text.split(BEGIN, 1)
-  dirs, rest = rest.split("-->", 1)
-  _, tail = rest.split(END, 1)
-  runs = [os.path.join(doc_dir, d) for d in dirs.split()]
-  tables = markdown_tables(runs, doc_dir)
-  return f"{head}{BEGIN} {' '.join(dirs.split())} -->\n\n{tables}\n{END}{tail}"
+  return text
 
 
 def update_docs(doc: str, run_dirs: list[str] | None = None) -> bool:
-  """Regenerates the tables section of `doc` (see `render_docs`), first pointing its marker
-  at `run_dirs` when given; returns whether the file changed."""
+  """Regenerates the generated sections of `doc` (see `render_docs`), first pointing its
+  `tables from:` marker at `run_dirs` when given; returns whether the file changed."""
   with open(doc) as f:
     text = f.read()
   doc_dir = os.path.dirname(doc) or "."

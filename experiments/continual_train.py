@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import threadpoolctl
 
 from envs import continual as streams
 from networks import MLP, SmallCNN, layer_spec, output_paths, projection_mask
@@ -334,9 +335,10 @@ def run_config(
 
 def feature_ranks(features: np.ndarray) -> dict[str, np.ndarray]:
   """`srank` and `effective_rank` (as `plasticity.metrics` defines them) of each seed's
-  `[B, D]` features, from one LAPACK SVD per seed on the host (XLA's CPU SVD is far
-  slower at these sizes)."""
-  s = np.linalg.svd(np.asarray(features, np.float64), compute_uv=False)  # [seeds, k]
+  `[B, D]` features, from one single-threaded LAPACK SVD per seed on the host (XLA's CPU
+  SVD is far slower at these sizes, and BLAS threads contend with XLA's on a busy CPU)."""
+  with threadpoolctl.threadpool_limits(1):
+    s = np.linalg.svd(np.asarray(features, np.float64), compute_uv=False)  # [seeds, k]
   total = s.sum(-1, keepdims=True)
   p = s / np.where(total > 0, total, 1.0)
   cum = np.cumsum(p, -1)

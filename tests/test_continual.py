@@ -363,7 +363,7 @@ def test_norm_and_optimizer_grid_logs_dead_units_and_its_tables(tmp_path):
   assert os.path.getsize(tmp_path / "run" / "dead_units.png") > 1000
   tables = continual_report.markdown_tables([str(tmp_path / "run")], str(tmp_path))
   assert "--norm=none,rms" in tables and "dead units, mean over steps" in tables
-  row = [line for line in tables.splitlines() if "RMSNorm | sgd (0.1)" in line][0]
+  row = [line for line in tables.splitlines() if "| sgd (0.1) | MLP, RMSNorm |" in line][0]
   assert f"{rms_sgd['dead_fraction_mean']:.3f} ± {rms_sgd['dead_fraction_mean_std']:.3f}" in row
 
 
