@@ -1,38 +1,48 @@
 r"""Continual supervised plasticity benchmarks: interventions with and without NaP.
 
-Runs every (network, method, NaP) configuration of the grid on one task stream
-(`envs.continual`), all seeds of a configuration at once (`vmap` over seeds inside one jitted
-`lax.scan` over the steps of a task), and writes to `--out`:
+Runs every cell of the grid `--net` x `--norm` x `--optimizer` x NaP (`--nap`,
+`--nap_output`) x `--methods` on one task stream (`envs.continual`), all seeds of a cell at
+once (`vmap` over seeds inside one jitted `lax.scan` over the steps of a task; see
+`experiments/continual_train.py`), and writes to `--out`:
 
-- `config.json`: every flag and the package versions;
-- `steps.csv`: per-step training loss and accuracy (means over windows of `--log_every`
-  steps) per seed: `net,method,nap,seed,task,step,loss,accuracy`;
+- `config.json`: every flag, the command line and the package versions;
+- `steps.csv`: per seed, means over windows of `--log_every` steps of the training loss and
+  accuracy, and the fractions of dead (zero on every probe image) and dormant (ReDo score
+  <= 0.025) hidden units on a fixed probe batch at the window's end
+  (`experiments.continual_train.STEP_COLUMNS`);
 - `tasks.jsonl`: one object per (configuration, seed, task) with the average online accuracy
   and loss over the task (each batch scored before the update on it), the final loss and
   accuracy on the task's examples, and the diagnostics at the end of the task (parameter norm
   and per-layer norms, per-layer ELR, Jacobian norm, dormant fractions at tau and exactly
   zero, srank and effective rank of the penultimate features);
-- `summary.json`: per configuration, mean/std over seeds of the average online accuracy
-  (all tasks and the last 5), final-task loss, parameter and Jacobian norms, runtime;
-- `per_task.csv`: per configuration and task, mean and std over seeds of the online
-  accuracy, final loss and accuracy, parameter and Jacobian norms, dormant fraction, srank;
-- `fig1_norm_growth.png` (the paper's Figure 1 analogue: no normalization vs LayerNorm vs
-  LayerNorm + projection over label resets: final loss per task, Jacobian norm, parameter
-  norm) and `fig5_interventions.png` (Figure 5 analogue: average online accuracy of each
-  intervention, MLP and CNN, without and with NaP), plus `online_accuracy.png` (per-task
-  online accuracy curves).
+- `summary.json`: per configuration, mean and std over seeds of the average online accuracy
+  (all tasks, first and last 5), the final loss and training accuracy at the end of the first
+  and of the last labelling (`final_accuracy_first`, `final_accuracy_last`), parameter and
+  Jacobian norms, dead-unit fractions, runtime; the grid's wall time and the load average;
+- `per_task.csv`: per configuration and task, mean and std over seeds of those per-task
+  figures;
+- figures (`experiments/continual_report.py`): `fig1_norm_growth.png` (no normalization vs
+  LayerNorm vs LayerNorm + projection over label resets: final loss per task, Jacobian norm,
+  parameter norm), `fig5_interventions.png` (average online accuracy of each intervention
+  without and with NaP), `online_accuracy.png`, and `dead_units.png` (dead-unit fraction
+  over steps for each norm and optimizer).
 
-Example (the default grid: 10 methods x NaP off/on on the MLP, 3 seeds, 30 label resets)::
+Examples::
 
-  python -m experiments.continual --out=runs/continual
-  python -m experiments.continual --net=mlp,cnn --out=runs/continual_full
+  python -m experiments.continual --out=runs/continual           # the default grid
+  python -m experiments.continual --quick --out=runs/continual_quick
+  python -m experiments.continual --methods=none,layernorm --nap_output=free,project \
+      --out=runs/continual_output_layer
+  python -m experiments.continual --benchmark=random_labels --methods=none --nap=off \
+      --norm=none,rms,layer --optimizer=sgd,adam,momentum --out=runs/dead_units
 
 `--twin` runs the twin experiment instead (experiments/twin.py, docs/twin.md): an unprojected
 LayerNorm CNN and its NaP twins rescaled per layer, globally or not at all.
 
-With NaP on, the network gets LayerNorm before every hidden nonlinearity and the optimizer
-ends with `nap.weight_projection()`; `none` + NaP is therefore the paper's "LayerNorm +
-projection" and `layernorm` + NaP is the same configuration (run once, reported under both).
+With NaP on, a network without normalization gets LayerNorm before every hidden
+nonlinearity (an RMSNorm network keeps RMSNorm) and the optimizer ends with
+`nap.weight_projection()`; `none` + NaP is therefore the paper's "LayerNorm + projection"
+and `layernorm` + NaP is the same configuration (run once, reported under both).
 """
 
 from __future__ import annotations
@@ -48,24 +58,50 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import flags
 
 from envs import continual as streams
 from experiments import options, rundir, xla_cpu
 from experiments import twin as twin_experiment
 from experiments.continual_report import plot_all, write_per_task
+from experiments.continual_train import (
+  DEFAULT_LRS,
+  NAP_OUTPUTS,
+  OPTIMIZERS,
+  STEP_COLUMNS,
+  RunSpec,
+  effective_setup,
+  run_config,
+  trained_key,
+)
 from experiments.options import option
-from networks import MLP, SmallCNN, layer_spec, projection_mask
-from networks.common import check_choice
-from plasticity import interventions, metrics
+from networks.common import NORMS, check_choice
+from plasticity import interventions
 from plasticity import nap as nap_lib
+
+__all__ = [
+  "Config",
+  "QUICK",
+  "RunSpec",
+  "effective_setup",
+  "grid",
+  "main",
+  "run",
+  "run_config",
+  "trained_key",
+  "validate",
+]
 
 NETS = ("mlp", "cnn")
 NAP_MODES = ("off", "on", "both")
-OPTIMIZERS = interventions.BASES
+# --quick: a first look at the default grid's regime (fewer tasks, seeds and methods). Each
+# entry applies unless its flag is given on the command line.
+QUICK = {
+  "num_tasks": 8,
+  "seeds": 2,
+  "methods": ("none", "layernorm"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +109,11 @@ class Config:
   """Settings of one grid run; each field is a flag of the same name (experiments/options.py)."""
 
   out: str | None = option(None, "Output directory (created).")
-  benchmark: str = option("random_labels", "Task stream.", streams.BENCHMARKS)
+  benchmark: str = option(
+    "random_labels",
+    "Task stream: random_labels (labels redrawn every task), permuted_inputs, permuted_labels.",
+    streams.BENCHMARKS,
+  )
   dataset: str = option(
     "digits", "Images (digits is embedded; mnist/cifar10 need --data_dir).", streams.DATASETS
   )
@@ -82,11 +122,25 @@ class Config:
   )
   num_examples: int = option(1000, "Fixed subset of images in the stream (0 = all).")
   net: tuple[str, ...] = option(["mlp"], f"Networks, comma-separated: {', '.join(NETS)}.")
+  norm: tuple[str, ...] = option(
+    ["none"],
+    f"Normalization of the networks without NaP, comma-separated: {', '.join(NORMS)} "
+    "(the layernorm method and NaP use LayerNorm; NaP keeps rms).",
+  )
+  optimizer: tuple[str, ...] = option(
+    ["adam"],
+    f"Base optimizers, comma-separated: {', '.join(OPTIMIZERS)} (each also picks the ELR rule).",
+  )
   methods: tuple[str, ...] = option(
     list(interventions.METHODS),
     f"Interventions, comma-separated: {', '.join(interventions.METHODS)}.",
   )
   nap: str = option("both", "NaP (LayerNorm + weight projection): off, on or both.", NAP_MODES)
+  nap_output: tuple[str, ...] = option(
+    ["free"],
+    "With NaP, the output layer: free (the paper: not projected), project (held at its "
+    "initial norm like the hidden layers) or free,project (both, as a grid axis).",
+  )
   nap_norm_params: str = option(
     "decay",
     "With NaP, LayerNorm scale/offset: free, joint (held at their initial joint "
@@ -96,27 +150,37 @@ class Config:
   nap_norm_decay: float = option(
     nap_lib.DEFAULT_NORM_DECAY, "1 - a of --nap_norm_params=decay: (s, b) <- (a s + 1 - a, a b)."
   )
-  steps_per_task: int = option(500, "Optimizer steps per task.")
-  num_tasks: int = option(30, "Number of tasks (label resets).")
+  steps_per_task: int = option(1000, "Optimizer steps per task (labels redrawn after each).")
+  num_tasks: int = option(20, "Number of tasks (label resets).")
   seeds: int = option(3, "Seeds per configuration (vmapped).")
   seed: int = option(0, "First seed.")
   batch_size: int = option(64, "Batch size.")
-  lr: float = option(1e-3, "Learning rate.")
-  optimizer: str = option("adam", "Base optimizer (its ELR rule is the one logged).", OPTIMIZERS)
-  hidden_sizes: tuple[int, ...] = option([128, 128], "MLP hidden layer sizes.")
-  cnn_channels: tuple[int, ...] = option([8, 16], "SmallCNN conv channels.")
+  lr: float | None = option(
+    None,
+    "Learning rate of every optimizer (constant); default per optimizer: "
+    + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LRS.items())
+    + ".",
+  )
+  hidden_sizes: tuple[int, ...] = option([256, 256], "MLP hidden layer sizes.")
+  cnn_channels: tuple[int, ...] = option([16, 32], "SmallCNN conv channels.")
   cnn_strides: tuple[int, ...] = option([1, 2], "SmallCNN conv strides.")
-  cnn_hidden: tuple[int, ...] = option([64], "SmallCNN dense hidden sizes.")
+  cnn_hidden: tuple[int, ...] = option([128], "SmallCNN dense hidden sizes.")
   overrides: tuple[str, ...] = option(
     [],
     "Intervention hyperparameters, method.name=value, "
     "e.g. redo.tau=0.1,continual_backprop.replacement_rate=1e-3.",
   )
-  log_every: int = option(10, "Window (steps) of the per-step means in steps.csv.")
-  probe_size: int = option(256, "Probe batch size for the diagnostics.")
-  eval_size: int = option(1024, "Examples scored for the final loss of a task.")
+  log_every: int = option(50, "Window (steps) of the per-step means and dead-unit counts.")
+  probe_size: int = option(256, "Probe batch size for the diagnostics and dead units.")
+  eval_size: int = option(1024, "Examples scored for the final loss and accuracy of a task.")
   jacobian_projections: int = option(8, "Random projections for the Jacobian norm.")
   plots: bool = option(True, "Write the figures.")
+  quick: bool = option(
+    False,
+    "A first look: "
+    + ", ".join(f"--{k}={v if not isinstance(v, tuple) else ','.join(v)}" for k, v in QUICK.items())
+    + " (each unless given on the command line).",
+  )
   twin: bool = option(
     False,
     "Instead of the grid: the twin experiment (experiments/twin.py): "
@@ -146,6 +210,13 @@ class Config:
       method, _, name = item.partition("=")[0].strip().partition(".")
       out.setdefault(method, {})[name] = tree[method][name]
     return out
+
+
+def with_quick(cfg: Config, given: Sequence[str] = ()) -> Config:
+  """`cfg` with the `QUICK` values for every field not in `given` (when `cfg.quick`)."""
+  if not cfg.quick:
+    return cfg
+  return dataclasses.replace(cfg, **{k: v for k, v in QUICK.items() if k not in given})
 
 
 _FLAGS = flags.FlagValues()
@@ -178,11 +249,38 @@ def _int_list(flag: str, values) -> tuple[int, ...]:
   return out
 
 
+LIST_CHOICES = {
+  "net": NETS,
+  "norm": NORMS,
+  "optimizer": OPTIMIZERS,
+  "methods": interventions.METHODS,
+  "nap_output": NAP_OUTPUTS,
+}
+
+
+def _choices(flag: str, values, allowed: Sequence[str]) -> tuple[str, ...]:
+  """A comma-separated choice flag: non-empty, every entry allowed, none twice."""
+  values = (values,) if isinstance(values, str) else tuple(values)
+  if not values:
+    raise ValueError(f"--{flag} must name at least one of: " + ", ".join(allowed))
+  for v in values:
+    check_choice(f"--{flag}", v, allowed)
+  if len(set(values)) != len(values):
+    raise ValueError(f"--{flag}={','.join(values)!r} lists a value twice")
+  return values
+
+
 def validate(cfg: Config) -> Config:
-  """Checks every setting; raises ValueError naming the flag and the allowed values."""
+  """Checks every setting; raises ValueError naming the flag and the allowed values.
+
+  Returns `cfg` with each comma-separated choice as a tuple (a single string is accepted).
+  """
   if not cfg.out:
     raise ValueError("--out is required: the directory for logs and figures")
   check_choice("--benchmark", cfg.benchmark, streams.BENCHMARKS)
+  cfg = dataclasses.replace(
+    cfg, **{f: _choices(f, getattr(cfg, f), allowed) for f, allowed in LIST_CHOICES.items()}
+  )
   check_choice("--dataset", cfg.dataset, streams.DATASETS)
   if cfg.dataset != "digits":
     if not cfg.data_dir:
@@ -192,18 +290,6 @@ def validate(cfg: Config) -> Config:
     if not os.path.isdir(cfg.data_dir):
       raise ValueError(f"--data_dir={cfg.data_dir!r} is not a directory")
   _positive("num_examples", cfg.num_examples, allow_zero=True)
-  if not cfg.net:
-    raise ValueError("--net must name at least one of: " + ", ".join(NETS))
-  for n in cfg.net:
-    check_choice("--net", n, NETS)
-  if len(set(cfg.net)) != len(cfg.net):
-    raise ValueError(f"--net={','.join(cfg.net)!r} lists a network twice")
-  if not cfg.methods:
-    raise ValueError("--methods must name at least one of: " + ", ".join(interventions.METHODS))
-  for m in cfg.methods:
-    check_choice("--methods", m, interventions.METHODS)
-  if len(set(cfg.methods)) != len(cfg.methods):
-    raise ValueError(f"--methods={','.join(cfg.methods)!r} lists a method twice")
   check_choice("--nap", cfg.nap, NAP_MODES)
   check_choice("--nap_norm_params", cfg.nap_norm_params, nap_lib.NORM_PARAM_TREATMENTS)
   if not 0.0 < cfg.nap_norm_decay < 1.0:
@@ -224,10 +310,11 @@ def validate(cfg: Config) -> Config:
     raise ValueError(
       f"--log_every={cfg.log_every} must divide --steps_per_task={cfg.steps_per_task}"
     )
-  if not (isinstance(cfg.lr, (int, float)) and np.isfinite(cfg.lr) and cfg.lr > 0):
+  if cfg.lr is not None and not (
+    isinstance(cfg.lr, (int, float)) and np.isfinite(cfg.lr) and cfg.lr > 0
+  ):
     raise ValueError(f"--lr={cfg.lr!r} must be a positive number")
-  check_choice("--optimizer", cfg.optimizer, OPTIMIZERS)
-  if cfg.optimizer == "momentum" and "upgd" in cfg.methods:
+  if "momentum" in cfg.optimizer and "upgd" in cfg.methods:
     raise ValueError("--methods includes upgd, which supports --optimizer=adam or sgd only")
   for flag in ("hidden_sizes", "cnn_channels", "cnn_strides", "cnn_hidden"):
     _int_list(flag, getattr(cfg, flag))
@@ -255,235 +342,11 @@ def validate(cfg: Config) -> Config:
 
 
 def config_from_flags(fv: flags.FlagValues = _FLAGS) -> Config:
-  return validate(options.from_flags(Config, fv))
-
-
-# ---------------------------------------------------------------------------------------------
-# One configuration.
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  net: str
-  method: str
-  nap: bool
-
-  @property
-  def label(self) -> str:
-    return f"{self.net}/{self.method}{'+nap' if self.nap else ''}"
-
-
-def effective_setup(run: RunSpec) -> tuple[str, str, str]:
-  """(norm, activation, optimizer method) actually used by a run (its identity)."""
-  iv = interventions.make_intervention(run.method)
-  norm = "layer" if run.nap else iv.network.get("norm", "none")
-  activation = iv.network.get("activation", "relu")
-  opt_method = run.method if run.method not in interventions.NETWORK_OPTIONS else "none"
-  return norm, activation, opt_method
-
-
-def build_model(cfg: Config, net: str, norm: str, activation: str, num_classes: int):
-  if net == "mlp":
-    return MLP(
-      hidden_sizes=tuple(cfg.hidden_sizes),
-      num_outputs=num_classes,
-      norm=norm,
-      activation=activation,
-    )
-  return SmallCNN(
-    channels=tuple(cfg.cnn_channels),
-    strides=tuple(cfg.cnn_strides),
-    hidden_sizes=tuple(cfg.cnn_hidden),
-    num_outputs=num_classes,
-    norm=norm,
-    activation=activation,
-  )
-
-
-def _prep(net: str, x):
-  return x.reshape(x.shape[0], -1) if net == "mlp" else x
-
-
-def run_config(
-  cfg: Config, stream: streams.TaskStream, run: RunSpec, log_steps, log_task
-) -> dict[str, Any]:
-  """Trains all seeds of one configuration over the stream; returns its summary."""
-  t0 = time.time()
-  norm, activation, opt_method = effective_setup(run)
-  model = build_model(cfg, run.net, norm, activation, stream.num_classes)
-  iv = interventions.make_intervention(
-    opt_method, **cfg.intervention_overrides().get(opt_method, {})
-  )
-  sample = _prep(run.net, stream.images[:2])
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), sample)["params"]
-  spec = layer_spec(model, shapes) if iv.needs_activations else None
-
-  def init_fn(key):
-    return model.init(key, sample)["params"]
-
-  tx = iv.optimizer(
-    cfg.lr,
-    base=cfg.optimizer,
-    layer_spec=spec,
-    init_fn=init_fn,
-    projection=nap_lib.weight_projection(
-      norm_params=cfg.nap_norm_params,
-      norm_decay=cfg.nap_norm_decay,
-      mask=projection_mask(model, shapes, cfg.nap_norm_params),
-    )
-    if run.nap
-    else None,
-    seed=cfg.seed,
-  )
-  seeds = np.arange(cfg.seed, cfg.seed + cfg.seeds)
-  root = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
-  init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(root)
-  task_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(root)  # shared by all configs
-  data_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(root)
-  params = jax.jit(jax.vmap(init_fn))(init_keys)
-  opt_state = jax.jit(jax.vmap(tx.init))(params)
-  num_eval = min(cfg.eval_size, stream.num_examples)
-  probe_n = min(cfg.probe_size, stream.num_examples)
-  window = cfg.log_every
-
-  def loss_fn(p, x, y):
-    logits, acts = metrics.capture_intermediates(model.apply, {"params": p}, _prep(run.net, x))
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    return loss, (logits, acts)
-
-  def train_task(p, s, task, key):
-    def step(carry, k):
-      p, s = carry
-      x, y = stream.batch(task, k, cfg.batch_size)
-      (loss, (logits, acts)), g = jax.value_and_grad(loss_fn, has_aux=True)(p, x, y)
-      u, s = tx.update(g, s, p, activations=acts)
-      acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
-      return (optax.apply_updates(p, u), s), (loss, acc)
-
-    (p, s), (losses, accs) = jax.lax.scan(step, (p, s), jax.random.split(key, cfg.steps_per_task))
-    return (
-      p,
-      s,
-      losses.reshape(-1, window).mean(1),
-      accs.reshape(-1, window).mean(1),
-      losses.mean(),
-      accs.mean(),
-    )
-
-  def diagnose(p, task, key):
-    xe, ye = stream.examples(task, jnp.arange(num_eval))
-    logits = model.apply({"params": p}, _prep(run.net, xe))
-    final_loss = optax.softmax_cross_entropy_with_integer_labels(logits, ye).mean()
-    final_acc = jnp.mean((jnp.argmax(logits, -1) == ye).astype(jnp.float32))
-    kp, kj = jax.random.split(key)
-    xp, _ = stream.examples(
-      task, jax.random.choice(kp, stream.num_examples, (probe_n,), replace=False)
-    )
-    xp = _prep(run.net, xp)
-    _, acts = metrics.capture_intermediates(model.apply, {"params": p}, xp)
-    feats = acts["features"].reshape(probe_n, -1)
-    hidden = {g.activation: acts[g.activation] for g in model.structure().groups}
-    jac = metrics.jacobian_norm(
-      lambda inp: model.apply({"params": p}, inp), xp, kj, num_projections=cfg.jacobian_projections
-    )
-    return {
-      "final_loss": final_loss,
-      "final_accuracy": final_acc,
-      "param_norm": metrics.global_param_norm(p),
-      "param_norms": metrics.param_norms(p),
-      "elr": metrics.effective_learning_rates(p, cfg.lr, cfg.optimizer, projection_mask(model, p)),
-      "jacobian_norm": jac,
-      "dormant": metrics.dormant_fractions(hidden),
-      "dormant_zero": metrics.dormant_fractions(hidden, 0.0),
-      "dormant_total": metrics.dormant_fraction_total(hidden),
-      "srank": metrics.srank(feats),
-      "effective_rank": metrics.effective_rank(feats),
-    }
-
-  train = jax.jit(jax.vmap(train_task))
-  diag = jax.jit(jax.vmap(diagnose))
-  make_tasks = jax.jit(jax.vmap(stream.task, in_axes=(0, None)))
-  online_acc = np.zeros((cfg.seeds, cfg.num_tasks))
-  final_loss = np.zeros((cfg.seeds, cfg.num_tasks))
-  param_norm = np.zeros((cfg.seeds, cfg.num_tasks))
-  jac_norm = np.zeros((cfg.seeds, cfg.num_tasks))
-  compile_s = None
-  train_s = diag_s = 0.0
-  step_keys = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
-  probe_keys = jax.jit(jax.vmap(lambda k, t: jax.random.fold_in(k, 10_000 + t), in_axes=(0, None)))
-  for t in range(cfg.num_tasks):
-    tasks = make_tasks(task_keys, t)
-    keys = step_keys(data_keys, t)
-    t_task = time.time()
-    params, opt_state, loss_w, acc_w, loss_m, acc_m = train(params, opt_state, tasks, keys)
-    loss_w, acc_w, loss_m, acc_m = map(np.asarray, (loss_w, acc_w, loss_m, acc_m))
-    t_diag = time.time()
-    d = jax.device_get(diag(params, tasks, probe_keys(data_keys, t)))
-    if compile_s is None:
-      compile_s = time.time() - t_task
-    else:
-      train_s += t_diag - t_task
-      diag_s += time.time() - t_diag
-    for i, seed in enumerate(seeds):
-      base_step = t * cfg.steps_per_task
-      log_steps(
-        [
-          (
-            run.net,
-            run.method,
-            int(run.nap),
-            int(seed),
-            t,
-            base_step + (j + 1) * window,
-            float(loss_w[i, j]),
-            float(acc_w[i, j]),
-          )
-          for j in range(loss_w.shape[1])
-        ]
-      )
-      rec = {
-        "net": run.net,
-        "method": run.method,
-        "nap": run.nap,
-        "seed": int(seed),
-        "task": t,
-        "online_accuracy": float(acc_m[i]),
-        "online_loss": float(loss_m[i]),
-      }
-      rec.update(jax.tree.map(lambda v: float(v[i]), d))
-      log_task(rec)
-    online_acc[:, t] = acc_m
-    final_loss[:, t] = np.asarray(d["final_loss"])
-    param_norm[:, t] = np.asarray(d["param_norm"])
-    jac_norm[:, t] = np.asarray(d["jacobian_norm"])
-    if not np.all(np.isfinite(loss_m)):
-      print(f"  {run.label}: non-finite loss in task {t}", flush=True)
-  elapsed = time.time() - t0
-  last = max(1, min(5, cfg.num_tasks))
-  per_seed = online_acc.mean(1)
-  return {
-    "net": run.net,
-    "method": run.method,
-    "nap": run.nap,
-    "norm": norm,
-    "activation": activation,
-    "hparams": dict(iv.hparams),
-    "online_accuracy": float(per_seed.mean()),
-    "online_accuracy_std": float(per_seed.std()),
-    "online_accuracy_first5": float(online_acc[:, :last].mean()),
-    "online_accuracy_last5": float(online_acc[:, -last:].mean()),
-    "online_accuracy_per_task": online_acc.mean(0).tolist(),
-    "final_loss_first": float(final_loss[:, 0].mean()),
-    "final_loss_last": float(final_loss[:, -1].mean()),
-    "param_norm_first": float(param_norm[:, 0].mean()),
-    "param_norm_last": float(param_norm[:, -1].mean()),
-    "jacobian_norm_first": float(jac_norm[:, 0].mean()),
-    "jacobian_norm_last": float(jac_norm[:, -1].mean()),
-    "seconds": elapsed,
-    "first_task_seconds_incl_compile": compile_s,
-    "train_seconds_after_first_task": train_s,
-    "diag_seconds_after_first_task": diag_s,
-  }
+  """The validated `Config` of the parsed flags, with `QUICK` applied under `--quick` to the
+  flags not given on the command line."""
+  cfg = options.from_flags(Config, fv)
+  given = [f.name for f in dataclasses.fields(Config) if fv[f.name].present]
+  return validate(with_quick(cfg, given))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,16 +354,23 @@ def run_config(
 
 
 def grid(cfg: Config) -> list[RunSpec]:
+  """Every cell, in order: net, norm, optimizer, NaP off/on (each output choice), method."""
   return [
-    RunSpec(net, method, use_nap)
+    RunSpec(net, method, use_nap, norm, optimizer, nap_output)
     for net in cfg.net
+    for norm in cfg.norm
+    for optimizer in cfg.optimizer
     for use_nap in cfg.nap_modes
+    for nap_output in (cfg.nap_output if use_nap else ("free",))
     for method in cfg.methods
   ]
 
 
-def run(cfg: Config, verbose: bool = True) -> dict[str, Any]:
-  """Runs the whole grid; writes logs (and figures) under `cfg.out`; returns the summary."""
+def run(cfg: Config, verbose: bool = True, command: str | None = None) -> dict[str, Any]:
+  """Runs the whole grid; writes logs (and figures) under `cfg.out`; returns the summary.
+
+  `command`: the command line, recorded in config.json and summary.json.
+  """
   cfg = validate(cfg)
   stream = streams.make_stream(
     cfg.benchmark, cfg.dataset, cfg.data_dir, num_examples=cfg.num_examples or None
@@ -510,6 +380,7 @@ def run(cfg: Config, verbose: bool = True) -> dict[str, Any]:
     json.dump(
       {
         "flags": dataclasses.asdict(cfg),
+        "command": command,
         "versions": rundir.package_versions(),
         "git_commit": rundir.git_commit(),
         "devices": [str(d) for d in jax.devices()],
@@ -521,38 +392,53 @@ def run(cfg: Config, verbose: bool = True) -> dict[str, Any]:
   steps_f = open(os.path.join(cfg.out, "steps.csv"), "w", newline="")
   tasks_f = open(os.path.join(cfg.out, "tasks.jsonl"), "w")
   writer = csv.writer(steps_f)
-  writer.writerow(["net", "method", "nap", "seed", "task", "step", "loss", "accuracy"])
-  summary: dict[str, Any] = {"configs": {}, "grid_seconds": 0.0}
-  done: dict[tuple, dict[str, Any]] = {}
+  writer.writerow(STEP_COLUMNS)
+  summary: dict[str, Any] = {
+    "command": command,
+    "seeds": cfg.seeds,
+    "configs": {},
+    "grid_seconds": 0.0,
+    "load_average_start": list(os.getloadavg()),
+    "cpu_count": os.cpu_count(),
+  }
+  done: dict[tuple, tuple[dict[str, Any], list, list]] = {}
   t0 = time.time()
   try:
     for spec in grid(cfg):
-      key = (spec.net, spec.nap) + effective_setup(spec)
+      key = trained_key(spec)
       if key in done:  # e.g. layernorm + NaP == none + NaP: same network and optimizer
-        res = dict(done[key], method=spec.method, alias_of=done[key]["method"])
-        _copy_logs(cfg.out, done[key]["method"], spec, writer, tasks_f, steps_f)
+        first, rows, recs = done[key]
+        ident = spec.fields()
+        res = dict(first, **ident, alias_of=first["method"], alias_of_label=first["label"])
+        prefix = spec.row_prefix()
+        writer.writerows([(*prefix, *r[len(prefix) :]) for r in rows])
+        tasks_f.writelines(json.dumps(dict(r, **ident)) + "\n" for r in recs)
       else:
         if verbose:
           print(f"[continual] {spec.label} ...", flush=True)
-        res = run_config(
-          cfg, stream, spec, writer.writerows, lambda r: tasks_f.write(json.dumps(r) + "\n")
-        )
-        done[key] = res
+        rows, recs = [], []
+        res = run_config(cfg, stream, spec, rows.extend, recs.append)
+        res["label"] = spec.label
+        writer.writerows(rows)
+        tasks_f.writelines(json.dumps(r) + "\n" for r in recs)
+        done[key] = (res, rows, recs)
         steps_f.flush()
         tasks_f.flush()
         if verbose:
           print(
             f"[continual] {spec.label}: online acc {res['online_accuracy']:.3f} "
             f"(last 5 tasks {res['online_accuracy_last5']:.3f}), final loss "
-            f"{res['final_loss_last']:.3f}, param norm {res['param_norm_last']:.1f}, "
-            f"{res['seconds']:.0f}s",
+            f"{res['final_loss_first']:.3f} -> {res['final_loss_last']:.3f}, train acc "
+            f"{res['final_accuracy_first']:.3f} -> {res['final_accuracy_last']:.3f}, param "
+            f"norm {res['param_norm_last']:.1f}, {res['seconds']:.0f}s",
             flush=True,
           )
-      summary["configs"][spec.label] = res
+      summary["configs"][spec.label] = dict(res, label=spec.label)
   finally:
     steps_f.close()
     tasks_f.close()
   summary["grid_seconds"] = time.time() - t0
+  summary["load_average_end"] = list(os.getloadavg())
   summary["num_configs"] = len(summary["configs"])
   summary["num_trained"] = len(done)
   with open(os.path.join(cfg.out, "summary.json"), "w") as f:
@@ -561,24 +447,6 @@ def run(cfg: Config, verbose: bool = True) -> dict[str, Any]:
   if cfg.plots:
     plot_all(cfg.out)
   return summary
-
-
-def _copy_logs(out, source_method, spec, writer, tasks_f, steps_f):
-  """Duplicates an aliased configuration's rows under its own method name."""
-  steps_f.flush()
-  tasks_f.flush()
-  with open(os.path.join(out, "steps.csv")) as f:
-    rows = [
-      r
-      for r in csv.reader(f)
-      if r and r[0] == spec.net and r[1] == source_method and r[2] == str(int(spec.nap))
-    ]
-  writer.writerows([[r[0], spec.method, *r[2:]] for r in rows])
-  with open(os.path.join(out, "tasks.jsonl")) as f:
-    recs = [json.loads(line) for line in f if line.strip()]
-  for r in recs:
-    if r["net"] == spec.net and r["method"] == source_method and r["nap"] == spec.nap:
-      tasks_f.write(json.dumps(dict(r, method=spec.method)) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -590,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_FLAGS.get_help())
     return 0
   try:
+    _FLAGS.unparse_flags()  # main may run more than once in a process (tests)
     rest = _FLAGS(argv)
     if len(rest) > 1:
       raise ValueError(f"unexpected arguments: {rest[1:]}")
@@ -600,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if cfg.twin:
     print(json.dumps(twin_experiment.run(cfg), indent=1))
     return 0
-  summary = run(cfg)
+  command = " ".join(["python -m experiments.continual", *argv[1:]])
+  summary = run(cfg, command=command)
   print(
     json.dumps(
       {
@@ -609,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           for kk in (
             "online_accuracy",
             "online_accuracy_last5",
+            "final_accuracy_first",
+            "final_accuracy_last",
             "final_loss_last",
             "param_norm_last",
             "seconds",

@@ -1,15 +1,27 @@
-"""The continual benchmark's outputs read back: per-task CSV and the figures.
+"""The continual benchmark's outputs read back: per-task CSV, dead-unit curves, figures, and
+the Markdown tables of docs/continual.md.
 
-`write_per_task` and `plot_all` read `tasks.jsonl` as `experiments.continual` writes it
-(one object per configuration, seed and task), so they also work on a finished run's
-directory on their own.
+`write_per_task`, `write_dead_units` and `plot_all` read `tasks.jsonl` and `steps.csv` as
+`experiments.continual` writes them, so they also work on a finished run's directory.
+`markdown_tables` builds the tables from `summary.json` files alone; the command
+
+  python -m experiments.continual_report --docs=docs/continual.md [DIR ...]
+  python -m experiments.continual_report --docs=README.md
+
+regenerates the section of the page between `<!-- tables from: DIR ... -->` and
+`<!-- tables end -->` (and a short table between `<!-- short table from: DIR ... -->` and
+`<!-- short table end -->`) from the `summary.json` of each directory named in the marker
+(paths relative to the page; DIRs given on the command line replace the `tables from:`
+list), so the page's numbers are never copied by hand.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -23,33 +35,98 @@ PER_TASK_METRICS = (
   "param_norm",
   "jacobian_norm",
   "dormant_total",
+  "dead_total",
   "srank",
 )
+# Record fields that identify a configuration (older logs lack the last three).
+IDENT = ("net", "method", "nap", "norm", "optimizer", "nap_output")
+IDENT_DEFAULTS = {"norm": "none", "optimizer": "adam", "nap_output": "free"}
+BEGIN, END = "<!-- tables from:", "<!-- tables end -->"
+
+
+def _load_tasks(out: str) -> list[dict[str, Any]]:
+  with open(os.path.join(out, "tasks.jsonl")) as f:
+    recs = [json.loads(line) for line in f if line.strip()]
+  return [{**IDENT_DEFAULTS, **r} for r in recs]
+
+
+def _ident(r) -> tuple:
+  return tuple(r[k] for k in IDENT)
 
 
 def write_per_task(out: str) -> str:
   """Writes `out/per_task.csv` from `out/tasks.jsonl`; returns its path.
 
-  One row per (net, method, nap, task) with the mean and std over seeds of each of
+  One row per configuration (`IDENT`) and task with the mean and std over seeds of each of
   `PER_TASK_METRICS` (the data behind the figures, small enough to keep with them).
   """
-  recs = _load_tasks(out)
   groups: dict[tuple, list[dict[str, Any]]] = {}
-  for r in recs:
-    groups.setdefault((r["net"], r["method"], int(r["nap"]), r["task"]), []).append(r)
+  for r in _load_tasks(out):
+    groups.setdefault((*_ident(r), r["task"]), []).append(r)
   path = os.path.join(out, "per_task.csv")
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(
-      ["net", "method", "nap", "task", "seeds"]
+      [*IDENT, "task", "seeds"]
       + [f"{m}_{stat}" for m in PER_TASK_METRICS for stat in ("mean", "std")]
     )
     for key, rows in groups.items():
       values = []
       for m in PER_TASK_METRICS:
-        v = np.asarray([r[m] for r in rows], np.float64)
+        v = np.asarray([r.get(m, np.nan) for r in rows], np.float64)
         values += [f"{v.mean():.6g}", f"{v.std():.6g}"]
-      writer.writerow([*key, len(rows), *values])
+      writer.writerow([*key[:2], int(key[2]), *key[3:], len(rows), *values])
+  return path
+
+
+def _network_name(r) -> str:
+  """How a `none`/`layernorm` configuration's network reads in the figures."""
+  norm = "layer" if r["method"] == "layernorm" else r["norm"]
+  if r["nap"] in (True, 1, "1", "True") and norm == "none":
+    norm = "layer"
+  name = {"none": "no normalization", "layer": "LayerNorm", "rms": "RMSNorm"}[norm]
+  if r["nap"] in (True, 1, "1", "True"):
+    name += " + NaP" + (" (output projected)" if r["nap_output"] == "project" else "")
+  return name
+
+
+def dead_unit_curves(out: str) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
+  """`{(net, optimizer, network name): (steps [S], dead fraction [S, seeds])}` of the `none`
+  and `layernorm` configurations, from `out/steps.csv` (empty without one)."""
+  path = os.path.join(out, "steps.csv")
+  if not os.path.exists(path):
+    return {}
+  series: dict[tuple, dict[int, dict[int, float]]] = {}
+  with open(path) as f:
+    for row in csv.DictReader(f):
+      if "dead" not in row or row["method"] not in ("none", "layernorm"):
+        continue
+      row = {**IDENT_DEFAULTS, **row}
+      key = (row["net"], row["optimizer"], _network_name(row))
+      step = series.setdefault(key, {}).setdefault(int(row["step"]), {})
+      step[int(row["seed"])] = float(row["dead"])
+  curves = {}
+  for key, by_step in series.items():
+    steps = sorted(by_step)
+    seeds = sorted(by_step[steps[0]])
+    arr = np.asarray([[by_step[s].get(k, np.nan) for k in seeds] for s in steps])
+    curves[key] = (np.asarray(steps), arr)
+  return curves
+
+
+def write_dead_units(out: str) -> str | None:
+  """Writes `out/dead_units.csv` (per net, optimizer, network and logged step: mean and std
+  over seeds of the dead-unit fraction); returns its path (None without `steps.csv`)."""
+  curves = dead_unit_curves(out)
+  if not curves:
+    return None
+  path = os.path.join(out, "dead_units.csv")
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["net", "optimizer", "network", "step", "dead_mean", "dead_std"])
+    for key, (steps, arr) in curves.items():
+      for step, v in zip(steps, arr):
+        writer.writerow([*key, int(step), f"{np.nanmean(v):.5g}", f"{np.nanstd(v):.5g}"])
   return path
 
 
@@ -57,13 +134,8 @@ def write_per_task(out: str) -> str:
 # Figures.
 
 
-def _load_tasks(out: str) -> list[dict[str, Any]]:
-  with open(os.path.join(out, "tasks.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def _series(recs, net, method, nap, key):
-  sel = [r for r in recs if r["net"] == net and r["method"] == method and r["nap"] == nap]
+def _series(recs, key, **match):
+  sel = [r for r in recs if all(r[k] == v for k, v in match.items())]
   if not sel:
     return None
   seeds = sorted({r["seed"] for r in sel})
@@ -74,8 +146,20 @@ def _series(recs, net, method, nap, key):
   return np.asarray(tasks), arr
 
 
+FIG1_LINES = (
+  (dict(method="none", nap=False), "no normalization", "tab:red"),
+  (dict(method="layernorm", nap=False), "LayerNorm", "tab:blue"),
+  (dict(method="none", nap=True, nap_output="free"), "LayerNorm + NaP", "tab:green"),
+  (
+    dict(method="none", nap=True, nap_output="project"),
+    "LayerNorm + NaP, output projected",
+    "tab:purple",
+  ),
+)
+
+
 def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
-  """Writes the figures from `out/tasks.jsonl`; returns their paths."""
+  """Writes the figures (and `dead_units.csv`) from a run directory; returns their paths."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -85,20 +169,21 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
   dest = figures_dir or out
   os.makedirs(dest, exist_ok=True)
   paths = []
-  nets = list(dict.fromkeys(r["net"] for r in recs))
+  cells = list(dict.fromkeys((r["net"], r["optimizer"]) for r in recs))
+  base = dict(norm="none")
 
-  # Figure 1 analogue.
-  trio = [
-    ("none", False, "no normalization"),
-    ("layernorm", False, "LayerNorm"),
-    ("none", True, "LayerNorm + projection (NaP)"),
-  ]
+  # Figure 1 analogue: one row per (net, optimizer) holding the trio.
   rows = [
-    n for n in nets if all(_series(recs, n, m, p, "final_loss") is not None for m, p, _ in trio)
+    c
+    for c in cells
+    if all(
+      _series(recs, "final_loss", net=c[0], optimizer=c[1], **base, **m) is not None
+      for m, _, _ in FIG1_LINES[:3]
+    )
   ]
   if rows:
     fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.1 * len(rows)), squeeze=False, dpi=80)
-    for r, net in enumerate(rows):
+    for r, (net, opt) in enumerate(rows):
       for c, (key, title) in enumerate(
         (
           ("final_loss", "final loss on the task"),
@@ -107,28 +192,30 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
         )
       ):
         ax = axes[r, c]
-        for (m, p, lab), color in zip(trio, ("tab:red", "tab:blue", "tab:green")):
-          tasks, arr = _series(recs, net, m, p, key)
-          mean = np.nanmean(arr, 0)
-          ax.plot(tasks + 1, mean, color=color, label=lab)
+        for match, lab, color in FIG1_LINES:
+          s = _series(recs, key, net=net, optimizer=opt, **base, **match)
+          if s is None:
+            continue
+          tasks, arr = s
+          ax.plot(tasks + 1, np.nanmean(arr, 0), color=color, label=lab)
           ax.fill_between(
             tasks + 1, np.nanmin(arr, 0), np.nanmax(arr, 0), color=color, alpha=0.2, lw=0
           )
-        ax.set_title(f"{net.upper()}: {title}", fontsize=10)
+        ax.set_title(f"{net.upper()} ({opt}): {title}", fontsize=10)
         ax.set_xlabel("label resets (tasks)")
         if key != "final_loss":
           ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    path = os.path.join(dest, "fig1_norm_growth.png")
-    fig.savefig(path)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(_save(fig, dest, "fig1_norm_growth.png", plt))
 
-  # Figure 5 analogue.
+  # Figure 5 analogue: the interventions of the first optimizer, norm none, output free.
   methods = [m for m in interventions.METHODS if any(r["method"] == m for r in recs)]
-  if methods and nets:
+  nets = list(dict.fromkeys(r["net"] for r in recs))
+  opt = recs[0]["optimizer"] if recs else "adam"
+  sel = dict(optimizer=opt, **base)
+  if len(methods) > 1 and nets:
     fig, axes = plt.subplots(1, len(nets), figsize=(6.2 * len(nets), 3.6), squeeze=False, dpi=80)
     for c, net in enumerate(nets):
       ax = axes[0, c]
@@ -139,14 +226,11 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
       ):
         means, stds = [], []
         for m in methods:
-          s = _series(recs, net, m, use_nap, "online_accuracy")
-          if s is None:
-            means.append(np.nan)
-            stds.append(0.0)
-          else:
-            per_seed = np.nanmean(s[1], 1)
-            means.append(per_seed.mean())
-            stds.append(per_seed.std())
+          extra = dict(nap_output="free") if use_nap else {}
+          s = _series(recs, "online_accuracy", net=net, method=m, nap=use_nap, **sel, **extra)
+          per_seed = np.nanmean(s[1], 1) if s is not None else np.asarray([np.nan])
+          means.append(per_seed.mean())
+          stds.append(per_seed.std() if s is not None else 0.0)
         ax.bar(xs + off, means, 0.4, yerr=stds, color=color, label=lab, capsize=2)
       ax.set_xticks(xs)
       ax.set_xticklabels(methods, rotation=35, ha="right", fontsize=8)
@@ -155,10 +239,7 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
       ax.grid(axis="y", alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    path = os.path.join(dest, "fig5_interventions.png")
-    fig.savefig(path)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(_save(fig, dest, "fig5_interventions.png", plt))
 
     # Per-task online accuracy curves.
     fig, axes = plt.subplots(len(nets), 2, figsize=(11, 3.2 * len(nets)), squeeze=False, dpi=80)
@@ -167,7 +248,8 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
       for c, use_nap in enumerate((False, True)):
         ax = axes[r, c]
         for i, m in enumerate(methods):
-          s = _series(recs, net, m, use_nap, "online_accuracy")
+          extra = dict(nap_output="free") if use_nap else {}
+          s = _series(recs, "online_accuracy", net=net, method=m, nap=use_nap, **sel, **extra)
           if s is not None:
             ax.plot(s[0] + 1, np.nanmean(s[1], 0), color=cmap(i % 10), label=m, lw=1.2)
         ax.set_title(f"{net.upper()} {'with' if use_nap else 'without'} NaP", fontsize=10)
@@ -176,8 +258,284 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    path = os.path.join(dest, "online_accuracy.png")
-    fig.savefig(path)
-    plt.close(fig)
+    paths.append(_save(fig, dest, "online_accuracy.png", plt))
+
+  path = _plot_dead_units(out, dest, plt)
+  if path:
     paths.append(path)
   return paths
+
+
+def _plot_dead_units(out: str, dest: str, plt) -> str | None:
+  """`dead_units.png`: dead-unit fraction over steps, one panel per (net, optimizer)."""
+  if write_dead_units(out) is None:
+    return None
+  curves = dead_unit_curves(out)
+  panels = list(dict.fromkeys(k[:2] for k in curves))
+  colors = {"no normalization": "tab:red", "RMSNorm": "tab:orange", "LayerNorm": "tab:blue"}
+  fig, axes = plt.subplots(
+    1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False, sharey=True, dpi=80
+  )
+  for ax, panel in zip(axes[0], panels):
+    for key, (steps, arr) in curves.items():
+      if key[:2] != panel:
+        continue
+      name = key[2]
+      style = dict(color=colors.get(name), ls="--" if "NaP" in name else "-")
+      ax.plot(steps, np.nanmean(arr, 1), lw=1.0, label=name, **style)
+    ax.set_title(f"{panel[0].upper()}, {panel[1]}", fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+  axes[0, 0].set_ylabel("dead units (fraction)")
+  axes[0, 0].legend(fontsize=8)
+  fig.tight_layout()
+  return _save(fig, dest, "dead_units.png", plt)
+
+
+def _save(fig, dest: str, name: str, plt) -> str:
+  path = os.path.join(dest, name)
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown tables from summary.json.
+
+
+def _config_ident(c: dict[str, Any]) -> dict[str, Any]:
+  """A summary entry with `norm` read as the grid's `--norm` value (`base_norm`; a summary's
+  `norm` is the normalization the network ended up with)."""
+  return {**IDENT_DEFAULTS, **c, "norm": c.get("base_norm", IDENT_DEFAULTS["norm"])}
+
+
+def _pm(c: dict[str, Any], key: str, fmt: str = ".3f") -> str:
+  if key not in c:
+    return "n/a"
+  std = c.get(f"{key}_std")
+  return f"{c[key]:{fmt}}" + (f" ± {std:{fmt}}" if std is not None else "")
+
+
+def _seeds(summary: dict[str, Any]) -> str:
+  return str(summary.get("seeds", "?"))
+
+
+def norm_growth_table(summary: dict[str, Any]) -> list[str]:
+  """No normalization / LayerNorm / LayerNorm + NaP (and output projected, when run): loss
+  and training accuracy at the end of the first and last labelling, Jacobian and parameter
+  norms at the end of the last, per net and optimizer."""
+  lines = [
+    "| network | final loss, task 1 | final loss, last task | train acc, task 1 "
+    "| train acc, last task | Jacobian norm, last | parameter norm, last |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  configs = summary["configs"].values()
+  found = False
+  for c in configs:
+    r = _config_ident(c)
+    if r["method"] not in ("none", "layernorm") or r.get("alias_of"):
+      continue
+    found = True
+    prefix = f"{r['net'].upper()}, {r['optimizer']}: "
+    lines.append(
+      f"| {prefix}{_network_name(r)} | {_pm(c, 'final_loss_first')} "
+      f"| {_pm(c, 'final_loss_last')} | {_pm(c, 'final_accuracy_first')} "
+      f"| {_pm(c, 'final_accuracy_last')} | {_pm(c, 'jacobian_norm_last', '.1f')} "
+      f"| {_pm(c, 'param_norm_last', '.1f')} |"
+    )
+  return lines if found else []
+
+
+def interventions_table(summary: dict[str, Any]) -> list[str]:
+  """Average online accuracy (all tasks, last 5) of each method without and with NaP, and
+  the spread across methods (std and max - min of the per-method means; a configuration
+  trained once for two methods, layernorm + NaP = none + NaP, counts once)."""
+  by = {}
+  for c in summary["configs"].values():
+    r = _config_ident(c)
+    if r["norm"] != "none" or (r["nap"] and r["nap_output"] != "free"):
+      continue
+    by[(r["net"], r["optimizer"], r["method"], bool(r["nap"]))] = c
+  cells = list(dict.fromkeys(k[:2] for k in by))
+  lines = []
+  for net, opt in cells:
+    methods = [m for m in interventions.METHODS if (net, opt, m, False) in by]
+    if len(methods) < 2:
+      continue
+    lines += [
+      f"{net.upper()}, {opt}:",
+      "",
+      "| method | online acc | online acc, last 5 tasks | + NaP: online acc "
+      "| + NaP: last 5 tasks | train acc, last task | + NaP: train acc, last task |",
+      "|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+      off, on = by.get((net, opt, m, False)), by.get((net, opt, m, True))
+      cols = []
+      for c in (off, on):
+        cols += [_pm(c, "online_accuracy"), _pm(c, "online_accuracy_last5")] if c else ["", ""]
+      cols += [_pm(c, "final_accuracy_last") if c else "" for c in (off, on)]
+      lines.append(f"| {m} | " + " | ".join(cols) + " |")
+    spread = []
+    for use_nap in (False, True):
+      v = np.asarray(
+        [
+          by[(net, opt, m, use_nap)]["online_accuracy"]
+          for m in methods
+          if (net, opt, m, use_nap) in by and not by[(net, opt, m, use_nap)].get("alias_of")
+        ]
+      )
+      spread.append(f"std {v.std():.3f}, range {v.max() - v.min():.3f}" if v.size else "")
+    lines += [
+      f"| spread across methods | {spread[0]} | | {spread[1]} | | | |",
+      "",
+    ]
+  return lines[:-1] if lines else []
+
+
+def dead_units_table(summary: dict[str, Any]) -> list[str]:
+  """Dead-unit fraction (mean over all logged steps, and at the end) and the final loss and
+  training accuracy of the first and last labelling, per norm, NaP and optimizer (runs of
+  the `none` method over more than one norm or optimizer)."""
+  rows = [c for c in summary["configs"].values() if c["method"] == "none" and not c.get("alias_of")]
+  if len({(c.get("base_norm"), c.get("optimizer")) for c in rows}) < 2:
+    return []
+  optimizers = list(dict.fromkeys(c["optimizer"] for c in rows))
+  rows.sort(key=lambda c: optimizers.index(c["optimizer"]))
+  lines = [
+    "| optimizer (lr) | network | dead units, mean over steps | dead units, end "
+    "| final loss, task 1 | final loss, last task | train acc, task 1 | train acc, last task |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
+  for c in rows:
+    lines.append(
+      f"| {c['optimizer']} ({c['lr']:g}) | {c['net'].upper()}, "
+      f"{_network_name(_config_ident(c))} | {_pm(c, 'dead_fraction_mean')} "
+      f"| {_pm(c, 'dead_fraction_last')} | {_pm(c, 'final_loss_first')} "
+      f"| {_pm(c, 'final_loss_last')} | {_pm(c, 'final_accuracy_first')} "
+      f"| {_pm(c, 'final_accuracy_last')} |"
+    )
+  return lines
+
+
+def markdown_tables(run_dirs: list[str], root: str = ".") -> str:
+  """The tables of every run directory (each holding `summary.json`), with its command,
+  seeds, wall time and load, as Markdown. Paths are written relative to `root`."""
+  parts = []
+  for d in run_dirs:
+    with open(os.path.join(d, "summary.json")) as f:
+      summary = json.load(f)
+    rel = os.path.relpath(os.path.join(d, "summary.json"), root)
+    load = summary.get("load_average_start")
+    parts += [
+      f"#### `{os.path.basename(os.path.normpath(d))}`",
+      "",
+      "```",
+      summary.get("command") or "(command not recorded)",
+      "```",
+      "",
+      f"From [{rel}]({rel}): {_seeds(summary)} seeds, mean ± std over seeds; "
+      f"{summary['num_trained']} configurations trained in "
+      f"{summary['grid_seconds'] / 60:.1f} min"
+      + (f" (1-min load average {load[0]:.1f} at the start)" if load else "")
+      + ".",
+      "",
+    ]
+    dead = dead_units_table(summary)
+    for lines in (dead or norm_growth_table(summary), interventions_table(summary)):
+      if lines:
+        parts += lines + [""]
+  return "\n".join(parts).rstrip() + "\n"
+
+
+def short_table(run_dirs: list[str], root: str = ".") -> str:
+  """One row per network of the no normalization / LayerNorm / LayerNorm + NaP
+  configurations of each run: final loss of the first and last labelling, training accuracy
+  at the end of the last, average online accuracy (the README's table)."""
+  lines = [
+    "| run | network | final loss, task 1 -> last | train acc, last task | online acc |",
+    "|---|---|---|---|---|",
+  ]
+  for d in run_dirs:
+    with open(os.path.join(d, "summary.json")) as f:
+      summary = json.load(f)
+    rel = os.path.relpath(os.path.join(d, "summary.json"), root)
+    name = os.path.basename(os.path.normpath(d))
+    for c in summary["configs"].values():
+      r = _config_ident(c)
+      if r["method"] not in ("none", "layernorm") or c.get("alias_of") or r["norm"] != "none":
+        continue
+      lines.append(
+        f"| [{name}]({rel}) | {_network_name(r)} | {c['final_loss_first']:.3f} -> "
+        f"{_pm(c, 'final_loss_last')} | {_pm(c, 'final_accuracy_last')} "
+        f"| {_pm(c, 'online_accuracy')} |"
+      )
+  return "\n".join(lines) + "\n"
+
+
+# (begin marker, end marker, renderer) of the generated sections of a Markdown page.
+SECTIONS = (
+  (BEGIN, END, markdown_tables),
+  ("<!-- short table from:", "<!-- short table end -->", short_table),
+)
+
+
+def render_docs(text: str, doc_dir: str) -> str:
+  """`text` (a Markdown page) with every generated section regenerated: between
+  `<!-- tables from: DIR ... -->` and `<!-- tables end -->` the `markdown_tables` of those
+  directories, between `<!-- short table from: DIR ... -->` and `<!-- short table end -->`
+  their `short_table` (directories relative to `doc_dir`)."""
+  found = False
+  for begin, end, render in SECTIONS:
+    if begin not in text:
+      continue
+    found = True
+    head, rest = text.split(begin, 1)
+    dirs, rest = rest.split("-->", 1)
+    if end not in rest:
+      raise ValueError(f"'{begin} ... -->' without '{end}'")
+    _, tail = rest.split(end, 1)
+    runs = [os.path.join(doc_dir, d) for d in dirs.split()]
+    body = render(runs, doc_dir)
+    text = f"{head}{begin} {' '.join(dirs.split())} -->\n\n{body}\n{end}{tail}"
+  if not found:
+    raise ValueError(f"no '{BEGIN} DIR ... -->' ... '{END}' markers")
+  return text
+
+
+def update_docs(doc: str, run_dirs: list[str] | None = None) -> bool:
+  """Regenerates the generated sections of `doc` (see `render_docs`), first pointing its
+  `tables from:` marker at `run_dirs` when given; returns whether the file changed."""
+  with open(doc) as f:
+    text = f.read()
+  doc_dir = os.path.dirname(doc) or "."
+  if run_dirs:
+    head, rest = text.split(BEGIN, 1)
+    rel = " ".join(os.path.relpath(d, doc_dir) for d in run_dirs)
+    text_in = f"{head}{BEGIN} {rel} -->{rest.split('-->', 1)[1]}"
+  else:
+    text_in = text
+  new = render_docs(text_in, doc_dir)
+  if new != text:
+    with open(doc, "w") as f:
+      f.write(new)
+  return new != text
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("runs", nargs="*", help="run directories, each with a summary.json")
+  parser.add_argument("--docs", help="Markdown page whose tables section is regenerated")
+  args = parser.parse_args(argv)
+  if args.docs:
+    changed = update_docs(args.docs, args.runs or None)
+    print(f"{args.docs}: {'updated' if changed else 'unchanged'}")
+  elif args.runs:
+    sys.stdout.write(markdown_tables(args.runs))
+  else:
+    parser.error("give run directories, --docs=PAGE, or both")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

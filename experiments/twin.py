@@ -63,6 +63,8 @@ PRECISIONS = ("float32", "float64")
 # Plain SGD needs a far larger step than Adam's --lr; at this rate the unprojected CNN's
 # hidden norms grow enough over a few thousand steps for the ELR decay to matter.
 SGD_LR = 0.05
+# Adam's rate when --lr is not given (the continual launcher's default for Adam).
+ADAM_LR = 1e-3
 # Pixels are shifted by -0.5 before the network: the digits' black background makes whole
 # 3x3 patches zero, so the first LayerNorm would see rows of zero variance, where its epsilon
 # (not the weights' direction) decides the output and the network is not scale-invariant.
@@ -81,7 +83,9 @@ TOLERANCE = 0.01
 
 def learning_rate(cfg, optimizer: str) -> float:
   """Adam's rate is --lr; SGD's is ``SGD_LR``."""
-  return SGD_LR if optimizer == "sgd" else cfg.lr
+  if optimizer == "sgd":
+    return SGD_LR
+  return cfg.lr if cfg.lr is not None else ADAM_LR
 
 
 def build_model(cfg, num_classes: int) -> SmallCNN:

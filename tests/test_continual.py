@@ -214,6 +214,11 @@ def _cfg(tmp_path, **kw):
     ("seeds", 0, "--seeds"),
     ("lr", -1.0, "--lr"),
     ("optimizer", "lion", "--optimizer"),
+    ("optimizer", ("adam", "lion"), "'sgd', 'momentum'"),
+    ("norm", ("batch",), "allowed values: 'none', 'layer', 'rms'"),
+    ("norm", ("none", "none"), "twice"),
+    ("nap_output", ("center",), "'free', 'project'"),
+    ("lr", 0.0, "--lr"),
     ("log_every", 7, "--log_every"),
     ("dataset", "mnist", "--data_dir"),
     ("cnn_strides", (1, 2), "--cnn_strides"),
@@ -226,6 +231,39 @@ def _cfg(tmp_path, **kw):
 def test_experiment_flag_validation(tmp_path, field, value, match):
   with pytest.raises(ValueError, match=match):
     exp.validate(_cfg(tmp_path, **{field: value}))
+
+
+def test_validation_normalizes_choices_and_refuses_upgd_with_momentum(tmp_path):
+  cfg = exp.validate(_cfg(tmp_path, optimizer="sgd", norm="rms"))
+  assert cfg.optimizer == ("sgd",) and cfg.norm == ("rms",)
+  with pytest.raises(ValueError, match="upgd"):
+    exp.validate(_cfg(tmp_path, optimizer=("adam", "momentum"), methods=("upgd",)))
+
+
+@pytest.mark.parametrize(
+  "flag,allowed",
+  [
+    ("--norm=batch", ("none", "layer", "rms")),
+    ("--optimizer=sgd,lion", ("adam", "sgd", "momentum")),
+    ("--nap_output=center", ("free", "project")),
+    ("--benchmark=shuffled", streams.BENCHMARKS),
+  ],
+)
+def test_command_line_names_the_allowed_values_before_training(tmp_path, capsys, flag, allowed):
+  assert exp.main(["prog", f"--out={tmp_path}/x", flag]) == 2
+  err = capsys.readouterr().err
+  assert flag.split("=")[0] in err and all(a in err for a in allowed), err
+  assert not os.path.exists(tmp_path / "x")
+
+
+def test_quick_applies_to_the_flags_not_given(tmp_path):
+  exp._FLAGS.unparse_flags()
+  exp._FLAGS(["prog", f"--out={tmp_path}", "--quick", "--seeds=3"])
+  cfg = exp.config_from_flags(exp._FLAGS)
+  assert cfg.num_tasks == exp.QUICK["num_tasks"] and cfg.methods == exp.QUICK["methods"]
+  assert cfg.seeds == 3  # given on the command line
+  assert cfg.steps_per_task == exp.Config().steps_per_task  # quick keeps the regime
+  exp._FLAGS.unparse_flags()
 
 
 def test_command_line_rejects_bad_flags_before_work(tmp_path, capsys):
@@ -249,6 +287,9 @@ def test_tiny_grid_runs_logs_and_plots(tmp_path):
   assert summary["num_configs"] == 12
   assert summary["num_trained"] == 10  # layernorm + NaP == none + NaP, per network
   assert summary["configs"]["mlp/layernorm+nap"]["alias_of"] == "none"
+  assert summary["configs"]["mlp/layernorm+nap"]["alias_of_label"] == "mlp/none+nap"
+  for c in summary["configs"].values():
+    assert 0.0 <= c["final_accuracy_first"] <= 1.0 and 0.0 <= c["final_accuracy_last"] <= 1.0
   recs = [json.loads(l) for l in open(tmp_path / "run" / "tasks.jsonl")]
   assert len(recs) == 12 * 2 * 2  # configs x seeds x tasks
   r = recs[0]
@@ -267,21 +308,102 @@ def test_tiny_grid_runs_logs_and_plots(tmp_path):
     assert key in r
   assert 0.0 <= r["online_accuracy"] <= 1.0 and r["jacobian_norm"] > 0
   lines = open(tmp_path / "run" / "steps.csv").read().splitlines()
-  assert lines[0] == "net,method,nap,seed,task,step,loss,accuracy"
+  assert (
+    lines[0] == "net,method,nap,norm,optimizer,nap_output,seed,task,step,loss,accuracy,dead,dormant"
+  )
   assert len(lines) - 1 == 12 * 2 * 2 * 2  # ... x (20 steps / log_every 10)
   nap_rec = [x for x in recs if x["nap"] and x["net"] == "mlp" and x["method"] == "none"]
   first = [x for x in nap_rec if x["task"] == 0][0]["param_norms"]
   last = [x for x in nap_rec if x["task"] == 1][0]["param_norms"]
   assert first["Dense_0/kernel"] == pytest.approx(last["Dense_0/kernel"], rel=1e-4)
-  for name in ("fig1_norm_growth.png", "fig5_interventions.png", "online_accuracy.png"):
+  first_task = [x for x in recs if x["task"] == 0 and x["method"] == "redo" and not x["nap"]]
+  assert summary["configs"]["mlp/redo"]["final_accuracy_first"] == pytest.approx(
+    np.mean([x["final_accuracy"] for x in first_task if x["net"] == "mlp"])
+  )
+  for name in (
+    "fig1_norm_growth.png",
+    "fig5_interventions.png",
+    "online_accuracy.png",
+    "dead_units.png",
+  ):
     assert os.path.getsize(tmp_path / "run" / name) > 1000
   with open(tmp_path / "run" / "per_task.csv") as f:
     table = list(csv.DictReader(f))
   assert len(table) == 12 * 2  # configs x tasks, seeds averaged
   row = [
-    t for t in table if (t["net"], t["method"], t["nap"], t["task"]) == ("mlp", "none", "1", "1")
+    t
+    for t in table
+    if (t["net"], t["method"], t["nap"], t["task"], t["nap_output"])
+    == ("mlp", "none", "1", "1", "free")
   ][0]
   nap_last = [x["final_loss"] for x in nap_rec if x["task"] == 1]
   assert row["seeds"] == "2"
   assert float(row["final_loss_mean"]) == pytest.approx(np.mean(nap_last), rel=1e-5)
   assert float(row["final_loss_std"]) == pytest.approx(np.std(nap_last), rel=1e-4, abs=1e-7)
+
+
+def test_norm_and_optimizer_grid_logs_dead_units_and_its_tables(tmp_path):
+  from experiments import continual_report
+
+  cfg = _cfg(
+    tmp_path, methods=("none",), nap="off", norm=("none", "rms"), optimizer=("adam", "sgd")
+  )
+  summary = exp.run(cfg, verbose=False, command="python -m experiments.continual --norm=none,rms")
+  assert set(summary["configs"]) == {"mlp/none", "mlp/none/sgd", "mlp/none/rms", "mlp/none/rms/sgd"}
+  rms_sgd = summary["configs"]["mlp/none/rms/sgd"]
+  assert (rms_sgd["norm"], rms_sgd["optimizer"], rms_sgd["lr"]) == ("rms", "sgd", 0.1)
+  assert summary["configs"]["mlp/none"]["lr"] == 1e-3
+  with open(tmp_path / "run" / "steps.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 4 * 2 * 2 * 2  # configs x seeds x tasks x windows
+  assert all(0.0 <= float(r["dead"]) <= float(r["dormant"]) <= 1.0 for r in rows)
+  assert {r["optimizer"] for r in rows} == {"adam", "sgd"}
+  with open(tmp_path / "run" / "dead_units.csv") as f:
+    curves = list(csv.DictReader(f))
+  assert {(r["optimizer"], r["network"]) for r in curves} == {
+    (o, n) for o in ("adam", "sgd") for n in ("no normalization", "RMSNorm")
+  }
+  assert os.path.getsize(tmp_path / "run" / "dead_units.png") > 1000
+  tables = continual_report.markdown_tables([str(tmp_path / "run")], str(tmp_path))
+  assert "--norm=none,rms" in tables and "dead units, mean over steps" in tables
+  row = [line for line in tables.splitlines() if "| sgd (0.1) | MLP, RMSNorm |" in line][0]
+  assert f"{rms_sgd['dead_fraction_mean']:.3f} ± {rms_sgd['dead_fraction_mean_std']:.3f}" in row
+
+
+def test_nap_output_project_holds_the_output_layer_at_its_initial_norm(tmp_path):
+  cfg = _cfg(tmp_path, methods=("none",), nap="on", nap_output=("free", "project"), lr=1e-2)
+  summary = exp.run(cfg, verbose=False)
+  assert set(summary["configs"]) == {"mlp/none+nap", "mlp/none+nap/out=project"}
+  recs = [json.loads(l) for l in open(tmp_path / "run" / "tasks.jsonl")]
+
+  def output_norms(nap_output):
+    return [
+      r["param_norms"]["output/kernel"]
+      for r in recs
+      if r["nap_output"] == nap_output and r["seed"] == 0
+    ]
+
+  projected, free = output_norms("project"), output_norms("free")
+  assert projected[0] == pytest.approx(projected[1], rel=1e-4)
+  assert abs(free[1] - free[0]) > 1e-3 * free[0]  # left free, it moves
+
+
+def test_default_regime_memorizes_the_first_labelling(tmp_path):
+  """Under the defaults (only one task and one seed, to keep the check short), the
+  LayerNorm MLP reaches >= 0.9 training accuracy on its first random labelling."""
+  cfg = exp.Config(
+    out=str(tmp_path / "run"), methods=("layernorm",), nap="off", num_tasks=1, seeds=1
+  )
+  summary = exp.run(cfg, verbose=False)
+  c = summary["configs"]["mlp/layernorm"]
+  assert c["final_accuracy_first"] >= 0.9, c["final_accuracy_first"]
+  assert c["lr"] == 1e-3 and c["optimizer"] == "adam"
+
+
+@pytest.mark.slow
+def test_default_regime_memorizes_with_every_seed_and_with_nap(tmp_path):
+  cfg = exp.Config(out=str(tmp_path / "run"), methods=("layernorm",), nap="both", num_tasks=1)
+  summary = exp.run(cfg, verbose=False)
+  recs = [json.loads(l) for l in open(tmp_path / "run" / "tasks.jsonl")]
+  assert len(recs) == 2 * 3 and min(r["final_accuracy"] for r in recs) >= 0.9
+  assert summary["configs"]["mlp/layernorm+nap"]["final_accuracy_first"] >= 0.9

@@ -70,8 +70,15 @@ def test_scale_by_layer_scales_named_leaves_and_composes_with_the_projection():
 # ---------------------------------------------------------------------------------------------
 # The continual twin (float64, the launcher's default precision).
 
-# The committed docs/twin/ run's settings (the launcher's CNN), 2,000 steps.
-TINY = dict(out="unused", num_tasks=4, steps_per_task=500, log_every=10)
+# The committed docs/twin/ run's settings (the CNN of its command), 2,000 steps.
+TINY = dict(
+  out="unused",
+  num_tasks=4,
+  steps_per_task=500,
+  log_every=10,
+  cnn_channels=(8, 16),
+  cnn_hidden=(64,),
+)
 
 
 def _train(optimizer, **settings):
