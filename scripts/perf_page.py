@@ -61,6 +61,11 @@ AREA_INFO = {
     "continual",
     "one configuration of the continual supervised benchmark, extrapolated to the default grid",
   ),
+  "jitted": (
+    "jitted",
+    "the fully jitted loop (DQN on gymnax Breakout-MinAtar, 4 envs per seed) for 1 and 8 "
+    "seeds against the host loop on `minatar:breakout` with the same agent and update ratio",
+  ),
 }
 
 # Key (or fnmatch pattern, first match wins) -> meaning.
@@ -84,6 +89,10 @@ MEANINGS = [
   ("env.steps_per_s", "agent steps/s through `envs.make` (the wrapper)"),
   ("env.wrapper_vs_raw", "wrapper speed / raw speed"),
   ("*.num_envs", "environments stepped"),
+  ("jitted.seeds1_sps", "agent steps/s of the jitted loop, one seed"),
+  ("jitted.seeds8_sps", "agent steps/s of the jitted loop, 8 seeds in one process, summed"),
+  ("jitted.host_loop_sps", "agent steps/s of the host loop on `minatar:breakout`"),
+  ("jitted.seeds8_vs_host_loop", "8 seeds jitted / host loop, aggregate agent steps/s"),
   ("learner.flops_per_update", "XLA's cost analysis of the Rainbow update (`nn.Conv`)"),
   ("learner.flops_per_update_analytic", "hand count of the Nature CNN's multiply-adds"),
   ("learner.flops_per_update_gemm_conv", "XLA's count with the GEMM convolutions"),
