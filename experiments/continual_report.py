@@ -203,8 +203,7 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
           )
         ax.set_title(f"{net.upper()} ({opt}): {title}", fontsize=10)
         ax.set_xlabel("label resets (tasks)")
-        if key != "final_loss":
-          ax.set_yscale("log")
+        ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
@@ -323,11 +322,12 @@ def _seeds(summary: dict[str, Any]) -> str:
 def norm_growth_table(summary: dict[str, Any]) -> list[str]:
   """No normalization / LayerNorm / LayerNorm + NaP (and output projected, when run): loss
   and training accuracy at the end of the first and last labelling, Jacobian and parameter
-  norms at the end of the last, per net and optimizer."""
+  norms at the end of the last, average online accuracy, per net and optimizer."""
   lines = [
     "| network | final loss, task 1 | final loss, last task | train acc, task 1 "
-    "| train acc, last task | Jacobian norm, last | parameter norm, last |",
-    "|---|---|---|---|---|---|---|",
+    "| train acc, last task | Jacobian norm, last | parameter norm, last | online acc "
+    "| online acc, last 5 tasks |",
+    "|---|---|---|---|---|---|---|---|---|",
   ]
   configs = summary["configs"].values()
   found = False
@@ -341,7 +341,8 @@ def norm_growth_table(summary: dict[str, Any]) -> list[str]:
       f"| {prefix}{_network_name(r)} | {_pm(c, 'final_loss_first')} "
       f"| {_pm(c, 'final_loss_last')} | {_pm(c, 'final_accuracy_first')} "
       f"| {_pm(c, 'final_accuracy_last')} | {_pm(c, 'jacobian_norm_last', '.1f')} "
-      f"| {_pm(c, 'param_norm_last', '.1f')} |"
+      f"| {_pm(c, 'param_norm_last', '.1f')} | {_pm(c, 'online_accuracy')} "
+      f"| {_pm(c, 'online_accuracy_last5')} |"
     )
   return lines if found else []
 
@@ -360,7 +361,7 @@ def interventions_table(summary: dict[str, Any]) -> list[str]:
   lines = []
   for net, opt in cells:
     methods = [m for m in interventions.METHODS if (net, opt, m, False) in by]
-    if len(methods) < 2:
+    if len(methods) < 3:  # none and layernorm alone: the first table has them
       continue
     lines += [
       f"{net.upper()}, {opt}:",
@@ -401,7 +402,13 @@ def dead_units_table(summary: dict[str, Any]) -> list[str]:
   if len({(c.get("base_norm"), c.get("optimizer")) for c in rows}) < 2:
     return []
   optimizers = list(dict.fromkeys(c["optimizer"] for c in rows))
-  rows.sort(key=lambda c: optimizers.index(c["optimizer"]))
+  networks = ("no normalization", "RMSNorm", "RMSNorm + NaP", "LayerNorm", "LayerNorm + NaP")
+
+  def order(c):
+    name = _network_name(_config_ident(c))
+    return optimizers.index(c["optimizer"]), networks.index(name) if name in networks else 9
+
+  rows.sort(key=order)
   lines = [
     "| optimizer (lr) | network | dead units, mean over steps | dead units, end "
     "| final loss, task 1 | final loss, last task | train acc, task 1 | train acc, last task |",
@@ -449,28 +456,32 @@ def markdown_tables(run_dirs: list[str], root: str = ".") -> str:
 
 
 def short_table(run_dirs: list[str], root: str = ".") -> str:
-  """One row per network of the no normalization / LayerNorm / LayerNorm + NaP
-  configurations of each run: final loss of the first and last labelling, training accuracy
-  at the end of the last, average online accuracy (the README's table)."""
-  lines = [
-    "| run | network | final loss, task 1 -> last | train acc, last task | online acc |",
-    "|---|---|---|---|---|",
-  ]
+  """The no normalization / LayerNorm / LayerNorm + NaP configurations of each run, one row
+  each: final loss of the first and last labelling, training accuracy at the end of the
+  last, average online accuracy (the README's table)."""
+  parts = []
   for d in run_dirs:
     with open(os.path.join(d, "summary.json")) as f:
       summary = json.load(f)
     rel = os.path.relpath(os.path.join(d, "summary.json"), root)
-    name = os.path.basename(os.path.normpath(d))
+    parts += [
+      f"`{summary.get('command') or '(command not recorded)'}` ([summary.json]({rel}), "
+      f"{_seeds(summary)} seeds, mean ± std over seeds):",
+      "",
+      "| network | final loss, task 1 -> last | train acc, last task | online acc |",
+      "|---|---|---|---|",
+    ]
     for c in summary["configs"].values():
       r = _config_ident(c)
       if r["method"] not in ("none", "layernorm") or c.get("alias_of") or r["norm"] != "none":
         continue
-      lines.append(
-        f"| [{name}]({rel}) | {_network_name(r)} | {c['final_loss_first']:.3f} -> "
+      parts.append(
+        f"| {_network_name(r)} | {c['final_loss_first']:.3f} -> "
         f"{_pm(c, 'final_loss_last')} | {_pm(c, 'final_accuracy_last')} "
         f"| {_pm(c, 'online_accuracy')} |"
       )
-  return "\n".join(lines) + "\n"
+    parts.append("")
+  return "\n".join(parts)
 
 
 # (begin marker, end marker, renderer) of the generated sections of a Markdown page.

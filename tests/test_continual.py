@@ -407,3 +407,30 @@ def test_default_regime_memorizes_with_every_seed_and_with_nap(tmp_path):
   recs = [json.loads(l) for l in open(tmp_path / "run" / "tasks.jsonl")]
   assert len(recs) == 2 * 3 and min(r["final_accuracy"] for r in recs) >= 0.9
   assert summary["configs"]["mlp/layernorm+nap"]["final_accuracy_first"] >= 0.9
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("page", ["docs/continual.md", "README.md"])
+def test_docs_tables_are_generated_from_the_committed_summaries(page):
+  from experiments import continual_report
+
+  path = os.path.join(ROOT, page)
+  text = open(path).read()
+  doc_dir = os.path.dirname(path)
+  named = [
+    d
+    for begin, _, _ in continual_report.SECTIONS
+    if begin in text
+    for d in text.split(begin, 1)[1].split("-->", 1)[0].split()
+  ]
+  assert named, f"{page} names no run directories"
+  for d in named:
+    with open(os.path.join(doc_dir, d, "summary.json")) as f:
+      summary = json.load(f)
+    assert summary["seeds"] >= 3 and summary["command"].startswith("python -m experiments.")
+  assert continual_report.render_docs(text, doc_dir) == text, (
+    f"{page}'s tables differ from its summary.json files; run "
+    f"python -m experiments.continual_report --docs={page}"
+  )
