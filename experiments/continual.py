@@ -33,7 +33,7 @@ Examples::
   python -m experiments.continual --quick --out=runs/continual_quick
   python -m experiments.continual --methods=none,layernorm --nap_output=free,project \
       --out=runs/continual_output_layer
-  python -m experiments.continual --benchmark=random_labels --methods=none --nap=off \
+  python -m experiments.continual --benchmark=random_labels --methods=none --nap=both \
       --norm=none,rms,layer --optimizer=sgd,adam,momentum --out=runs/dead_units
 
 `--twin` runs the twin experiment instead (experiments/twin.py, docs/twin.md): an unprojected
@@ -94,6 +94,7 @@ __all__ = [
 ]
 
 NETS = ("mlp", "cnn")
+MAX_AUTO_LOG_EVERY = 50
 NAP_MODES = ("off", "on", "both")
 # --quick: a first look at the default grid's regime (fewer tasks, seeds and methods). Each
 # entry applies unless its flag is given on the command line.
@@ -170,7 +171,11 @@ class Config:
     "Intervention hyperparameters, method.name=value, "
     "e.g. redo.tau=0.1,continual_backprop.replacement_rate=1e-3.",
   )
-  log_every: int = option(50, "Window (steps) of the per-step means and dead-unit counts.")
+  log_every: int = option(
+    0,
+    "Window (steps) of the per-step means and dead-unit counts; 0: the largest divisor of "
+    f"--steps_per_task up to {MAX_AUTO_LOG_EVERY}.",
+  )
   probe_size: int = option(256, "Probe batch size for the diagnostics and dead units.")
   eval_size: int = option(1024, "Examples scored for the final loss and accuracy of a task.")
   jacobian_projections: int = option(8, "Random projections for the Jacobian norm.")
@@ -299,13 +304,16 @@ def validate(cfg: Config) -> Config:
     "num_tasks",
     "seeds",
     "batch_size",
-    "log_every",
     "probe_size",
     "eval_size",
     "jacobian_projections",
   ):
     _positive(name, getattr(cfg, name))
   _positive("seed", cfg.seed, allow_zero=True)
+  _positive("log_every", cfg.log_every, allow_zero=True)
+  if cfg.log_every == 0:
+    divisors = [d for d in range(1, MAX_AUTO_LOG_EVERY + 1) if cfg.steps_per_task % d == 0]
+    cfg = dataclasses.replace(cfg, log_every=max(divisors))
   if cfg.steps_per_task % cfg.log_every:
     raise ValueError(
       f"--log_every={cfg.log_every} must divide --steps_per_task={cfg.steps_per_task}"

@@ -220,6 +220,7 @@ def _cfg(tmp_path, **kw):
     ("nap_output", ("center",), "'free', 'project'"),
     ("lr", 0.0, "--lr"),
     ("log_every", 7, "--log_every"),
+    ("log_every", -1, "--log_every"),
     ("dataset", "mnist", "--data_dir"),
     ("cnn_strides", (1, 2), "--cnn_strides"),
     ("overrides", ("redo.tau",), "--overrides"),
@@ -236,6 +237,9 @@ def test_experiment_flag_validation(tmp_path, field, value, match):
 def test_validation_normalizes_choices_and_refuses_upgd_with_momentum(tmp_path):
   cfg = exp.validate(_cfg(tmp_path, optimizer="sgd", norm="rms"))
   assert cfg.optimizer == ("sgd",) and cfg.norm == ("rms",)
+  assert exp.validate(_cfg(tmp_path, log_every=0)).log_every == 20  # steps_per_task=20
+  assert exp.validate(_cfg(tmp_path, log_every=0, steps_per_task=1000)).log_every == 50
+  assert exp.validate(_cfg(tmp_path, log_every=0, steps_per_task=7)).log_every == 7
   with pytest.raises(ValueError, match="upgd"):
     exp.validate(_cfg(tmp_path, optimizer=("adam", "momentum"), methods=("upgd",)))
 
