@@ -177,7 +177,11 @@ def test_bad_input_fails_before_any_work(tmp_path, flag_values, message):
 
 def _last20(run_dir, seeds):
   return [
-    float(np.mean([r["return"] for r in _lines(os.path.join(run_dir, d, "metrics.jsonl"), "episode")[-20:]]))
+    float(
+      np.mean(
+        [r["return"] for r in _lines(os.path.join(run_dir, d, "metrics.jsonl"), "episode")[-20:]]
+      )
+    )
     for d in train.seed_run_dirs(str(run_dir), seeds)
   ]
 
