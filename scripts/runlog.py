@@ -119,10 +119,11 @@ def _read_logs(run: Run) -> None:
     if kind in ("episode", "eval"):
       fields = {"return": [r.get("return" if kind == "episode" else "mean") for r in recs]}
     else:
-      fields = {}
-      for key in set().union(*recs) - {"kind", "frames", "agent_steps", "game"}:
+      fields = {}  # in the order the lines log them (sets would reorder the figures' panels)
+      skip = {"kind", "frames", "agent_steps", "game"}
+      for key in [k for k in dict.fromkeys(k for r in recs for k in r) if k not in skip]:
         values = [r.get(key) for r in recs]
-        layers = {layer for v in values if isinstance(v, dict) for layer in v}
+        layers = dict.fromkeys(layer for v in values if isinstance(v, dict) for layer in v)
         for layer in layers:
           fields[f"{key}/{layer}"] = [v.get(layer) if isinstance(v, dict) else None for v in values]
         if not layers:
