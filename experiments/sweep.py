@@ -84,10 +84,8 @@ def train_flags(value: Any, where: str) -> list[str]:
   (true -> --name, false -> --noname, a list -> comma-joined)."""
   if isinstance(value, dict):
     join = lambda v: ",".join(map(str, v)) if isinstance(v, list) else v
-    value = [
-      f"--{'' if v else 'no'}{k}" if isinstance(v, bool) else f"--{k}={join(v)}"
-      for k, v in value.items()
-    ]
+    flag = lambda k, v: f"--{'' if v else 'no'}{k}" if isinstance(v, bool) else f"--{k}={join(v)}"
+    value = [flag(k, v) for k, v in value.items()]
   if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
     raise ValueError(f"{where}: {value!r} is not a list of '--name=value' or a {{name: value}}")
   for name in (item.lstrip("-").partition("=")[0] for item in value):
@@ -122,8 +120,7 @@ def checked_frames(args: tuple[str, ...], where: str) -> int:
   parsed = flags.FlagValues()
   options.define_flags(train.TrainOptions, parsed)
   try:
-    positional = parsed(["train", *args])[1:]
-    if positional:
+    if positional := parsed(["train", *args])[1:]:
       raise ValueError(f"{positional[0]!r} is not a train flag ('--name=value' or '--name')")
     return train.build_config(options.from_flags(train.TrainOptions, parsed))[0].num_frames
   except (flags.Error, ValueError) as e:
@@ -151,8 +148,7 @@ def sweep_from_flags(argv: list[str]) -> tuple[SweepOptions, list[Trial]]:
         config = json.load(f)
     except (OSError, ValueError) as e:
       raise ValueError(f"--config={FLAGS.config}: cannot read it as JSON ({e})") from None
-  unknown = sorted(set(config) - set(CONFIG_KEYS)) if isinstance(config, dict) else "all"
-  if unknown:
+  if unknown := sorted(set(config) - set(CONFIG_KEYS)) if isinstance(config, dict) else "all":
     raise ValueError(f"--config: unknown keys {unknown}; a JSON object takes {CONFIG_KEYS}")
   given = {name for name in FLAGS if FLAGS[name].present}
   if given & {"seeds", "num_seeds"}:  # the command line's seeds replace both keys
@@ -275,16 +271,14 @@ def start_trials(o: SweepOptions, todo: list[Trial], ray: Any) -> dict[Any, tupl
 def connect_ray(o: SweepOptions) -> Any:
   """Connects to Ray (or starts it here) and checks that a live node can hold a trial."""
   address = o.ray_address
-  kwargs = dict(address=address, logging_level="WARNING", log_to_driver=False)
-  if address == "local":
-    kwargs.update(address=None, object_store_memory=200 << 20)
+  local = dict(address=None, object_store_memory=200 << 20) if address == "local" else {}
   try:
     import ray  # pylint: disable=import-outside-toplevel
 
     if address not in ("auto", "local"):  # ray.init would retry a dead address for minutes
       host, _, port = address.removeprefix("ray://").rpartition(":")
       socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
-    ray.init(**kwargs)
+    ray.init(**{"address": address, "logging_level": "WARNING", "log_to_driver": False, **local})
   except (ImportError, OSError, RuntimeError, ValueError, OverflowError) as e:
     raise ValueError(
       f"--ray_address={address}: cannot reach it ({e}); give auto, local, HOST:PORT or "

@@ -238,13 +238,13 @@ def _diagnostics(runs: list[runlog.Run], name: str, report: Report, switches=())
     report.figure(f"{name}_elr", panels[:12])
 
 
-def _visits(k: int, runs: list[runlog.Run], segments: list, report: Report) -> None:
+def _visits(k: int, runs: list[runlog.Run], report: Report) -> None:
   """Each game's visits aligned at the switch into it, and end-of-visit scores."""
   # game -> frames of its longest visit; game -> (variant, visit) -> returns since the switch
   longest, found = {}, collections.defaultdict(lambda: collections.defaultdict(list))
-  for r, segs in zip(runs, segments):
+  for r in runs:
     s = r.returns("episode")
-    for start, end, g, visit in segs:
+    for start, end, g, visit in runlog.segments(r):
       longest[g] = max(longest.get(g, 0), end - start)
       if s and (sel := (s.frames > start) & (s.frames <= end) & (s.games == g)).any():
         found[g][(r.variant, visit)].append(runlog.Series(s.frames[sel] - start, s.values[sel]))
@@ -273,8 +273,7 @@ def _sequences(runs: list[runlog.Run], report: Report) -> None:
   for k, (games, members) in enumerate(sorted(sequences.items()), 1):
     title = f"Sequence {k}: {' → '.join(games)} ({len(members)} runs)"
     report.section(title, "Visits: first solid, second dashed, later dotted.")
-    segments = [runlog.segments(r) for r in members]
-    switches = [(start, g) for start, _, g, _ in max(segments, key=len)]
+    switches = [(start, g) for start, _, g, _ in max(map(runlog.segments, members), key=len)]
     episodes = collections.defaultdict(list)
     for r in members:
       if s := r.returns("episode"):
@@ -285,7 +284,7 @@ def _sequences(runs: list[runlog.Run], report: Report) -> None:
       lines = report.lines(bands, runs={v: len(m) for v, m in episodes.items()})
       whole_run = dict(title="whole run", x=x, lines=lines, switches=switches, name_switches=True)
       report.figure(f"sequential_{k}", [whole_run])
-      _visits(k, members, segments, report)
+      _visits(k, members, report)
     _diagnostics(members, f"sequential_{k}_diagnostics", report, switches[1:])
 
 
