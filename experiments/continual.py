@@ -200,6 +200,15 @@ class Config:
     "training amplifies it).",
     twin_experiment.PRECISIONS,
   )
+  twin_optimizers: tuple[str, ...] = option(
+    list(twin_experiment.OPTIMIZERS),
+    "Optimizers of the --twin experiment, comma-separated: "
+    + ", ".join(twin_experiment.OPTIMIZERS)
+    + ".",
+  )
+  twin_sgd_lr: float = option(
+    twin_experiment.SGD_LR, "SGD's learning rate in the --twin experiment (Adam's is --lr)."
+  )
 
   @property
   def nap_modes(self) -> tuple[bool, ...]:
@@ -260,6 +269,7 @@ LIST_CHOICES = {
   "optimizer": OPTIMIZERS,
   "methods": interventions.METHODS,
   "nap_output": NAP_OUTPUTS,
+  "twin_optimizers": twin_experiment.OPTIMIZERS,
 }
 
 
@@ -322,6 +332,12 @@ def validate(cfg: Config) -> Config:
     isinstance(cfg.lr, (int, float)) and np.isfinite(cfg.lr) and cfg.lr > 0
   ):
     raise ValueError(f"--lr={cfg.lr!r} must be a positive number")
+  if not (
+    isinstance(cfg.twin_sgd_lr, (int, float))
+    and np.isfinite(cfg.twin_sgd_lr)
+    and cfg.twin_sgd_lr > 0
+  ):
+    raise ValueError(f"--twin_sgd_lr={cfg.twin_sgd_lr!r} must be a positive number")
   if "momentum" in cfg.optimizer and "upgd" in cfg.methods:
     raise ValueError("--methods includes upgd, which supports --optimizer=adam or sgd only")
   for flag in ("hidden_sizes", "cnn_channels", "cnn_strides", "cnn_hidden"):

@@ -60,8 +60,9 @@ TWINS = ("layerwise", "global", "none")
 NETWORKS = ("unprojected",) + TWINS
 CONTROL = "perturbed"
 PRECISIONS = ("float32", "float64")
-# Plain SGD needs a far larger step than Adam's --lr; at this rate the unprojected CNN's
-# hidden norms grow enough over a few thousand steps for the ELR decay to matter.
+# --twin_sgd_lr's default. Plain SGD needs a far larger step than Adam's --lr; at this rate
+# the unprojected CNN's hidden norms grow enough over a few thousand steps for the ELR decay
+# to matter.
 SGD_LR = 0.05
 # Adam's rate when --lr is not given (the continual launcher's default for Adam).
 ADAM_LR = 1e-3
@@ -82,9 +83,9 @@ TOLERANCE = 0.01
 
 
 def learning_rate(cfg, optimizer: str) -> float:
-  """Adam's rate is --lr; SGD's is ``SGD_LR``."""
+  """Adam's rate is --lr; SGD's is --twin_sgd_lr."""
   if optimizer == "sgd":
-    return SGD_LR
+    return cfg.twin_sgd_lr
   return cfg.lr if cfg.lr is not None else ADAM_LR
 
 
@@ -343,7 +344,7 @@ def run(cfg, verbose: bool = True) -> dict[str, dict[str, float]]:
   )
   os.makedirs(cfg.out, exist_ok=True)
   results, gaps, more = {}, {}, {}
-  for optimizer in OPTIMIZERS:
+  for optimizer in cfg.twin_optimizers:
     results[optimizer] = train_twins(cfg, stream, optimizer, cfg.twin_precision)
     gaps[optimizer] = relative_gaps(results[optimizer], cfg.log_every)
     more[optimizer] = details(results[optimizer], cfg.log_every)

@@ -165,11 +165,9 @@ def test_sgd_any_elr_mismatch_departs_as_far_as_no_rescaling(sgd_twin):
   assert info["first_off"]["layerwise"] is None
 
 
-def test_twin_command_writes_the_gap_table(tmp_path, monkeypatch):
-  monkeypatch.setattr(twin_experiment, "OPTIMIZERS", ("adam",))
-  cfg = continual.Config(
-    **dict(TINY, out=str(tmp_path), num_tasks=1, steps_per_task=50, plots=False)
-  )
+def test_twin_command_writes_the_gap_table(tmp_path):
+  short = dict(num_tasks=1, steps_per_task=50, plots=False, twin_optimizers=("adam",))
+  cfg = continual.Config(**dict(TINY, out=str(tmp_path), **short))
   gaps = twin_experiment.run(cfg, verbose=False)
   assert json.loads((tmp_path / "twin.json").read_text()) == gaps
   assert set(gaps["adam"]) == {"layerwise", "global", "none"}
@@ -184,9 +182,15 @@ def test_twin_command_writes_the_gap_table(tmp_path, monkeypatch):
 def test_twin_flag_is_routed_and_bad_precision_is_refused(tmp_path):
   with pytest.raises(ValueError, match="precision='float16'"):
     twin_experiment.train_twins(continual.Config(out="x"), None, "sgd", "float16")
-  assert (
-    continual.main(["continual", "--twin", "--twin_precision=float16", f"--out={tmp_path}"]) == 2
-  )
+  cfg = continual.Config(out="x", twin_sgd_lr=0.02, lr=3e-4)
+  assert twin_experiment.learning_rate(cfg, "sgd") == 0.02
+  assert twin_experiment.learning_rate(cfg, "adam") == 3e-4
+  for flag in ("--twin_precision=float16", "--twin_sgd_lr=0", "--twin_optimizers=lion"):
+    assert continual.main(["continual", "--twin", flag, f"--out={tmp_path}"]) == 2
+  with pytest.raises(ValueError, match="--twin_sgd_lr=-0.1 must be a positive number"):
+    continual.validate(continual.Config(out="x", twin_sgd_lr=-0.1))
+  with pytest.raises(ValueError, match="twin_optimizers.*'lion'"):
+    continual.validate(continual.Config(out="x", twin_optimizers=("lion",)))
 
 
 # ---------------------------------------------------------------------------------------------
