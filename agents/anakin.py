@@ -5,9 +5,11 @@ replay and learner in one compiled function, vmapped over seeds.
 
   act (epsilon-greedy, `agents.agent.act_step`) in N environments per seed
   -> step the JAX environments (auto-reset, keeping the true final observation)
-  -> add the N transitions to the seed's replay (`UniformReplay`, device arrays)
+  -> add the N transitions to the seed's replay (`agents.device_replay`, device arrays:
+     uniform 1-step, or n-step and prioritized as the agent's config says)
   -> the learner updates due (`agents.agent.update_step`), every `update_every` agent steps
-     once the replay holds `min_replay` transitions.
+     once `min_replay` agent steps were taken; each samples its batch from the seed's replay
+     and, with prioritized replay, writes the batch's new priorities back to it.
 
 The seeds' parts of the carry (`SeedCarry`) are stacked on a leading seed axis and the body
 is vmapped over it; the counters (`Counters`) are shared and unbatched, so "is an update due"
@@ -17,9 +19,11 @@ Everything a seed does is drawn from its own key (`init_carry`), so a seed in a 
 the trajectory it follows alone (up to floating-point reassociation across the vmapped batch).
 The carry holds everything, so a checkpoint is the carry and resuming is exact.
 
-Departures from the host loop (`experiments.loop`): 1-step uniform replay only; the replay
-stores both observations of a transition (no frame stacks to share); episodes run on across
-chunk ends (there is no segment truncation, since a chunk end does not reset anything).
+Departures from the host loop (`experiments.loop`): the replay stores both observations of a
+transition (no frame stacks to share) and forms n-step returns as it stores them; a
+prioritized batch's priorities are written before the next update samples (the host loop's
+can be an update late); episodes run on across chunk ends (there is no segment truncation,
+since a chunk end does not reset anything).
 """
 
 from __future__ import annotations
@@ -31,78 +35,9 @@ from typing import Any, NamedTuple
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from agents import agent as agent_lib
-from agents.replay import Batch
-
-
-@flax.struct.dataclass
-class UniformReplay:
-  """A circular buffer of transitions in device arrays (one seed's; [C, ...] leaves).
-
-  Both observations are stored: the next observation of a transition that ended an
-  episode is the episode's final one, which the environment's auto-reset replaces.
-  """
-
-  obs: jax.Array  # [C, *obs_shape] storage dtype
-  action: jax.Array  # [C] int32
-  reward: jax.Array  # [C] float32 (clipped as the agent's config says)
-  discount: jax.Array  # [C] float32 gamma, 0 after a termination
-  next_obs: jax.Array  # [C, *obs_shape]
-  cursor: jax.Array  # int32 [] next row to write
-  size: jax.Array  # int32 [] rows filled
-
-  @classmethod
-  def create(cls, capacity: int, obs_shape: tuple[int, ...], dtype: Any) -> UniformReplay:
-    zeros = lambda shape, d: jnp.zeros((capacity,) + tuple(shape), d)
-    return cls(
-      obs=zeros(obs_shape, dtype),
-      action=zeros((), jnp.int32),
-      reward=zeros((), jnp.float32),
-      discount=zeros((), jnp.float32),
-      next_obs=zeros(obs_shape, dtype),
-      cursor=jnp.zeros((), jnp.int32),
-      size=jnp.zeros((), jnp.int32),
-    )
-
-  @property
-  def capacity(self) -> int:
-    return self.action.shape[-1]
-
-  def add(self, obs, action, reward, discount, next_obs) -> UniformReplay:
-    """Writes N transitions ([N, ...] each) at the cursor, wrapping around."""
-    n = action.shape[0]
-    rows = (self.cursor + jnp.arange(n)) % self.capacity
-    put = lambda buf, x: buf.at[rows].set(x.astype(buf.dtype))
-    return self.replace(
-      obs=put(self.obs, obs),
-      action=put(self.action, action),
-      reward=put(self.reward, reward),
-      discount=put(self.discount, discount),
-      next_obs=put(self.next_obs, next_obs),
-      cursor=(self.cursor + n) % self.capacity,
-      size=jnp.minimum(self.size + n, self.capacity),
-    )
-
-  def sample(self, key: jax.Array, batch_size: int, obs_dtype: Any) -> Batch:
-    """A uniform batch (with replacement) of the filled rows."""
-    rows = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
-    return Batch(
-      obs=self.obs[rows].astype(obs_dtype),
-      action=self.action[rows],
-      reward=self.reward[rows],
-      discount=self.discount[rows],
-      next_obs=self.next_obs[rows].astype(obs_dtype),
-      weight=jnp.ones((batch_size,), jnp.float32),
-      index=None,
-    )
-
-
-def replay_bytes(capacity: int, obs_shape: tuple[int, ...], storage_dtype: Any) -> int:
-  """Bytes of one seed's `UniformReplay` (computed without allocating it)."""
-  obs = int(np.prod(obs_shape)) * np.dtype(storage_dtype).itemsize
-  return capacity * (2 * obs + 3 * 4)
+from agents import device_replay
 
 
 @flax.struct.dataclass
@@ -110,7 +45,7 @@ class SeedCarry:
   """One seed's part of the carry (stacked [S, ...] over seeds)."""
 
   agent: agent_lib.AgentState
-  replay: UniformReplay
+  replay: device_replay.UniformReplay | device_replay.NStepReplay
   env_state: Any  # gymnax state, [N, ...] leaves
   obs: jax.Array  # [N, *obs_shape] float32
   rng: jax.Array  # acting, environment and sampling stream
@@ -152,6 +87,9 @@ class Program:
   agent: agent_lib.Agent
   env: Any  # envs.gymnax_envs.GymnaxEnv
   num_envs: int  # per seed
+  # The run's length in agent steps per seed, over which prioritized replay's importance
+  # exponent anneals (`importance_beta`; 0: importance_beta_end throughout).
+  num_frames: int = 0
 
   def __post_init__(self):
     check_update_cadence(self.num_envs, self.agent.config.update_every)
@@ -180,6 +118,14 @@ def epsilon(config, agent_steps: jax.Array) -> jax.Array:
   return config.epsilon_start + fraction * (config.epsilon_end - config.epsilon_start)
 
 
+def importance_beta(config, agent_steps: jax.Array, num_frames: int) -> jax.Array:
+  """`agents.agent.importance_beta_at` at progress agent_steps / num_frames, in jnp."""
+  progress = jnp.clip(agent_steps / max(1, num_frames), 0.0, 1.0)
+  return config.importance_beta_start + progress * (
+    config.importance_beta_end - config.importance_beta_start
+  )
+
+
 def init_seed(program: Program, key: jax.Array) -> SeedCarry:
   """A fresh seed: agent (`agents.agent.init`), empty replay, reset environments."""
   env, n = program.env, program.num_envs
@@ -192,7 +138,7 @@ def init_seed(program: Program, key: jax.Array) -> SeedCarry:
   config = program.agent.config
   return SeedCarry(
     agent=agent_state,
-    replay=UniformReplay.create(config.replay_capacity, env.observation_shape, env.storage_dtype),
+    replay=device_replay.create(config, n, env.observation_shape, env.storage_dtype),
     env_state=env_state,
     obs=obs.astype(env.observation_dtype),
     rng=rng,
@@ -249,8 +195,7 @@ def _act_and_store(program: Program, seed: SeedCarry, eps: jax.Array) -> tuple[S
   )
   clipped = jnp.clip(reward, -config.reward_clip, config.reward_clip)
   stored = clipped if config.reward_clip > 0 else reward
-  discount = jnp.where(terminal, 0.0, config.gamma).astype(jnp.float32)
-  replay = seed.replay.add(seed.obs, action, stored, discount, next_obs)
+  replay = seed.replay.add_step(config, seed.obs, action, stored, terminal, done, next_obs)
   episode_return = seed.episode_return + reward
   clipped_return = seed.clipped_return + stored
   episode_length = seed.episode_length + 1
@@ -269,14 +214,16 @@ def _act_and_store(program: Program, seed: SeedCarry, eps: jax.Array) -> tuple[S
 
 
 def _update_seed(
-  program: Program, seed: SeedCarry, lr: jax.Array, step: jax.Array
+  program: Program, seed: SeedCarry, lr: jax.Array, step: jax.Array, beta: jax.Array
 ) -> tuple[SeedCarry, agent_lib.UpdateInfo]:
-  """One learner update of one seed on a uniform batch of its replay."""
+  """One learner update of one seed on a batch of its replay, whose priorities (if
+  prioritized) the update's then replace."""
   config = program.agent.config
   rng, sample_key = jax.random.split(seed.rng)
-  batch = seed.replay.sample(sample_key, config.batch_size, program.env.observation_dtype)
+  batch = seed.replay.sample(sample_key, config.batch_size, program.env.observation_dtype, beta)
   state, info = agent_lib.update_step(program.agent, seed.agent, batch, lr, step)
-  return seed.replace(agent=state, rng=rng), info
+  replay = seed.replay.update_priorities(config, batch.index, info.priorities)
+  return seed.replace(agent=state, replay=replay, rng=rng), info
 
 
 def _learn(program: Program, seeds: SeedCarry, counters: Counters):
@@ -284,12 +231,13 @@ def _learn(program: Program, seeds: SeedCarry, counters: Counters):
   config = program.agent.config
   steps = counters.agent_steps
   lr = program.agent.learning_rate(steps)
-  update = jax.vmap(functools.partial(_update_seed, program), in_axes=(0, None, None))
+  beta = importance_beta(config, steps, program.num_frames)
+  update = jax.vmap(functools.partial(_update_seed, program), in_axes=(0, None, None, None))
   k = max(1, program.updates_per_iteration)
 
   def run(seeds):
     def one(seeds, _):
-      seeds, info = update(seeds, lr, steps)
+      seeds, info = update(seeds, lr, steps, beta)
       return seeds, (info.loss, info.grad_norm)
 
     seeds, (loss, grad_norm) = jax.lax.scan(one, seeds, None, length=k)

@@ -73,6 +73,8 @@ import numpy as np
 from agents.sum_tree import SumTree
 
 _FORMAT_VERSION = 1
+# Added to priorities before the exponent, so that none is exactly 0.
+PRIORITY_EPS = 1e-6
 
 
 class Batch(NamedTuple):
@@ -140,7 +142,7 @@ class ReplayMemory:
     prioritized: bool = False,
     alpha: float = 0.5,
     beta: float = 0.4,
-    priority_eps: float = 1e-6,
+    priority_eps: float = PRIORITY_EPS,
     check_consistency: bool = True,
     tree_branching: int = 32,
   ):
@@ -677,4 +679,4 @@ class ReplayMemory:
     return cls(**kwargs).load(path)
 
 
-__all__ = ["Batch", "ReplayMemory"]
+__all__ = ["PRIORITY_EPS", "Batch", "ReplayMemory"]

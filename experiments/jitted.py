@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents import agent as agent_lib
-from agents import anakin
+from agents import anakin, device_replay
 from envs import gymnax_envs
 from experiments import diagnostics
 from experiments.loop import RunConfig, _mean_or_none, _write_bytes
@@ -70,25 +70,22 @@ def host_available_bytes() -> int:
 def validate(config: RunConfig, env_id: str) -> None:
   """Raises ValueError, naming the flag, for what the jitted loop does not run."""
   a = config.agent
-  if a.prioritized:
-    raise ValueError(
-      "prioritized replay (the rainbow, full_rainbow, der and rainbow_dqnzoo presets, or "
-      "--overrides=prioritized=true) is not supported by the jitted loop (gymnax envs); use "
-      "--agent=dqn or --overrides=prioritized=false"
-    )
-  if a.n_step != 1:
-    raise ValueError(
-      f"n_step={a.n_step} (the preset's or --overrides) is not supported by the jitted loop "
-      "(gymnax envs), which replays 1-step transitions; use --agent=dqn or --overrides=n_step=1"
-    )
   if config.seed_mode == "loop":
     raise ValueError("--seed_mode=loop: the jitted loop always vmaps its seeds (use auto or vmap)")
   if config.tensorboard:
     raise ValueError("--tensorboard is not supported by the jitted loop (gymnax envs)")
   anakin.check_update_cadence(config.num_envs, a.update_every)
+  pending = (a.n_step - 1) * config.num_envs  # steps an n-step memory holds back at most
+  if a.min_replay < a.batch_size + pending:
+    raise ValueError(
+      f"min_replay={a.min_replay} with n_step={a.n_step} and --num_envs={config.num_envs}: "
+      f"learning starts after min_replay agent steps, when up to (n_step - 1) x num_envs = "
+      f"{pending} of them are not stored yet; min_replay must be >= batch_size + {pending} = "
+      f"{a.batch_size + pending} (--overrides=min_replay=...)"
+    )
   env = gymnax_envs.make_gymnax(env_id)
-  need = len(config.seeds) * anakin.replay_bytes(
-    a.replay_capacity, env.observation_shape, env.storage_dtype
+  need = len(config.seeds) * device_replay.replay_bytes(
+    a, config.num_envs, env.observation_shape, env.storage_dtype
   )
   have = device_memory_bytes()
   if have and need > MEMORY_HEADROOM * have:
@@ -121,7 +118,9 @@ class JittedTrainer:
     env = gymnax_envs.make_gymnax(self.env_id)
     obs_example = np.zeros((1,) + env.observation_shape, env.observation_dtype)
     self.agent = agent_lib.make_agent(config.agent, env.num_actions, obs_example=obs_example)
-    self.program = anakin.Program(agent=self.agent, env=env, num_envs=config.num_envs)
+    self.program = anakin.Program(
+      agent=self.agent, env=env, num_envs=config.num_envs, num_frames=config.num_frames
+    )
     self.carry = anakin.init_carry(self.program, config.seeds)
     self.host = HostCounters()
     self.recent = [collections.deque(maxlen=20) for _ in config.seeds]

@@ -64,7 +64,8 @@ AREA_INFO = {
   "jitted": (
     "jitted",
     "the fully jitted loop (DQN on gymnax Breakout-MinAtar, 4 envs per seed) for 1 and 8 "
-    "seeds against the host loop on `minatar:breakout` with the same agent and update ratio",
+    "seeds against the host loop on `minatar:breakout` with the same agent and update ratio; "
+    "8 seeds with 3-step prioritized replay, and of Rainbow",
   ),
 }
 
@@ -93,6 +94,12 @@ MEANINGS = [
   ("jitted.seeds8_sps", "agent steps/s of the jitted loop, 8 seeds in one process, summed"),
   ("jitted.host_loop_sps", "agent steps/s of the host loop on `minatar:breakout`"),
   ("jitted.seeds8_vs_host_loop", "8 seeds jitted / host loop, aggregate agent steps/s"),
+  (
+    "jitted.seeds8_prioritized_sps",
+    "the same 8 seeds with 3-step returns and prioritized replay, summed",
+  ),
+  ("jitted.prioritized_vs_uniform", "3-step prioritized / 1-step uniform replay, 8 seeds"),
+  ("jitted.seeds8_rainbow_sps", "the Rainbow MinAtar preset, 8 seeds in one process, summed"),
   ("learner.flops_per_update", "XLA's cost analysis of the Rainbow update (`nn.Conv`)"),
   ("learner.flops_per_update_analytic", "hand count of the Nature CNN's multiply-adds"),
   ("learner.flops_per_update_gemm_conv", "XLA's count with the GEMM convolutions"),

@@ -11,7 +11,12 @@ Keys:
 - ``jitted.seeds1_sps`` / ``jitted.seeds8_sps``: aggregate agent steps/s (all seeds) of
   one process running 1 / 8 seeds;
 - ``jitted.host_loop_sps``: the host loop, one seed;
-- ``jitted.seeds8_vs_host_loop``: seeds8_sps / host_loop_sps (target >= 3).
+- ``jitted.seeds8_vs_host_loop``: seeds8_sps / host_loop_sps (target >= 3);
+- ``jitted.seeds8_prioritized_sps``: 8 seeds of the same agent with 3-step returns and
+  prioritized replay (`agents.device_replay.NStepReplay`), and
+  ``jitted.prioritized_vs_uniform``: its ratio to seeds8_sps, the cost of the replay alone;
+- ``jitted.seeds8_rainbow_sps``: 8 seeds of the Rainbow MinAtar preset (C51, 3-step,
+  prioritized) at the same replay sizes.
 
 ``python -m scripts.benches.jitted [--quick]`` prints the JSON.
 """
@@ -36,12 +41,14 @@ NUM_ENVS = 4
 OVERRIDES = dict(min_replay=500, replay_capacity=20_000)
 
 
-def _jitted_sps(num_seeds: int, iterations: int) -> float:
+def _jitted_sps(num_seeds: int, iterations: int, preset: str = "dqn", **overrides) -> float:
   env = gymnax_envs.make_gymnax("gymnax:Breakout-MinAtar")
-  config = presets.make_config("dqn", "minatar", **OVERRIDES)
+  config = presets.make_config(preset, "minatar", **(OVERRIDES | overrides))
   obs = np.zeros((1,) + env.observation_shape, np.float32)
   agent = agent_lib.make_agent(config, env.num_actions, obs_example=obs)
-  program = anakin.Program(agent=agent, env=env, num_envs=NUM_ENVS)
+  program = anakin.Program(
+    agent=agent, env=env, num_envs=NUM_ENVS, num_frames=2 * iterations * NUM_ENVS
+  )
   carry = anakin.init_carry(program, tuple(range(num_seeds)))
   # The first chunk compiles and fills the replay past min_replay.
   carry, _ = anakin.train_chunk(program, carry, iterations)
@@ -82,6 +89,10 @@ def run(quick: bool) -> dict:
   results["jitted.seeds8_vs_host_loop"] = round(
     results["jitted.seeds8_sps"] / results["jitted.host_loop_sps"], 2
   )
+  prioritized = _jitted_sps(8, iterations, n_step=3, prioritized=True)
+  results["jitted.seeds8_prioritized_sps"] = round(prioritized, 1)
+  results["jitted.prioritized_vs_uniform"] = round(prioritized / results["jitted.seeds8_sps"], 3)
+  results["jitted.seeds8_rainbow_sps"] = round(_jitted_sps(8, iterations, "rainbow"), 1)
   return results
 
 
