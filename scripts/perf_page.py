@@ -100,6 +100,11 @@ MEANINGS = [
   ),
   ("jitted.prioritized_vs_uniform", "3-step prioritized / 1-step uniform replay, 8 seeds"),
   ("jitted.seeds8_rainbow_sps", "the Rainbow MinAtar preset, 8 seeds in one process, summed"),
+  ("jitted.seeds8_learner_gflops", "8 seeds' updates/s x XLA's FLOPs of one update"),
+  (
+    "jitted.seeds8_learner_flop_utilization",
+    "8 seeds' learner GFLOP/s / matmul peak measured in the same run",
+  ),
   ("learner.flops_per_update", "XLA's cost analysis of the Rainbow update (`nn.Conv`)"),
   ("learner.flops_per_update_analytic", "hand count of the Nature CNN's multiply-adds"),
   ("learner.flops_per_update_gemm_conv", "XLA's count with the GEMM convolutions"),

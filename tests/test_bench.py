@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from absl.testing import flagsaver
 
+from agents import presets
 from experiments import train
 from scripts import bench
-from scripts.benches import learner, scale
+from scripts.benches import jitted, learner, scale
 
 
 def test_quick_replay_area_writes_json_and_a_table_with_targets(tmp_path, capsys):
@@ -110,3 +111,14 @@ def test_layer_passes_cover_the_update_flops_and_run():
   # Each call runs its chain of passes and returns a finite scalar of the last one.
   out = passes["conv0_forward"].call()
   assert out.shape == () and bool(jnp.isfinite(out)) and float(out) != 0.0
+
+
+def test_jitted_update_flops_match_the_minatar_mlp_by_hand():
+  """One DQN MinAtar update: the online network's forward, its backward (weight gradients of
+  every layer, input gradients of all but the first) and the target network's forward, 2
+  FLOPs per multiply-add of the 400-256-256-A MLP, batch 32; XLA adds the elementwise work."""
+  config = presets.make_config("dqn", "minatar")
+  macs = 400 * 256 + 256 * 256 + 256 * 3  # Breakout-MinAtar: 10x10x4 inputs, 3 actions
+  by_hand = 2 * (4 * macs - 400 * 256) * config.batch_size / 1e9
+  assert config.network.hidden_sizes == (256, 256)
+  assert by_hand < jitted._update_gflop() < 1.1 * by_hand

@@ -16,7 +16,11 @@ Keys:
   prioritized replay (`agents.device_replay.NStepReplay`), and
   ``jitted.prioritized_vs_uniform``: its ratio to seeds8_sps, the cost of the replay alone;
 - ``jitted.seeds8_rainbow_sps``: 8 seeds of the Rainbow MinAtar preset (C51, 3-step,
-  prioritized) at the same replay sizes.
+  prioritized) at the same replay sizes;
+- ``jitted.seeds8_learner_gflops`` and ``jitted.seeds8_learner_flop_utilization``: the
+  8-seed run's updates/s times XLA's FLOP count of one update, and that rate as a fraction
+  of the matmul peak measured in the same run (``scripts/benches/learner.py``'s
+  ``make_matmul``): how much of the machine the learner's arithmetic uses.
 
 ``python -m scripts.benches.jitted [--quick]`` prints the JSON.
 """
@@ -33,9 +37,11 @@ import numpy as np
 
 from agents import agent as agent_lib
 from agents import anakin, presets
+from agents.replay import Batch
 from envs import gymnax_envs
 from envs.sequential import GameSchedule
 from experiments import loop, rundir
+from scripts.benches import learner
 
 NUM_ENVS = 4
 OVERRIDES = dict(min_replay=500, replay_capacity=20_000)
@@ -57,6 +63,25 @@ def _jitted_sps(num_seeds: int, iterations: int, preset: str = "dqn", **override
   carry, _ = anakin.train_chunk(program, carry, iterations)
   jax.block_until_ready(carry)
   return num_seeds * iterations * NUM_ENVS / (time.perf_counter() - start)
+
+
+def _update_gflop(preset: str = "dqn") -> float:
+  """XLA's GFLOP count of one single-seed update of the MinAtar `preset` at its batch size."""
+  env = gymnax_envs.make_gymnax("gymnax:Breakout-MinAtar")
+  config = presets.make_config(preset, "minatar", **OVERRIDES)
+  obs = np.zeros((config.batch_size,) + env.observation_shape, np.float32)
+  agent = agent_lib.make_agent(config, env.num_actions, obs_example=obs[:1])
+  state = jax.eval_shape(lambda: agent_lib.init(agent, jax.random.PRNGKey(0), obs[:1]))
+  column = np.zeros(config.batch_size, np.float32)
+  batch = Batch(obs, column.astype(np.int32), column, column + 0.99, obs, column + 1.0)
+  lowered = jax.jit(agent_lib.update_step, static_argnums=0).lower(agent, state, batch, 1e-4)
+  return learner.xla_flops(lowered.compile()) / 1e9
+
+
+def _matmul_peak_gflops(reps: int) -> float:
+  matmuls = learner.make_matmul()
+  seconds = learner.interleaved_seconds(matmuls.timed(), reps)
+  return float(np.median(matmuls.peak(seconds))) / 1e9
 
 
 def _host_loop_sps(steps: int) -> float:
@@ -93,6 +118,12 @@ def run(quick: bool) -> dict:
   results["jitted.seeds8_prioritized_sps"] = round(prioritized, 1)
   results["jitted.prioritized_vs_uniform"] = round(prioritized / results["jitted.seeds8_sps"], 3)
   results["jitted.seeds8_rainbow_sps"] = round(_jitted_sps(8, iterations, "rainbow"), 1)
+  update_every = presets.make_config("dqn", "minatar").update_every
+  gflops = results["jitted.seeds8_sps"] / update_every * _update_gflop()
+  results["jitted.seeds8_learner_gflops"] = round(gflops, 1)
+  results["jitted.seeds8_learner_flop_utilization"] = round(
+    gflops / _matmul_peak_gflops(3 if quick else 7), 3
+  )
   return results
 
 
