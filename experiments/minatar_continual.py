@@ -9,7 +9,8 @@ Every arm trains one network on `--games` in order, `--steps_per_visit` agent st
 for one visit's length (a one-game, one-cycle schedule: the same network, interface and
 per-game protocol; a fresh run of the first game is its first visit step for step, so it is
 not run again). The report reads the runs' `metrics.jsonl` and writes `--docs_out`:
-`summary.json` (per arm, game and visit the final return, mean and std over seeds, with the
+`summary.json` (per arm, game and visit the final return and, at the visit's last
+diagnostics, the dormant fraction and mean hidden-kernel norm, mean and std over seeds; the
 commands) and `curves.png` (return against steps within the visit).
 """
 
@@ -95,17 +96,41 @@ def commands(o: Options) -> dict[tuple[str, str], list[str]]:
   return runs
 
 
-def _episodes(run_dir: str) -> list[tuple[int, str, float]]:
-  """(agent steps, game, return) of every episode of every seed directory of `run_dir`."""
+def _records(run_dir: str) -> list[list[dict]]:
+  """The metrics.jsonl records of every seed directory of `run_dir`."""
   seeds = sorted(d for d in os.listdir(run_dir) if d.startswith("seed_"))
   out = []
   for seed in seeds or ["."]:
     with open(os.path.join(run_dir, seed, "metrics.jsonl")) as f:
-      records = [json.loads(line) for line in f]
-    out.append(
-      [(r["agent_steps"], r["game"], r["return"]) for r in records if r["kind"] == "episode"]
-    )
+      out.append([json.loads(line) for line in f])
   return out
+
+
+def _episodes(records: list[list[dict]]) -> list[list[tuple[int, str, float]]]:
+  """(agent steps, game, return) of every episode, per seed."""
+  return [
+    [(r["agent_steps"], r["game"], r["return"]) for r in seed if r["kind"] == "episode"]
+    for seed in records
+  ]
+
+
+def visit_diagnostics(records: list[list[dict]], start: int, length: int) -> dict:
+  """The visit's last diagnostics line (on the game's probe batch), mean and std over seeds:
+  the dormant fraction (mean over hidden layers) and the mean hidden-kernel norm."""
+  dormant, norms = [], []
+  for seed in records:
+    lines = [
+      r for r in seed if r["kind"] == "diagnostics" and start < r["agent_steps"] <= start + length
+    ]
+    last = lines[-1]
+    dormant.append(np.mean(list(last["dormant"].values())))
+    norms.append(np.mean([v for k, v in last["param_norms"].items() if "output" not in k]))
+  return {
+    "dormant_mean": round(float(np.mean(dormant)), 4),
+    "dormant_std": round(float(np.std(dormant)), 4),
+    "hidden_norm_mean": round(float(np.mean(norms)), 3),
+    "hidden_norm_std": round(float(np.std(norms)), 3),
+  }
 
 
 def visit_stats(per_seed, start: int, length: int) -> dict:
@@ -142,19 +167,18 @@ def summarize(o: Options, runs: dict[tuple[str, str], list[str]]) -> dict:
   length, games = o.steps_per_visit, list(o.games)
   results = {}
   for arm in ARMS:
-    sequential = _episodes(os.path.join(o.out, arm, "sequential"))
+    sequential = _records(os.path.join(o.out, arm, "sequential"))
     results[arm] = {}
     for g, game in enumerate(games):
-      visits = {
-        f"visit_{c + 1}": visit_stats(sequential, (c * len(games) + g) * length, length)
-        for c in range(o.cycles)
+      starts = {f"visit_{c + 1}": (c * len(games) + g) * length for c in range(o.cycles)}
+      sources = {visit: (sequential, start) for visit, start in starts.items()}
+      fresh_dir = os.path.join(o.out, arm, "fresh_" + game.split(":")[-1])
+      sources["fresh"] = sources["visit_1"] if g == 0 else (_records(fresh_dir), 0)
+      results[arm][game] = {
+        visit: visit_stats(_episodes(records), start, length)
+        | {"diagnostics_end": visit_diagnostics(records, start, length)}
+        for visit, (records, start) in sources.items()
       }
-      fresh = visits["visit_1"] if g == 0 else None
-      if g > 0:
-        fresh = visit_stats(
-          _episodes(os.path.join(o.out, arm, "fresh_" + game.split(":")[-1])), 0, length
-        )
-      results[arm][game] = visits | {"fresh": fresh}
   return {
     "protocol": {
       "games": games,
@@ -198,18 +222,28 @@ def plot(summary: dict, path: str) -> None:
 
 
 def table(summary: dict) -> str:
-  """The markdown table of final returns (mean +- std over seeds)."""
+  """Markdown tables (mean ± std over seeds) of the final return, and of the dormant fraction
+  and mean hidden-kernel norm at the visit's last diagnostics."""
   games, results = summary["protocol"]["games"], summary["results"]
-  cycles = summary["protocol"]["cycles"]
-  visits = [f"visit_{c + 1}" for c in range(cycles)]
-  head = "| arm | game | " + " | ".join(v.replace("_", " ") for v in visits) + " | fresh |"
-  lines = [head, "|" + "---|" * (len(visits) + 3)]
+  visits = [f"visit_{c + 1}" for c in range(summary["protocol"]["cycles"])] + ["fresh"]
+  names = " | ".join(v.replace("_", " ") for v in visits)
+  returns = [f"| arm | game | {names} |", "|" + "---|" * (len(visits) + 2)]
+  diagnostics = [
+    f"| arm | game | dormant: {names} | hidden norm: {names} |",
+    "|" + "---|" * (2 * len(visits) + 2),
+  ]
   for arm, per_game in results.items():
     for game in games:
-      cells = [per_game[game][v] for v in visits + ["fresh"]]
-      text = [f"{c['final_mean']:.2f} ± {c['final_std']:.2f}" for c in cells]
-      lines.append(f"| {arm} | {game.split(':')[-1]} | " + " | ".join(text) + " |")
-  return "\n".join(lines)
+      cells = [per_game[game][v] for v in visits]
+      row = f"| {arm} | {game.split(':')[-1]} | "
+      returns.append(
+        row + " | ".join(f"{c['final_mean']:.2f} ± {c['final_std']:.2f}" for c in cells) + " |"
+      )
+      ends = [c["diagnostics_end"] for c in cells]
+      dormant = [f"{d['dormant_mean']:.3f} ± {d['dormant_std']:.3f}" for d in ends]
+      norms = [f"{d['hidden_norm_mean']:.2f} ± {d['hidden_norm_std']:.2f}" for d in ends]
+      diagnostics.append(row + " | ".join(dormant + norms) + " |")
+  return "\n".join(returns) + "\n\n" + "\n".join(diagnostics)
 
 
 def main(argv):

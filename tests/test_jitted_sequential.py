@@ -206,3 +206,26 @@ def test_the_docs_table_is_the_committed_summarys():
     page = f.read()
   assert set(summary["results"]) == set(minatar_continual.ARMS)
   assert minatar_continual.table(summary) in page
+
+
+def test_visit_diagnostics_reads_the_visits_last_line():
+  def line(steps, dormant, norm):
+    return {
+      "kind": "diagnostics",
+      "agent_steps": steps,
+      "dormant": {"a": dormant, "b": dormant + 0.2},
+      "param_norms": {"torso/Dense_0/kernel": norm, "output/kernel": 100.0},
+    }
+
+  seeds = [
+    [line(150, 0.9, 9.0), line(250, 0.5, 2.0), line(300, 0.1, 4.0), line(350, 0.9, 9.0)],
+    [line(280, 0.3, 6.0), {"kind": "episode", "agent_steps": 290}],
+  ]
+  stats = minatar_continual.visit_diagnostics(seeds, 200, 100)
+  # seed 0: the line at 300 (dormant (0.1 + 0.3) / 2, norm 4); seed 1: the line at 280.
+  assert stats == {
+    "dormant_mean": 0.3,
+    "dormant_std": 0.1,
+    "hidden_norm_mean": 5.0,
+    "hidden_norm_std": 1.0,
+  }
