@@ -19,6 +19,10 @@ Everything a seed does is drawn from its own key (`init_carry`), so a seed in a 
 the trajectory it follows alone (up to floating-point reassociation across the vmapped batch).
 The carry holds everything, so a checkpoint is the carry and resuming is exact.
 
+A sequential schedule runs one program per game on the same carry: at a switch the host
+calls `start_game` (fresh environments of the new game; agent and replay kept), and the
+learning-rate schedule counts from `Counters.lr_origin`.
+
 Departures from the host loop (`experiments.loop`): the replay stores both observations of a
 transition (no frame stacks to share) and forms n-step returns as it stores them; a
 prioritized batch's priorities are written before the next update samples (the host loop's
@@ -60,6 +64,9 @@ class Counters:
 
   agent_steps: jax.Array  # int32 [] per seed (= frames: gymnax envs have no frame skip)
   updates: jax.Array  # int32 [] learner updates per seed
+  # Agent step the learning-rate schedule counts from: a game's first step when the schedule
+  # restarts at every game switch (a sequential run), else 0.
+  lr_origin: jax.Array  # int32 []
 
 
 @flax.struct.dataclass
@@ -126,26 +133,58 @@ def importance_beta(config, agent_steps: jax.Array, num_frames: int) -> jax.Arra
   )
 
 
+def _reset_envs(program: Program, key: jax.Array) -> tuple[jax.Array, Any]:
+  """(obs [N, *obs_shape], env_state) of N fresh environments of the program's game."""
+  env = program.env
+  obs, env_state = jax.vmap(env.env.reset, in_axes=(0, None))(
+    jax.random.split(key, program.num_envs), env.params
+  )
+  return obs.astype(env.observation_dtype), env_state
+
+
 def init_seed(program: Program, key: jax.Array) -> SeedCarry:
   """A fresh seed: agent (`agents.agent.init`), empty replay, reset environments."""
   env, n = program.env, program.num_envs
   init_key, env_key, rng = jax.random.split(key, 3)
   obs_example = jnp.zeros((1,) + env.observation_shape, env.observation_dtype)
   agent_state = agent_lib.init(program.agent, init_key, obs_example)
-  obs, env_state = jax.vmap(env.env.reset, in_axes=(0, None))(
-    jax.random.split(env_key, n), env.params
-  )
+  obs, env_state = _reset_envs(program, env_key)
   config = program.agent.config
   return SeedCarry(
     agent=agent_state,
     replay=device_replay.create(config, n, env.observation_shape, env.storage_dtype),
     env_state=env_state,
-    obs=obs.astype(env.observation_dtype),
+    obs=obs,
     rng=rng,
     episode_return=jnp.zeros((n,), jnp.float32),
     clipped_return=jnp.zeros((n,), jnp.float32),
     episode_length=jnp.zeros((n,), jnp.int32),
   )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def start_game(program: Program, seeds: SeedCarry) -> SeedCarry:
+  """Every seed ([S, ...] leaves) with fresh environments of `program`'s game, drawn from
+  its own stream (a game switch of a sequential run). Agent and replay are kept; the
+  episodes running in the previous game's environments end unlogged, their transitions
+  already in the replay with their true next observations (n-step windows still waiting
+  for later steps are dropped: `device_replay.end_running_episodes`)."""
+
+  def one(seed: SeedCarry) -> SeedCarry:
+    rng, env_key = jax.random.split(seed.rng)
+    obs, env_state = _reset_envs(program, env_key)
+    zeros = jnp.zeros_like(seed.episode_return)
+    return seed.replace(
+      replay=device_replay.end_running_episodes(seed.replay),
+      env_state=env_state,
+      obs=obs,
+      rng=rng,
+      episode_return=zeros,
+      clipped_return=zeros,
+      episode_length=jnp.zeros_like(seed.episode_length),
+    )
+
+  return jax.vmap(one)(seeds)
 
 
 def init_carry(program: Program, seeds: tuple[int, ...]) -> Carry:
@@ -154,7 +193,9 @@ def init_carry(program: Program, seeds: tuple[int, ...]) -> Carry:
   per_seed = jax.jit(functools.partial(init_seed, program))
   return Carry(
     seeds=jax.tree.map(lambda *xs: jnp.stack(xs), *[per_seed(k) for k in keys]),
-    counters=Counters(agent_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32)),
+    counters=Counters(
+      **{f: jnp.zeros((), jnp.int32) for f in ("agent_steps", "updates", "lr_origin")}
+    ),
   )
 
 
@@ -230,14 +271,15 @@ def _learn(program: Program, seeds: SeedCarry, counters: Counters):
   """The updates due after this iteration's steps (all seeds), mean loss and grad norm."""
   config = program.agent.config
   steps = counters.agent_steps
-  lr = program.agent.learning_rate(steps)
+  since = steps - counters.lr_origin  # the schedule's step, as the host loop's
+  lr = program.agent.learning_rate(since)
   beta = importance_beta(config, steps, program.num_frames)
   update = jax.vmap(functools.partial(_update_seed, program), in_axes=(0, None, None, None))
   k = max(1, program.updates_per_iteration)
 
   def run(seeds):
     def one(seeds, _):
-      seeds, info = update(seeds, lr, steps, beta)
+      seeds, info = update(seeds, lr, since, beta)
       return seeds, (info.loss, info.grad_norm)
 
     seeds, (loss, grad_norm) = jax.lax.scan(one, seeds, None, length=k)

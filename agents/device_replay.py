@@ -312,6 +312,16 @@ def _stored(config: AgentConfig, priority: jax.Array) -> jax.Array:
   return (priority + PRIORITY_EPS) ** config.priority_exponent
 
 
+def end_running_episodes(replay: UniformReplay | NStepReplay) -> UniformReplay | NStepReplay:
+  """`replay` with the n-step windows of the running episodes emptied: their environments
+  are replaced (a game switch), and a window's next steps would otherwise come from
+  another episode. Up to n - 1 steps per environment never become transitions."""
+  if isinstance(replay, UniformReplay):
+    return replay
+  window = replay.window
+  return replay.replace(window=window.replace(length=jnp.zeros_like(window.length)))
+
+
 def create(
   config: AgentConfig, num_envs: int, obs_shape: tuple[int, ...], storage_dtype: Any
 ) -> UniformReplay | NStepReplay:

@@ -13,6 +13,13 @@ A checkpoint holds each seed's slice of the carry (agent, replay, environments, 
 streams, running episodes) and the shared counters, so a resumed run continues exactly
 where the checkpointed one was: the same chunks run from the same carry.
 
+A sequential schedule of MinAtar games (`--schedule=sequential --games=gymnax:...`) plays
+every game behind one interface (`envs.minatar_union`: padded channels, MinAtar's full action
+set) with one agent. Chunks end at game switches; a switch (`_start_task`, as the host loop's)
+re-creates the environments for the new game in the carry, resets the optimizer and restarts
+the learning-rate schedule when the run's protocol says so, and keeps the replay. Episodes,
+evaluations and diagnostics name their game, and each game has its own probe batch.
+
 `validate` lists what the jitted loop does not support; `experiments.train` calls it
 before any work.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -33,14 +41,15 @@ import numpy as np
 
 from agents import agent as agent_lib
 from agents import anakin, device_replay
-from envs import gymnax_envs
+from envs import gymnax_envs, minatar_union
+from envs.sequential import Task
 from experiments import diagnostics
 from experiments.loop import RunConfig, _mean_or_none, _write_bytes
 from experiments.rundir import CheckpointError, RunDir
 from plasticity import nap
 
 CARRY_FILE = "carry.msgpack"
-PROBE_FILE = "probe.npy"
+PROBES_FILE = "probes.npy"  # [games, batch, *obs_shape], the games in the meta's probe_games
 # Device memory kept free beside the replay: the agent, batches and XLA's temporaries.
 MEMORY_HEADROOM = 0.8
 
@@ -83,7 +92,12 @@ def validate(config: RunConfig, env_id: str) -> None:
       f"{pending} of them are not stored yet; min_replay must be >= batch_size + {pending} = "
       f"{a.batch_size + pending} (--overrides=min_replay=...)"
     )
-  env = gymnax_envs.make_gymnax(env_id)
+  if config.sequential and config.replay_on_switch != "keep":
+    raise ValueError(
+      f"--replay_on_switch={config.replay_on_switch} is not supported by the jitted loop "
+      "(gymnax envs), which keeps the replay at game switches; use --replay_on_switch=keep"
+    )
+  env = game_env(config, env_id)
   need = len(config.seeds) * device_replay.replay_bytes(
     a, config.num_envs, env.observation_shape, env.storage_dtype
   )
@@ -96,14 +110,23 @@ def validate(config: RunConfig, env_id: str) -> None:
     )
 
 
+def game_env(config: RunConfig, game: str) -> gymnax_envs.GymnaxEnv:
+  """The environment `game` trains in: for a sequential schedule behind the MinAtar union
+  interface (padded channels, the full action set; envs/minatar_union.py), so one network
+  plays every game; else the game's own."""
+  return minatar_union.make_union(game) if config.sequential else gymnax_envs.make_gymnax(game)
+
+
 @dataclasses.dataclass
 class HostCounters:
-  """When the next log line, evaluation and checkpoint are due (agent steps = frames)."""
+  """When the next log line, evaluation and checkpoint are due (agent steps = frames), and
+  the task whose start was handled (a game switch: fresh environments, optimizer reset)."""
 
   next_log: int = 0
   next_eval: int = 0
   next_checkpoint: int = 0
   next_diagnostics: int = 0  # learner updates
+  task_index: int = -1
 
 
 class JittedTrainer:
@@ -114,19 +137,23 @@ class JittedTrainer:
     if len(run_dirs) != len(config.seeds):
       raise ValueError(f"{len(config.seeds)} seeds need as many run dirs, got {len(run_dirs)}")
     self.config, self.run_dirs, self.log = config, run_dirs, log
-    self.env_id = config.schedule.games[0]
-    env = gymnax_envs.make_gymnax(self.env_id)
+    self.task = config.schedule.task(0)
+    env = game_env(config, self.task.game)
     obs_example = np.zeros((1,) + env.observation_shape, env.observation_dtype)
     self.agent = agent_lib.make_agent(config.agent, env.num_actions, obs_example=obs_example)
-    self.program = anakin.Program(
-      agent=self.agent, env=env, num_envs=config.num_envs, num_frames=config.num_frames
-    )
+    # One program per game (one compilation each; a game's later visits reuse it). The
+    # agent, and so the network and optimizer, is the same in all of them.
+    self._programs = {self.task.game: self._make_program(env)}
+    self.program = self._programs[self.task.game]
     self.carry = anakin.init_carry(self.program, config.seeds)
     self.host = HostCounters()
     self.recent = [collections.deque(maxlen=20) for _ in config.seeds]
     self.episodes = [0] * len(config.seeds)
-    self.probes: list[np.ndarray] | None = None  # per seed, [batch, *obs_shape]
+    self.probes: dict[str, np.ndarray] = {}  # game -> [seeds, batch, *obs_shape]
     self._diagnostics_fn = None
+    self._reset_optimizer = jax.jit(
+      jax.vmap(lambda p, old: nap.keep_target_norms(self.agent.optimizer.init(p), old))
+    )
     self._eval_keys = jnp.stack(
       [jax.random.fold_in(jax.random.PRNGKey(s), 7) for s in config.seeds]
     )
@@ -146,13 +173,32 @@ class JittedTrainer:
   def agent_steps(self) -> int:
     return int(self.carry.counters.agent_steps)
 
+  def learning_rate(self) -> float:
+    """The rate of the next update (the schedule counts from `Counters.lr_origin`)."""
+    counters = self.carry.counters
+    return float(self.agent.learning_rate(int(counters.agent_steps) - int(counters.lr_origin)))
+
+  def _make_program(self, env) -> anakin.Program:
+    return anakin.Program(
+      agent=self.agent, env=env, num_envs=self.config.num_envs, num_frames=self.config.num_frames
+    )
+
+  def _program(self, game: str) -> anakin.Program:
+    if game not in self._programs:
+      self._programs[game] = self._make_program(game_env(self.config, game))
+    return self._programs[game]
+
   def run(self) -> dict[str, Any]:
     cfg, n = self.config, self.config.num_envs
     try:
       self._restore()
       start_steps, start = self.agent_steps, time.time()
       while self.agent_steps < cfg.num_frames:
-        remaining = -(-(cfg.num_frames - self.agent_steps) // n)  # iterations, rounded up
+        task = cfg.schedule.task_at(self.agent_steps)
+        if task.index != self.host.task_index:
+          self._start_task(task)
+        end = min(cfg.num_frames, task.end_frame)  # a chunk never crosses a game switch
+        remaining = -(-(end - self.agent_steps) // n)  # iterations, rounded up
         chunk_start = (time.time(), self.agent_steps)
         iterations = min(max(1, cfg.log_every // n), remaining)
         self.carry, out = anakin.train_chunk(self.program, self.carry, iterations)
@@ -180,6 +226,35 @@ class JittedTrainer:
       "stopped_early": False,
     }
 
+  def _start_task(self, task: Task) -> None:
+    """The host loop's switch (`experiments.loop.Trainer._start_task`): past the first task,
+    fresh environments of the new game, the optimizer reset and the learning-rate schedule
+    restarted if configured (the replay is kept); a 'switch' line when sequential."""
+    cfg, program = self.config, self._program(task.game)
+    if task.index > 0:
+      seeds = anakin.start_game(program, self.carry.seeds)
+      counters = self.carry.counters
+      if cfg.reset_optimizer_on_switch:
+        opt_state = self._reset_optimizer(seeds.agent.params, seeds.agent.opt_state)
+        seeds = seeds.replace(agent=seeds.agent.replace(opt_state=opt_state))
+      if cfg.lr_restart_on_switch:
+        counters = counters.replace(lr_origin=jnp.asarray(task.start_frame, jnp.int32))
+      self.carry = anakin.Carry(seeds=seeds, counters=counters)
+    self.task, self.program, self.host.task_index = task, program, task.index
+    if cfg.sequential:
+      for run in self.run_dirs:
+        run.log(
+          "metrics.jsonl",
+          {
+            "kind": "switch",
+            "frames": task.start_frame,
+            "agent_steps": self.agent_steps,
+            "game": task.game,
+            "cycle": task.cycle,
+            "task_index": task.index,
+          },
+        )
+
   # --- logs ----------------------------------------------------------------------------------
   def _log_chunk(self, out: anakin.ChunkOutput, chunk_start: tuple[float, int]) -> None:
     """'episode' lines for the episodes that ended in the chunk, in order, then a 'train'
@@ -195,13 +270,13 @@ class JittedTrainer:
           "frames": frames,
           "agent_steps": frames,
           "kind": "episode",
-          "game": self.env_id,
+          "game": self.task.game,
           "return": float(out.episode_return[t, s, i]),
           "clipped_return": float(out.clipped_return[t, s, i]),
           "length": int(out.episode_length[t, s, i]),
         },
       )
-    lr = float(self.agent.learning_rate(steps))
+    lr = self.learning_rate()
     norms, elr = jax.device_get(self._norms(self.carry.seeds.agent.params, lr))
     sps = (steps - chunk_start[1]) / max(time.time() - chunk_start[0], 1e-9)
     epsilon = agent_lib.epsilon_at(self.config.agent, steps)
@@ -233,27 +308,32 @@ class JittedTrainer:
       self.host.next_log += self.config.log_every
 
   def _diagnostics(self) -> None:
-    """Plasticity diagnostics (experiments/diagnostics.py) of each seed on its probe batch."""
-    updates = int(self.carry.counters.updates)
-    if self.probes is None:
-      replay = self.carry.seeds.replay
-      size = np.asarray(replay.size)
+    """Plasticity diagnostics (experiments/diagnostics.py) of each seed on the probe batch of
+    the current game: drawn at the game's first diagnostics from the transitions written since
+    the task began (the replay's rows advance one per agent step and environment, so they
+    start at the task's first step modulo the capacity), and reused on its later visits."""
+    updates, steps, game = int(self.carry.counters.updates), self.agent_steps, self.task.game
+    if game not in self.probes:
+      replay, capacity = self.carry.seeds.replay, self.config.agent.replay_capacity
+      written = min(steps - self.task.start_frame, capacity)
       dtype = self.program.env.observation_dtype
-      self.probes = []
+      probes = []
       for k, seed in enumerate(self.config.seeds):
-        rows = np.random.default_rng([seed, updates]).integers(
-          0, size[k], self.config.agent.batch_size
+        offsets = np.random.default_rng([seed, updates]).integers(
+          0, written, self.config.agent.batch_size
         )
-        self.probes.append(np.asarray(replay.obs[k][rows]).astype(dtype))
+        rows = (self.task.start_frame + offsets) % capacity
+        probes.append(np.asarray(replay.obs[k][rows]).astype(dtype))
+      self.probes[game] = np.stack(probes)
     if self._diagnostics_fn is None:
       self._diagnostics_fn = diagnostics.make_diagnostics_fn(self.agent)
-    steps, lr = self.agent_steps, float(self.agent.learning_rate(self.agent_steps))
-    for k, (run, probe) in enumerate(zip(self.run_dirs, self.probes)):
+    lr = self.learning_rate()
+    for k, (run, probe) in enumerate(zip(self.run_dirs, self.probes[game])):
       params = jax.tree.map(lambda x, k=k: x[k], self.carry.seeds.agent.params)
       key = jax.random.fold_in(jax.random.PRNGKey(self.config.seeds[k]), updates)
       values = diagnostics.to_json(self._diagnostics_fn(params, probe, key, lr))
       record = {"frames": steps, "agent_steps": steps, "kind": "diagnostics"}
-      run.log("metrics.jsonl", record | values | {"updates": updates, "probe_game": self.env_id})
+      run.log("metrics.jsonl", record | values | {"updates": updates, "probe_game": game})
     while self.host.next_diagnostics <= updates:
       self.host.next_diagnostics += self.config.diagnostics_every
 
@@ -269,7 +349,7 @@ class JittedTrainer:
         {
           "frames": steps,
           "agent_steps": steps,
-          "game": self.env_id,
+          "game": self.task.game,
           "returns": [float(r) for r in returns[k]],
           "mean": float(returns[k].mean()),
         },
@@ -278,6 +358,12 @@ class JittedTrainer:
       self.host.next_eval += self.config.eval_every
 
   # --- checkpoints -----------------------------------------------------------------------------
+  def _template(self, game: str) -> anakin.SeedCarry:
+    """One seed's carry in `game`'s environments, zeros: what a checkpoint is read into."""
+    init = functools.partial(anakin.init_seed, self._program(game))
+    shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
+    return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+
   def _checkpoint(self) -> None:
     steps = self.agent_steps
     while self.host.next_checkpoint <= steps:
@@ -291,10 +377,12 @@ class JittedTrainer:
         "host": dataclasses.asdict(self.host),
         "recent_returns": list(self.recent[k]),
         "episodes": self.episodes[k],
+        "probe_games": list(self.probes),
       }
       writers = {CARRY_FILE: lambda p, b=data: _write_bytes(p, b)}
-      if self.probes is not None:
-        writers[PROBE_FILE] = lambda p, x=self.probes[k]: np.save(p, x, allow_pickle=False)
+      if self.probes:
+        probes = np.stack([p[k] for p in self.probes.values()])
+        writers[PROBES_FILE] = lambda p, x=probes: np.save(p, x, allow_pickle=False)
       run.save_checkpoint(steps, writers, meta)
 
   def _restore(self) -> None:
@@ -302,30 +390,38 @@ class JittedTrainer:
     fresh (truncating logs a crash left before the first checkpoint)."""
     available = [r.checkpoints() for r in self.run_dirs]
     common = sorted(set.intersection(*(set(a) for a in available)), reverse=True)
-    template = jax.tree.map(lambda x: np.asarray(x[0]), self.carry.seeds)
     error = None
     for steps in common:
+      # Chunks end at game switches at the latest, so the carry holds the environments of
+      # the game of the checkpoint's last step.
+      task = self.config.schedule.task_at(steps - 1)
       try:
+        template = self._template(task.game)
         loaded = []
         for ckpts in available:
           meta = RunDir.read_checkpoint_meta(ckpts[steps])
           with open(os.path.join(ckpts[steps], CARRY_FILE), "rb") as f:
             loaded.append((flax.serialization.from_bytes(template, f.read()), meta))
-          probe = os.path.join(ckpts[steps], PROBE_FILE)
-          meta["probe"] = np.load(probe, allow_pickle=False) if os.path.exists(probe) else None
+          games = meta["meta"].get("probe_games", [])
+          path = os.path.join(ckpts[steps], PROBES_FILE)
+          meta["probes"] = dict(zip(games, np.load(path, allow_pickle=False) if games else []))
       except Exception as e:
         error = f"{type(e).__name__}: {e}"
         self.log(f"checkpoint at {steps:,} steps is unreadable ({error}); trying the previous one")
         continue
       seeds = jax.tree.map(lambda *xs: jnp.stack(xs), *[s for s, _ in loaded])
-      counters = loaded[0][1]["meta"]["counters"]
+      # Checkpoints written before sequential runs existed have no lr_origin: 0 for them.
+      counters = {"lr_origin": 0} | loaded[0][1]["meta"]["counters"]
       self.carry = anakin.Carry(
         seeds=seeds,
         counters=anakin.Counters(**{k: jnp.asarray(v, jnp.int32) for k, v in counters.items()}),
       )
       self.host = HostCounters(**loaded[0][1]["meta"]["host"])
-      probes = [meta["probe"] for _, meta in loaded]
-      self.probes = None if any(p is None for p in probes) else probes
+      self.task, self.program = task, self._program(task.game)
+      self.probes = {
+        game: np.stack([meta["probes"][game] for _, meta in loaded])
+        for game in loaded[0][1]["probes"]
+      }
       for k, (run, (_, meta)) in enumerate(zip(self.run_dirs, loaded)):
         self.recent[k].extend(meta["meta"]["recent_returns"])
         self.episodes[k] = meta["meta"]["episodes"]

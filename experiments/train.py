@@ -24,7 +24,7 @@ import envs
 from agents import presets
 from agents.config import NORMS, AgentConfig, NetworkConfig
 from agents.network import build_network
-from envs import gymnax_envs, sequential
+from envs import gymnax_envs, minatar_union, sequential
 from experiments import jitted, loop, options, rundir, xla_cpu
 from experiments.loop import RunConfig
 from experiments.options import option
@@ -153,7 +153,9 @@ class TrainOptions:
     ("single", "sequential"),
   )
   games: tuple[str, ...] | None = option(
-    None, "Games of --schedule=sequential (default: the 10 games in envs/sequential.py)."
+    None,
+    "Games of --schedule=sequential: Atari games (default: the 10 in envs/sequential.py), or "
+    "gymnax MinAtar ids, which train in the fully jitted loop (docs/jitted.md).",
   )
   frames_per_game: int | None = option(None, "Frames per game visit (sequential; default 20M).")
   cycles: int | None = option(None, "Passes over the game list (sequential; default 2).")
@@ -225,8 +227,8 @@ def build_config(o: TrainOptions | None = None) -> tuple[RunConfig, TrainOptions
     given = [name for name in _SEQUENTIAL_OPTIONS if getattr(o, name) is not None]
     if given:
       raise ValueError(f"--{', --'.join(given)} only apply with --schedule=sequential")
-  elif family != "atari":
-    raise ValueError("--schedule=sequential plays Atari games; --env must be an Atari game")
+  else:
+    family = _sequential_family(o)
   chosen = resolve_variant(o)
   agent = _agent_config(o, chosen, family, sequential_run)
   for name in ("num_seeds", "eval_episodes"):
@@ -290,9 +292,36 @@ def build_config(o: TrainOptions | None = None) -> tuple[RunConfig, TrainOptions
     progress=o.progress,
     seed_mode=o.seed_mode,
   )
-  if gymnax_envs.is_gymnax(o.env):
-    jitted.validate(config, o.env)
+  if is_jitted(config):
+    jitted.validate(config, config.schedule.games[0])
   return config, o
+
+
+def is_jitted(config: RunConfig) -> bool:
+  """Whether the run trains in the fully jitted loop (its games are gymnax ids)."""
+  return gymnax_envs.is_gymnax(config.schedule.games[0])
+
+
+def _sequential_family(o: TrainOptions) -> str:
+  """The env family of --schedule=sequential: 'atari' (host loop) or, when --games names
+  gymnax ids, 'minatar' (the jitted loop; MinAtar games only, envs/minatar_union.py)."""
+  games = tuple(o.games or ())
+  named = [g for g in games if gymnax_envs.is_gymnax(g)]
+  if not named:
+    if env_family(o.env) != "atari":
+      raise ValueError(
+        "--schedule=sequential plays the games of --games: Atari games, or gymnax MinAtar "
+        f"games (e.g. --games={','.join(minatar_union.minatar_ids()[:2])}); got --env={o.env}"
+      )
+    return "atari"
+  if len(named) != len(games):
+    raise ValueError(
+      f"--games={','.join(games)} mixes gymnax ids with others; a sequential schedule plays "
+      "Atari games (host loop) or gymnax MinAtar games (jitted loop), not both"
+    )
+  for game in games:
+    minatar_union.check_minatar(game)
+  return "minatar"
 
 
 def _agent_config(
@@ -611,7 +640,7 @@ def run_config_json(config: RunConfig, o: TrainOptions, seed: int) -> dict[str, 
         config.agent.intervention, **dict(config.agent.intervention_hparams)
       ).hparams
     ),
-    "frames_per_step": 4 if env_family(o.env) == "atari" else 1,
+    "frames_per_step": 4 if env_family(config.schedule.games[0]) == "atari" else 1,
     "agent_config": dataclasses.asdict(config.agent),
     # The network's declared output layers: the report tells hidden from output by these.
     "output_layers": list(build_network(config.agent.network, 1).structure().outputs),
@@ -639,7 +668,7 @@ def main(argv):
     file=sys.stderr,
   )
   try:
-    trainer = (jitted.JittedTrainer if gymnax_envs.is_gymnax(o.env) else loop.Trainer)(
+    trainer = (jitted.JittedTrainer if is_jitted(config) else loop.Trainer)(
       config, [run for run, _ in opened], log=lambda m: print(m, file=sys.stderr)
     )
     summary = trainer.run()

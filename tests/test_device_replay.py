@@ -245,3 +245,26 @@ def test_replay_wraps_around_and_samples_filled_rows_only():
   )
   assert int(masked.cursor) == 1
   np.testing.assert_array_equal(masked.action, [32, 20, 21, 22, 30])
+
+
+def test_a_game_switch_drops_the_running_windows_not_the_stored_rows():
+  """After `end_running_episodes` the next steps start new windows: no n-step transition
+  spans the old environments' last steps and the new ones' first."""
+  config = _config()  # n_step=3
+  replay = device_replay.create(config, 1, (1,), jnp.float32)
+  step = lambda r, t: r.add_step(
+    config, jnp.full((1, 1), t, jnp.float32), jnp.zeros(1, jnp.int32), jnp.ones(1),
+    jnp.zeros(1, bool), jnp.zeros(1, bool), jnp.full((1, 1), t + 1, jnp.float32),
+  )  # fmt: skip
+  for t in range(4):  # windows complete at t=2 and t=3: rows start at obs 0 and 1
+    replay = step(replay, t)
+  assert int(replay.size) == 2
+  replay = device_replay.end_running_episodes(replay)
+  assert int(replay.size) == 2 and int(replay.window.length[0]) == 0
+  for t in (100, 101):  # two steps of the new game: no window is complete yet
+    replay = step(replay, t)
+  assert int(replay.size) == 2
+  replay = step(replay, 102)
+  assert int(replay.size) == 3 and float(replay.obs[2, 0]) == 100.0
+  plain = device_replay.create(_config(n_step=1), 1, (1,), jnp.float32)
+  assert device_replay.end_running_episodes(plain) is plain
