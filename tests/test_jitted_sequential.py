@@ -229,3 +229,29 @@ def test_visit_diagnostics_reads_the_visits_last_line():
     "hidden_norm_mean": 5.0,
     "hidden_norm_std": 1.0,
   }
+
+
+def test_rainbow_runs_across_a_switch_with_fresh_n_step_windows(tmp_path):
+  """Rainbow's 3-step prioritized replay across Breakout -> SpaceInvaders: the run logs both
+  games, and the switch empties the windows of the replaced environments."""
+  trainer = _trainer(
+    tmp_path / "rainbow",
+    **(SEQ | dict(variant="rainbow", cycles=1, num_seeds=1, diagnostics_every=0)),
+  )
+  lengths = []
+  original = trainer._start_task
+  trainer._start_task = lambda task: (
+    original(task),
+    lengths.append(np.asarray(trainer.carry.seeds.replay.window.length).tolist()),
+  )
+  trainer.run()
+  assert lengths[1] == [[0, 0, 0, 0]]  # at the switch into SpaceInvaders (4 environments)
+  episodes = _lines(tmp_path / "rainbow" / "metrics.jsonl", "episode")
+  assert {line["game"] for line in episodes} == {B, S}
+  assert np.isfinite(
+    [
+      line["loss"]
+      for line in _lines(tmp_path / "rainbow" / "metrics.jsonl", "train")
+      if line.get("loss") is not None
+    ]
+  ).all()
