@@ -1,17 +1,25 @@
-"""The host side of fully jitted training (`agents.anakin`) on gymnax environments.
+"""The host side of fully jitted training (`agents.anakin`) on gymnax environments and on
+envpool's Atari games.
 
-`experiments.train --env=gymnax:<id>` lands here. The compiled program runs a chunk of
-iterations for every seed at once (`anakin.train_chunk`); between chunks the host writes
-the run directories in the host loop's format (`experiments.loop`: config.json,
-metrics.jsonl 'episode' and 'train' lines, eval.jsonl, checkpoints), so `scripts/compare.py`
-reads both alike. A chunk is --log_every agent steps per seed (the run's last one may be
-shorter); checkpoints, evaluations and plasticity diagnostics happen at the first chunk end at or past
-their interval. The diagnostics measure each seed on one probe batch of its replay, drawn at
-the first diagnostics and kept in the checkpoint, as the host loop does.
+`experiments.train --env=gymnax:<id>` and `--env=envpool:<Game>` land here. The compiled
+program runs a chunk of iterations for every seed at once (`anakin.train_chunk`); between
+chunks the host writes the run directories in the host loop's format (`experiments.loop`:
+config.json, metrics.jsonl 'episode' and 'train' lines, eval.jsonl, checkpoints), so
+`scripts/compare.py` reads both alike. A chunk is --log_every frames per seed (the run's last
+one may be shorter); checkpoints, evaluations and plasticity diagnostics happen at the first
+chunk end at or past their interval. The diagnostics measure each seed on one probe batch of
+its replay, drawn at the first diagnostics and kept in the checkpoint, as the host loop does.
 
 A checkpoint holds each seed's slice of the carry (agent, replay, environments, random
 streams, running episodes) and the shared counters, so a resumed run continues exactly
-where the checkpointed one was: the same chunks run from the same carry.
+where the checkpointed one was: the same chunks run from the same carry. envpool's emulator
+states live in its C++ pool, outside the carry: a resumed envpool run keeps the agents,
+replays, counters and random streams exactly but starts new episodes (the interrupted ones
+are neither logged nor stored beyond what their completed steps put in the replay).
+
+Frames are agent steps x the environment's frames per step (1 for gymnax, 4 for envpool's
+Atari): --num_frames, --log_every, --checkpoint_every and --eval_every count frames, as in
+the host loop.
 
 `validate` lists what the jitted loop does not support; `experiments.train` calls it
 before any work.
@@ -33,7 +41,7 @@ import numpy as np
 
 from agents import agent as agent_lib
 from agents import anakin, device_replay
-from envs import gymnax_envs
+from envs import envpool_envs, gymnax_envs
 from experiments import diagnostics
 from experiments.loop import RunConfig, _mean_or_none, _write_bytes
 from experiments.rundir import CheckpointError, RunDir
@@ -67,6 +75,41 @@ def host_available_bytes() -> int:
   return 0
 
 
+def is_jitted(env_id: str) -> bool:
+  """Whether `env_id` trains in the jitted loop (gymnax and envpool ids)."""
+  return gymnax_envs.is_gymnax(env_id) or envpool_envs.is_envpool(env_id)
+
+
+def make_env(config: RunConfig, env_id: str):
+  """The jitted loop's environment: a gymnax env, or one envpool pool of every seed's
+  environments (seed k's are rows k x N .. k x N + N - 1, environment j of seed s seeded
+  s x N + j when the seeds are consecutive, as `experiments.train` makes them)."""
+  if envpool_envs.is_envpool(env_id):
+    n = config.num_envs
+    return envpool_envs.make_envpool(env_id, len(config.seeds) * n, config.seeds[0] * n)
+  return gymnax_envs.make_gymnax(env_id)
+
+
+def _validate_envpool(config: RunConfig, env_id: str) -> None:
+  envpool_envs.task_id(env_id)  # envpool installed, a known game
+  if config.sequential:
+    raise ValueError(f"--schedule=sequential is not supported with {env_id} (one game a run)")
+  options = dict(config.env_options)
+  if not options.get("sticky_actions", True) or options.get("life_loss_terminal", False):
+    raise ValueError(
+      f"{env_id}: envpool runs the default Atari protocol only (sticky actions 0.25, no life "
+      f"loss as terminal); --sticky_actions=false and the der / rainbow_dqnzoo presets' "
+      f"environment options {sorted(options)} are not supported"
+    )
+  if options.get("full_action_space"):
+    raise ValueError(f"--full_action_space is not supported with {env_id} (minimal actions)")
+  if config.eval_every:
+    raise ValueError(
+      f"--eval_every={config.eval_every}: the jitted loop has no evaluation on envpool "
+      "environments; pass --eval_every=0"
+    )
+
+
 def validate(config: RunConfig, env_id: str) -> None:
   """Raises ValueError, naming the flag, for what the jitted loop does not run."""
   a = config.agent
@@ -83,10 +126,13 @@ def validate(config: RunConfig, env_id: str) -> None:
       f"{pending} of them are not stored yet; min_replay must be >= batch_size + {pending} = "
       f"{a.batch_size + pending} (--overrides=min_replay=...)"
     )
-  env = gymnax_envs.make_gymnax(env_id)
-  need = len(config.seeds) * device_replay.replay_bytes(
-    a, config.num_envs, env.observation_shape, env.storage_dtype
-  )
+  if envpool_envs.is_envpool(env_id):
+    _validate_envpool(config, env_id)
+    shape, dtype = envpool_envs.OBSERVATION_SHAPE, np.dtype(np.uint8)
+  else:
+    env = gymnax_envs.make_gymnax(env_id)
+    shape, dtype = env.observation_shape, env.storage_dtype
+  need = len(config.seeds) * device_replay.replay_bytes(a, config.num_envs, shape, dtype)
   have = device_memory_bytes()
   if have and need > MEMORY_HEADROOM * have:
     raise ValueError(
@@ -98,7 +144,7 @@ def validate(config: RunConfig, env_id: str) -> None:
 
 @dataclasses.dataclass
 class HostCounters:
-  """When the next log line, evaluation and checkpoint are due (agent steps = frames)."""
+  """When the next log line, evaluation and checkpoint are due (frames)."""
 
   next_log: int = 0
   next_eval: int = 0
@@ -107,7 +153,7 @@ class HostCounters:
 
 
 class JittedTrainer:
-  """Runs one `RunConfig` on a gymnax env, one `RunDir` per seed, resuming from the latest
+  """Runs one `RunConfig` on a gymnax or envpool env, one `RunDir` per seed, resuming from the latest
   checkpoint; `run()` returns the same summary as `experiments.loop.Trainer.run`."""
 
   def __init__(self, config: RunConfig, run_dirs: list[RunDir], log: Callable[[str], None] = print):
@@ -115,11 +161,15 @@ class JittedTrainer:
       raise ValueError(f"{len(config.seeds)} seeds need as many run dirs, got {len(run_dirs)}")
     self.config, self.run_dirs, self.log = config, run_dirs, log
     self.env_id = config.schedule.games[0]
-    env = gymnax_envs.make_gymnax(self.env_id)
+    env = make_env(config, self.env_id)
+    self.frames_per_step = env.frames_per_step
     obs_example = np.zeros((1,) + env.observation_shape, env.observation_dtype)
     self.agent = agent_lib.make_agent(config.agent, env.num_actions, obs_example=obs_example)
     self.program = anakin.Program(
-      agent=self.agent, env=env, num_envs=config.num_envs, num_frames=config.num_frames
+      agent=self.agent,
+      env=env,
+      num_envs=config.num_envs,
+      num_frames=config.num_frames // env.frames_per_step,
     )
     self.carry = anakin.init_carry(self.program, config.seeds)
     self.host = HostCounters()
@@ -146,30 +196,35 @@ class JittedTrainer:
   def agent_steps(self) -> int:
     return int(self.carry.counters.agent_steps)
 
+  @property
+  def frames(self) -> int:
+    return self.agent_steps * self.frames_per_step
+
   def run(self) -> dict[str, Any]:
     cfg, n = self.config, self.config.num_envs
     try:
       self._restore()
       start_steps, start = self.agent_steps, time.time()
-      while self.agent_steps < cfg.num_frames:
-        remaining = -(-(cfg.num_frames - self.agent_steps) // n)  # iterations, rounded up
+      frames_per_iteration = n * self.frames_per_step
+      while self.frames < cfg.num_frames:
+        remaining = -(-(cfg.num_frames - self.frames) // frames_per_iteration)  # rounded up
         chunk_start = (time.time(), self.agent_steps)
-        iterations = min(max(1, cfg.log_every // n), remaining)
+        iterations = min(max(1, cfg.log_every // frames_per_iteration), remaining)
         self.carry, out = anakin.train_chunk(self.program, self.carry, iterations)
         self._log_chunk(jax.device_get(out), chunk_start)
-        steps = self.agent_steps
-        if cfg.eval_every and steps >= self.host.next_eval:
+        frames = self.frames
+        if cfg.eval_every and frames >= self.host.next_eval:
           self._evaluate()
         if cfg.diagnostics_every and int(self.carry.counters.updates) >= self.host.next_diagnostics:
           self._diagnostics()
-        if steps >= self.host.next_checkpoint or steps >= cfg.num_frames:
+        if frames >= self.host.next_checkpoint or frames >= cfg.num_frames:
           self._checkpoint()
     finally:
       for r in self.run_dirs:
         r.release()
     elapsed = time.time() - start
     return {
-      "frames": self.agent_steps,
+      "frames": self.frames,
       "agent_steps": self.agent_steps,
       "updates": int(self.carry.counters.updates),
       "seeds": list(cfg.seeds),
@@ -186,14 +241,14 @@ class JittedTrainer:
     line per seed at the chunk's end."""
     steps = self.agent_steps
     for t, s, i in zip(*np.nonzero(out.done)):
-      frames = int(out.agent_steps[t])
+      agent_steps = int(out.agent_steps[t])
       self.episodes[s] += 1
       self.recent[s].append(float(out.episode_return[t, s, i]))
       self.run_dirs[s].log(
         "metrics.jsonl",
         {
-          "frames": frames,
-          "agent_steps": frames,
+          "frames": agent_steps * self.frames_per_step,
+          "agent_steps": agent_steps,
           "kind": "episode",
           "game": self.env_id,
           "return": float(out.episode_return[t, s, i]),
@@ -210,7 +265,7 @@ class JittedTrainer:
       run.log(
         "metrics.jsonl",
         {
-          "frames": steps,
+          "frames": self.frames,
           "agent_steps": steps,
           "kind": "train",
           "updates": int(self.carry.counters.updates),
@@ -229,7 +284,7 @@ class JittedTrainer:
       f"{steps:,} steps/seed, {sps * len(self.run_dirs):,.0f} agent steps/s, recent return "
       f"{[_mean_or_none(r) for r in self.recent]}"
     )
-    while self.host.next_log <= steps:
+    while self.host.next_log <= self.frames:
       self.host.next_log += self.config.log_every
 
   def _diagnostics(self) -> None:
@@ -252,7 +307,7 @@ class JittedTrainer:
       params = jax.tree.map(lambda x, k=k: x[k], self.carry.seeds.agent.params)
       key = jax.random.fold_in(jax.random.PRNGKey(self.config.seeds[k]), updates)
       values = diagnostics.to_json(self._diagnostics_fn(params, probe, key, lr))
-      record = {"frames": steps, "agent_steps": steps, "kind": "diagnostics"}
+      record = {"frames": self.frames, "agent_steps": steps, "kind": "diagnostics"}
       run.log("metrics.jsonl", record | values | {"updates": updates, "probe_game": self.env_id})
     while self.host.next_diagnostics <= updates:
       self.host.next_diagnostics += self.config.diagnostics_every
@@ -279,7 +334,7 @@ class JittedTrainer:
 
   # --- checkpoints -----------------------------------------------------------------------------
   def _checkpoint(self) -> None:
-    steps = self.agent_steps
+    steps = self.frames
     while self.host.next_checkpoint <= steps:
       self.host.next_checkpoint += self.config.checkpoint_every
     seeds = jax.device_get(self.carry.seeds)
@@ -318,10 +373,13 @@ class JittedTrainer:
         self.log(f"checkpoint at {steps:,} steps is unreadable ({error}); trying the previous one")
         continue
       seeds = jax.tree.map(lambda *xs: jnp.stack(xs), *[s for s, _ in loaded])
+      if self.program.env.pooled:
+        seeds = _restart_episodes(seeds, self.carry.seeds)
       counters = loaded[0][1]["meta"]["counters"]
       self.carry = anakin.Carry(
         seeds=seeds,
         counters=anakin.Counters(**{k: jnp.asarray(v, jnp.int32) for k, v in counters.items()}),
+        pool=self.carry.pool,
       )
       self.host = HostCounters(**loaded[0][1]["meta"]["host"])
       probes = [meta["probe"] for _, meta in loaded]
@@ -330,7 +388,7 @@ class JittedTrainer:
         self.recent[k].extend(meta["meta"]["recent_returns"])
         self.episodes[k] = meta["meta"]["episodes"]
         run.truncate_logs(meta["log_sizes"])
-      self.log(f"resumed from {available[0][steps]} at {steps:,} agent steps")
+      self.log(f"resumed from {available[0][steps]} at {steps:,} frames")
       return
     if any(available):
       raise CheckpointError(
@@ -345,3 +403,21 @@ class JittedTrainer:
       next_checkpoint=self.config.checkpoint_every,
       next_diagnostics=self.config.diagnostics_every,
     )
+
+
+def _restart_episodes(loaded: anakin.SeedCarry, fresh: anakin.SeedCarry) -> anakin.SeedCarry:
+  """A checkpointed carry on a fresh envpool pool (whose emulator states the checkpoint does
+  not hold): the fresh carry's reset observations and empty running episodes, and n-step
+  windows emptied, since their episodes will not continue."""
+  replay = loaded.replay
+  if isinstance(replay, device_replay.NStepReplay):
+    window = replay.window
+    replay = replay.replace(window=window.replace(length=jnp.zeros_like(window.length)))
+  return loaded.replace(
+    replay=replay,
+    env_state=fresh.env_state,
+    obs=fresh.obs,
+    episode_return=fresh.episode_return,
+    clipped_return=fresh.clipped_return,
+    episode_length=fresh.episode_length,
+  )

@@ -24,7 +24,7 @@ import envs
 from agents import presets
 from agents.config import NORMS, AgentConfig, NetworkConfig
 from agents.network import build_network
-from envs import gymnax_envs, sequential
+from envs import envpool_envs, gymnax_envs, sequential
 from experiments import jitted, loop, options, rundir, xla_cpu
 from experiments.loop import RunConfig
 from experiments.options import option
@@ -51,7 +51,8 @@ class TrainOptions:
     "Pong",
     "Environment id: an Atari game ('Pong' or 'ale:Pong'), "
     "'gym:CartPole-v1', 'minatar:breakout', or a gymnax env ('gymnax:Breakout-MinAtar', "
-    "'gymnax:CartPole-v1'), which trains in the fully jitted loop (docs/jitted.md).",
+    "'gymnax:CartPole-v1') or an envpool Atari game ('envpool:Pong'), which train in the fully "
+    "jitted loop (docs/jitted.md).",
   )
   seed: int = option(0, "Random seed; fixes everything on CPU.")
   num_seeds: int = option(
@@ -204,6 +205,8 @@ FROM_RUN = "from_run:"  # --lr_schedule=from_run:DIR
 
 
 def env_family(env_id: str) -> str:
+  if envpool_envs.is_envpool(env_id):
+    return "atari"
   if gymnax_envs.is_gymnax(env_id):
     return gymnax_envs.family(env_id)  # raises for ids gymnax_envs does not support
   if env_id.startswith("gym:"):
@@ -233,6 +236,8 @@ def build_config(o: TrainOptions | None = None) -> tuple[RunConfig, TrainOptions
     if getattr(o, name) < 1:
       raise ValueError(f"--{name} must be >= 1, got {getattr(o, name)}")
   num_envs, eval_every, checkpoint_every, log_every = _FAMILY_DEFAULTS[family]
+  if envpool_envs.is_envpool(o.env):
+    eval_every = 0  # no evaluation on envpool (jitted.validate): off unless asked for
   num_envs = o.num_envs if o.num_envs is not None else num_envs
   if num_envs < 1:
     raise ValueError(f"--num_envs must be >= 1, got {num_envs}")
@@ -290,7 +295,7 @@ def build_config(o: TrainOptions | None = None) -> tuple[RunConfig, TrainOptions
     progress=o.progress,
     seed_mode=o.seed_mode,
   )
-  if gymnax_envs.is_gymnax(o.env):
+  if jitted.is_jitted(o.env):
     jitted.validate(config, o.env)
   return config, o
 
@@ -552,7 +557,7 @@ def _env_options(o: TrainOptions, agent: str, family: str, sequential_run: bool)
 
 def _check_envs(games, env_options) -> None:
   for game in dict.fromkeys(games):
-    if gymnax_envs.is_gymnax(game):
+    if jitted.is_jitted(game):
       continue  # checked by env_family and jitted.validate
     envs.make(game, num_envs=1, seed=0, **env_options).close()
 
@@ -639,7 +644,7 @@ def main(argv):
     file=sys.stderr,
   )
   try:
-    trainer = (jitted.JittedTrainer if gymnax_envs.is_gymnax(o.env) else loop.Trainer)(
+    trainer = (jitted.JittedTrainer if jitted.is_jitted(o.env) else loop.Trainer)(
       config, [run for run, _ in opened], log=lambda m: print(m, file=sys.stderr)
     )
     summary = trainer.run()
