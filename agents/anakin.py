@@ -23,6 +23,14 @@ A sequential schedule runs one program per game on the same carry: at a switch t
 calls `start_game` (fresh environments of the new game; agent and replay kept), and the
 learning-rate schedule counts from `Counters.lr_origin`.
 
+Pooled environments (`envs.envpool_envs`, `env.pooled`): envpool's step is an XLA custom
+call that cannot be vmapped, so an iteration acts for every seed (vmapped), steps the one pool
+of S x N environments that `Carry.pool` holds the handle of, and stores every seed's
+transitions (vmapped). envpool resets an environment one step after its episode ends (that
+step returns the reset observation, reward 0, and ignores the action): `env_state` is then the
+[N] bool "resetting" mask of the environments whose next step is such a reset, which is not
+stored and not counted in the episode statistics.
+
 Departures from the host loop (`experiments.loop`): the replay stores both observations of a
 transition (no frame stacks to share) and forms n-step returns as it stores them; a
 prioritized batch's priorities are written before the next update samples (the host loop's
@@ -50,8 +58,8 @@ class SeedCarry:
 
   agent: agent_lib.AgentState
   replay: device_replay.UniformReplay | device_replay.NStepReplay
-  env_state: Any  # gymnax state, [N, ...] leaves
-  obs: jax.Array  # [N, *obs_shape] float32
+  env_state: Any  # gymnax state, [N, ...] leaves; pooled envs: [N] bool resetting
+  obs: jax.Array  # [N, *obs_shape] observation dtype
   rng: jax.Array  # acting, environment and sampling stream
   episode_return: jax.Array  # [N] float32 raw return of the running episodes
   clipped_return: jax.Array  # [N] float32
@@ -62,7 +70,7 @@ class SeedCarry:
 class Counters:
   """Shared by all seeds (unbatched)."""
 
-  agent_steps: jax.Array  # int32 [] per seed (= frames: gymnax envs have no frame skip)
+  agent_steps: jax.Array  # int32 [] per seed (frames / env.frames_per_step)
   updates: jax.Array  # int32 [] learner updates per seed
   # Agent step the learning-rate schedule counts from: a game's first step when the schedule
   # restarts at every game switch (a sequential run), else 0.
@@ -73,6 +81,7 @@ class Counters:
 class Carry:
   seeds: SeedCarry
   counters: Counters
+  pool: Any = None  # pooled envs: the pool's XLA handle
 
 
 class ChunkOutput(NamedTuple):
@@ -92,7 +101,7 @@ class Program:
   """The static parts of the jitted program; hashed by identity (one compilation each)."""
 
   agent: agent_lib.Agent
-  env: Any  # envs.gymnax_envs.GymnaxEnv
+  env: Any  # envs.gymnax_envs.GymnaxEnv or envs.envpool_envs.EnvpoolEnv
   num_envs: int  # per seed
   # The run's length in agent steps per seed, over which prioritized replay's importance
   # exponent anneals (`importance_beta`; 0: importance_beta_end throughout).
@@ -142,13 +151,17 @@ def _reset_envs(program: Program, key: jax.Array) -> tuple[jax.Array, Any]:
   return obs.astype(env.observation_dtype), env_state
 
 
-def init_seed(program: Program, key: jax.Array) -> SeedCarry:
-  """A fresh seed: agent (`agents.agent.init`), empty replay, reset environments."""
+def init_seed(program: Program, key: jax.Array, obs: jax.Array | None = None) -> SeedCarry:
+  """A fresh seed: agent (`agents.agent.init`), empty replay, reset environments (pooled
+  envs: `obs` [N, ...], the pool's reset observations of the seed's environments)."""
   env, n = program.env, program.num_envs
   init_key, env_key, rng = jax.random.split(key, 3)
   obs_example = jnp.zeros((1,) + env.observation_shape, env.observation_dtype)
   agent_state = agent_lib.init(program.agent, init_key, obs_example)
-  obs, env_state = _reset_envs(program, env_key)
+  if obs is None:
+    obs, env_state = _reset_envs(program, env_key)
+  else:
+    obs, env_state = obs.astype(env.observation_dtype), jnp.zeros((n,), bool)
   config = program.agent.config
   return SeedCarry(
     agent=agent_state,
@@ -191,11 +204,20 @@ def init_carry(program: Program, seeds: tuple[int, ...]) -> Carry:
   """The carry of `seeds` (seed s starts from PRNGKey(s), whatever group it is in)."""
   keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
   per_seed = jax.jit(functools.partial(init_seed, program))
+  pooled = program.env.pooled
+  if pooled:  # seed k's environments are the pool's rows k * N .. k * N + N - 1
+    obs = program.env.reset().reshape(
+      (len(seeds), program.num_envs) + program.env.observation_shape
+    )
+    per_seed_carries = [per_seed(k, o) for k, o in zip(keys, obs)]
+  else:
+    per_seed_carries = [per_seed(k) for k in keys]
   return Carry(
-    seeds=jax.tree.map(lambda *xs: jnp.stack(xs), *[per_seed(k) for k in keys]),
+    seeds=jax.tree.map(lambda *xs: jnp.stack(xs), *per_seed_carries),
     counters=Counters(
       **{f: jnp.zeros((), jnp.int32) for f in ("agent_steps", "updates", "lr_origin")}
     ),
+    pool=program.env.handle if pooled else None,
   )
 
 
@@ -226,32 +248,61 @@ def _env_step(env, key, state, action):
   return obs, state, next_obs, reward.astype(jnp.float32), done, terminated
 
 
-def _act_and_store(program: Program, seed: SeedCarry, eps: jax.Array) -> tuple[SeedCarry, _Step]:
-  """One iteration's acting for one seed: act, step N environments, add to the replay."""
-  config, env = program.agent.config, program.env
+def _act(program: Program, seed: SeedCarry, eps: jax.Array):
+  """One seed's actions [N] in its environments; returns (seed, action, environment key)."""
   rng, act_key, env_key = jax.random.split(seed.rng, 3)
   action = agent_lib.act_step(program.agent, seed.agent.params, act_key, seed.obs, eps)
-  obs, env_state, next_obs, reward, done, terminal = jax.vmap(functools.partial(_env_step, env))(
-    jax.random.split(env_key, program.num_envs), seed.env_state, action
-  )
+  return seed.replace(rng=rng), action, env_key
+
+
+def _store(program, seed, action, obs, env_state, next_obs, reward, done, terminal, valid=None):
+  """Adds one seed's step of N environments to its replay and running episodes (only the
+  `valid` steps, [N] bool, if given); returns (seed, _Step)."""
+  config = program.agent.config
   clipped = jnp.clip(reward, -config.reward_clip, config.reward_clip)
   stored = clipped if config.reward_clip > 0 else reward
-  replay = seed.replay.add_step(config, seed.obs, action, stored, terminal, done, next_obs)
-  episode_return = seed.episode_return + reward
-  clipped_return = seed.clipped_return + stored
-  episode_length = seed.episode_length + 1
+  replay = seed.replay.add_step(config, seed.obs, action, stored, terminal, done, next_obs, valid)
+  counted = jnp.ones_like(done) if valid is None else valid
+  episode_return = seed.episode_return + jnp.where(counted, reward, 0.0)
+  clipped_return = seed.clipped_return + jnp.where(counted, stored, 0.0)
+  episode_length = seed.episode_length + counted.astype(jnp.int32)
   out = _Step(done, episode_return, clipped_return, episode_length)
   keep = lambda x: jnp.where(done, jnp.zeros_like(x), x)
   seed = seed.replace(
     replay=replay,
     env_state=env_state,
-    obs=obs.astype(env.observation_dtype),
-    rng=rng,
+    obs=obs.astype(program.env.observation_dtype),
     episode_return=keep(episode_return),
     clipped_return=keep(clipped_return),
     episode_length=keep(episode_length),
   )
   return seed, out
+
+
+def _act_and_store(program: Program, seed: SeedCarry, eps: jax.Array) -> tuple[SeedCarry, _Step]:
+  """One iteration's acting for one seed: act, step N environments, add to the replay."""
+  seed, action, env_key = _act(program, seed, eps)
+  obs, env_state, next_obs, reward, done, terminal = jax.vmap(
+    functools.partial(_env_step, program.env)
+  )(jax.random.split(env_key, program.num_envs), seed.env_state, action)
+  return _store(program, seed, action, obs, env_state, next_obs, reward, done, terminal)
+
+
+def _act_and_store_pooled(program: Program, carry: Carry, eps: jax.Array):
+  """One iteration's acting for every seed on a pooled environment: act (vmapped), step the
+  pool of S x N environments once, store (vmapped). Returns (seeds, pool handle, _Step)."""
+  seeds, action, _ = jax.vmap(functools.partial(_act, program), in_axes=(0, None))(carry.seeds, eps)
+  pool, (obs, reward, terminated, truncated, _) = program.env.step(
+    carry.pool, action.reshape(-1).astype(jnp.int32)
+  )
+  per_seed = lambda x: x.reshape(action.shape + x.shape[1:])
+  obs, reward = per_seed(obs), per_seed(reward).astype(jnp.float32)
+  terminated, done = per_seed(terminated), per_seed(terminated | truncated)
+  valid = ~seeds.env_state  # a resetting environment's step is its reset
+  seeds, out = jax.vmap(functools.partial(_store, program))(
+    seeds, action, obs, done, obs, reward, done, terminated, valid
+  )
+  return seeds, pool, out
 
 
 def _update_seed(
@@ -299,12 +350,16 @@ def _learn(program: Program, seeds: SeedCarry, counters: Counters):
 
 def _iteration(program: Program, carry: Carry, _) -> tuple[Carry, ChunkOutput]:
   eps = epsilon(program.agent.config, carry.counters.agent_steps)
-  seeds, out = jax.vmap(functools.partial(_act_and_store, program), in_axes=(0, None))(
-    carry.seeds, eps
-  )
+  if program.env.pooled:
+    seeds, pool, out = _act_and_store_pooled(program, carry, eps)
+  else:
+    seeds, out = jax.vmap(functools.partial(_act_and_store, program), in_axes=(0, None))(
+      carry.seeds, eps
+    )
+    pool = carry.pool
   counters = carry.counters.replace(agent_steps=carry.counters.agent_steps + program.num_envs)
   seeds, counters, loss, grad_norm = _learn(program, seeds, counters)
-  return Carry(seeds=seeds, counters=counters), ChunkOutput(
+  return Carry(seeds=seeds, counters=counters, pool=pool), ChunkOutput(
     agent_steps=counters.agent_steps,
     done=out.done,
     episode_return=out.episode_return,

@@ -120,13 +120,14 @@ class UniformReplay:
     )
 
   def add_step(
-    self, config: AgentConfig, obs, action, reward, terminated, done, next_obs
+    self, config: AgentConfig, obs, action, reward, terminated, done, next_obs, valid=None
   ) -> UniformReplay:
     """One environment step of N environments ([N, ...] each) as 1-step transitions: the
-    discount is gamma, 0 after a termination (`done`, any episode end, is not needed)."""
+    discount is gamma, 0 after a termination (`done`, any episode end, is not needed). With
+    `valid` [N] bool only the valid steps are stored."""
     del done
     discount = jnp.where(terminated, 0.0, config.gamma).astype(jnp.float32)
-    return self.add(obs, action, reward, discount, next_obs)
+    return self.add(obs, action, reward, discount, next_obs, valid)
 
   def gather(self, rows: jax.Array, weight: jax.Array, obs_dtype: Any) -> Batch:
     return Batch(
@@ -223,8 +224,9 @@ class NStepWindow:
       length=jnp.zeros((num_envs,), jnp.int32),
     )
 
-  def push(self, gamma: float, obs, action, reward, terminated, done, next_obs):
-    """Adds one step of every environment; returns (window, transitions, mask).
+  def push(self, gamma: float, obs, action, reward, terminated, done, next_obs, valid=None):
+    """Adds one step of every environment (of those where `valid` [N] is set, if given);
+    returns (window, transitions, mask).
 
     `transitions` are (obs, action, n-step return, discount, next_obs), [n * N, ...] each:
     item k * N + i is the transition of environment i starting k steps before this one,
@@ -232,15 +234,21 @@ class NStepWindow:
     the window, otherwise the step n - 1 back once the episode has n steps.
     """
     n, num_envs = self.action.shape
-    shift = lambda window, x: jnp.concatenate([x[None].astype(window.dtype), window[:-1]])
+    valid = jnp.ones((num_envs,), bool) if valid is None else valid
+
+    def shift(window, x):
+      shifted = jnp.concatenate([x[None].astype(window.dtype), window[:-1]])
+      return jnp.where(valid.reshape((1, num_envs) + (1,) * (x.ndim - 1)), shifted, window)
+
     window = self.replace(
       obs=shift(self.obs, obs),
       action=shift(self.action, action),
       reward=shift(self.reward, reward),
     )
-    length = jnp.minimum(self.length + 1, n)
+    length = jnp.where(valid, jnp.minimum(self.length + 1, n), self.length)
     k = np.arange(n)[:, None]
     ready = jnp.where(done[None], k < length[None], (k == n - 1) & (length[None] == n))
+    ready &= valid[None]
     # returns[k] = sum_{j <= k} gamma^j r_{t-k+j}, and slot s holds r_{t-s}: weight gamma^(k-s).
     weights = np.where(k >= k.T, float(gamma) ** np.maximum(k - k.T, 0), 0.0).astype(np.float32)
     returns = jnp.sum(weights[:, :, None] * window.reward[None], axis=1)  # [n, N]
@@ -277,12 +285,13 @@ class NStepReplay:
     return self.buffer.size
 
   def add_step(
-    self, config: AgentConfig, obs, action, reward, terminated, done, next_obs
+    self, config: AgentConfig, obs, action, reward, terminated, done, next_obs, valid=None
   ) -> NStepReplay:
     """One environment step of N environments ([N, ...] each; `done`: any episode end,
-    `terminated`: the ends that stop bootstrapping). New rows get the largest priority."""
+    `terminated`: the ends that stop bootstrapping; `valid`: the steps to add, default all).
+    New rows get the largest priority."""
     window, transitions, mask = self.window.push(
-      config.gamma, obs, action, reward, terminated, done, next_obs
+      config.gamma, obs, action, reward, terminated, done, next_obs, valid
     )
     tree = self.tree
     if tree is not None:

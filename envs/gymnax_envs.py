@@ -39,6 +39,8 @@ class GymnaxEnv:
   observation_dtype: np.dtype  # what the environment returns
   storage_dtype: np.dtype  # what the replay stores (exact for these environments)
   num_actions: int
+  frames_per_step: int = 1
+  pooled: bool = False  # stepped inside the vmap over seeds (`agents.anakin`)
 
 
 def is_gymnax(env_id: str) -> bool:

@@ -1,17 +1,25 @@
-"""The host side of fully jitted training (`agents.anakin`) on gymnax environments.
+"""The host side of fully jitted training (`agents.anakin`) on gymnax environments and on
+envpool's Atari games.
 
-`experiments.train --env=gymnax:<id>` lands here. The compiled program runs a chunk of
-iterations for every seed at once (`anakin.train_chunk`); between chunks the host writes
-the run directories in the host loop's format (`experiments.loop`: config.json,
-metrics.jsonl 'episode' and 'train' lines, eval.jsonl, checkpoints), so `scripts/compare.py`
-reads both alike. A chunk is --log_every agent steps per seed (the run's last one may be
-shorter); checkpoints, evaluations and plasticity diagnostics happen at the first chunk end at or past
-their interval. The diagnostics measure each seed on one probe batch of its replay, drawn at
-the first diagnostics and kept in the checkpoint, as the host loop does.
+`experiments.train --env=gymnax:<id>` and `--env=envpool:<Game>` land here. The compiled
+program runs a chunk of iterations for every seed at once (`anakin.train_chunk`); between
+chunks the host writes the run directories in the host loop's format (`experiments.loop`:
+config.json, metrics.jsonl 'episode' and 'train' lines, eval.jsonl, checkpoints), so
+`scripts/compare.py` reads both alike. A chunk is --log_every frames per seed (the run's last
+one may be shorter); checkpoints, evaluations and plasticity diagnostics happen at the first
+chunk end at or past their interval. The diagnostics measure each seed on one probe batch of
+its replay, drawn at the first diagnostics and kept in the checkpoint, as the host loop does.
 
 A checkpoint holds each seed's slice of the carry (agent, replay, environments, random
 streams, running episodes) and the shared counters, so a resumed run continues exactly
-where the checkpointed one was: the same chunks run from the same carry.
+where the checkpointed one was: the same chunks run from the same carry. envpool's emulator
+states live in its C++ pool, outside the carry: a resumed envpool run keeps the agents,
+replays, counters and random streams exactly but starts new episodes (the interrupted ones
+are neither logged nor stored beyond what their completed steps put in the replay).
+
+Frames are agent steps x the environment's frames per step (1 for gymnax, 4 for envpool's
+Atari): --num_frames, --log_every, --checkpoint_every and --eval_every count frames, as in
+the host loop.
 
 A sequential schedule of MinAtar games (`--schedule=sequential --games=gymnax:...`) plays
 every game behind one interface (`envs.minatar_union`: padded channels, MinAtar's full action
@@ -41,7 +49,7 @@ import numpy as np
 
 from agents import agent as agent_lib
 from agents import anakin, device_replay
-from envs import gymnax_envs, minatar_union
+from envs import envpool_envs, gymnax_envs, minatar_union
 from envs.sequential import Task
 from experiments import diagnostics
 from experiments.loop import RunConfig, _mean_or_none, _write_bytes
@@ -76,6 +84,31 @@ def host_available_bytes() -> int:
   return 0
 
 
+def is_jitted(env_id: str) -> bool:
+  """Whether `env_id` trains in the jitted loop (gymnax and envpool ids)."""
+  return gymnax_envs.is_gymnax(env_id) or envpool_envs.is_envpool(env_id)
+
+
+def _validate_envpool(config: RunConfig, env_id: str) -> None:
+  envpool_envs.task_id(env_id)  # envpool installed, a known game
+  if config.sequential:
+    raise ValueError(f"--schedule=sequential is not supported with {env_id} (one game a run)")
+  options = dict(config.env_options)
+  if not options.get("sticky_actions", True) or options.get("life_loss_terminal", False):
+    raise ValueError(
+      f"{env_id}: envpool runs the default Atari protocol only (sticky actions 0.25, no life "
+      f"loss as terminal); --sticky_actions=false and the der / rainbow_dqnzoo presets' "
+      f"environment options {sorted(options)} are not supported"
+    )
+  if options.get("full_action_space"):
+    raise ValueError(f"--full_action_space is not supported with {env_id} (minimal actions)")
+  if config.eval_every:
+    raise ValueError(
+      f"--eval_every={config.eval_every}: the jitted loop has no evaluation on envpool "
+      "environments; pass --eval_every=0"
+    )
+
+
 def validate(config: RunConfig, env_id: str) -> None:
   """Raises ValueError, naming the flag, for what the jitted loop does not run."""
   a = config.agent
@@ -97,10 +130,13 @@ def validate(config: RunConfig, env_id: str) -> None:
       f"--replay_on_switch={config.replay_on_switch} is not supported by the jitted loop "
       "(gymnax envs), which keeps the replay at game switches; use --replay_on_switch=keep"
     )
-  env = game_env(config, env_id)
-  need = len(config.seeds) * device_replay.replay_bytes(
-    a, config.num_envs, env.observation_shape, env.storage_dtype
-  )
+  if envpool_envs.is_envpool(env_id):
+    _validate_envpool(config, env_id)
+    shape, dtype = envpool_envs.OBSERVATION_SHAPE, np.dtype(np.uint8)
+  else:
+    env = game_env(config, env_id)
+    shape, dtype = env.observation_shape, env.storage_dtype
+  need = len(config.seeds) * device_replay.replay_bytes(a, config.num_envs, shape, dtype)
   have = device_memory_bytes()
   if have and need > MEMORY_HEADROOM * have:
     raise ValueError(
@@ -110,17 +146,22 @@ def validate(config: RunConfig, env_id: str) -> None:
     )
 
 
-def game_env(config: RunConfig, game: str) -> gymnax_envs.GymnaxEnv:
-  """The environment `game` trains in: for a sequential schedule behind the MinAtar union
-  interface (padded channels, the full action set; envs/minatar_union.py), so one network
-  plays every game; else the game's own."""
+def game_env(config: RunConfig, game: str):
+  """The environment `game` trains in: one envpool pool of every seed's environments (seed
+  k's are rows k x N .. k x N + N - 1, environment j of seed s seeded s x N + j when the seeds
+  are consecutive, as `experiments.train` makes them); for a sequential schedule the gymnax
+  game behind the MinAtar union interface (padded channels, the full action set;
+  envs/minatar_union.py), so one network plays every game; else the gymnax game."""
+  if envpool_envs.is_envpool(game):
+    n = config.num_envs
+    return envpool_envs.make_envpool(game, len(config.seeds) * n, config.seeds[0] * n)
   return minatar_union.make_union(game) if config.sequential else gymnax_envs.make_gymnax(game)
 
 
 @dataclasses.dataclass
 class HostCounters:
-  """When the next log line, evaluation and checkpoint are due (agent steps = frames), and
-  the task whose start was handled (a game switch: fresh environments, optimizer reset)."""
+  """When the next log line, evaluation and checkpoint are due (frames), and the task whose
+  start was handled (a game switch: fresh environments, optimizer reset)."""
 
   next_log: int = 0
   next_eval: int = 0
@@ -130,7 +171,7 @@ class HostCounters:
 
 
 class JittedTrainer:
-  """Runs one `RunConfig` on a gymnax env, one `RunDir` per seed, resuming from the latest
+  """Runs one `RunConfig` on a gymnax or envpool env, one `RunDir` per seed, resuming from the latest
   checkpoint; `run()` returns the same summary as `experiments.loop.Trainer.run`."""
 
   def __init__(self, config: RunConfig, run_dirs: list[RunDir], log: Callable[[str], None] = print):
@@ -139,6 +180,7 @@ class JittedTrainer:
     self.config, self.run_dirs, self.log = config, run_dirs, log
     self.task = config.schedule.task(0)
     env = game_env(config, self.task.game)
+    self.frames_per_step = env.frames_per_step
     obs_example = np.zeros((1,) + env.observation_shape, env.observation_dtype)
     self.agent = agent_lib.make_agent(config.agent, env.num_actions, obs_example=obs_example)
     # One program per game (one compilation each; a game's later visits reuse it). The
@@ -173,6 +215,10 @@ class JittedTrainer:
   def agent_steps(self) -> int:
     return int(self.carry.counters.agent_steps)
 
+  @property
+  def frames(self) -> int:
+    return self.agent_steps * self.frames_per_step
+
   def learning_rate(self) -> float:
     """The rate of the next update (the schedule counts from `Counters.lr_origin`)."""
     counters = self.carry.counters
@@ -180,7 +226,10 @@ class JittedTrainer:
 
   def _make_program(self, env) -> anakin.Program:
     return anakin.Program(
-      agent=self.agent, env=env, num_envs=self.config.num_envs, num_frames=self.config.num_frames
+      agent=self.agent,
+      env=env,
+      num_envs=self.config.num_envs,
+      num_frames=self.config.num_frames // env.frames_per_step,
     )
 
   def _program(self, game: str) -> anakin.Program:
@@ -193,29 +242,30 @@ class JittedTrainer:
     try:
       self._restore()
       start_steps, start = self.agent_steps, time.time()
-      while self.agent_steps < cfg.num_frames:
-        task = cfg.schedule.task_at(self.agent_steps)
+      frames_per_iteration = n * self.frames_per_step
+      while self.frames < cfg.num_frames:
+        task = cfg.schedule.task_at(self.frames)
         if task.index != self.host.task_index:
           self._start_task(task)
         end = min(cfg.num_frames, task.end_frame)  # a chunk never crosses a game switch
-        remaining = -(-(end - self.agent_steps) // n)  # iterations, rounded up
+        remaining = -(-(end - self.frames) // frames_per_iteration)  # iterations, rounded up
         chunk_start = (time.time(), self.agent_steps)
-        iterations = min(max(1, cfg.log_every // n), remaining)
+        iterations = min(max(1, cfg.log_every // frames_per_iteration), remaining)
         self.carry, out = anakin.train_chunk(self.program, self.carry, iterations)
         self._log_chunk(jax.device_get(out), chunk_start)
-        steps = self.agent_steps
-        if cfg.eval_every and steps >= self.host.next_eval:
+        frames = self.frames
+        if cfg.eval_every and frames >= self.host.next_eval:
           self._evaluate()
         if cfg.diagnostics_every and int(self.carry.counters.updates) >= self.host.next_diagnostics:
           self._diagnostics()
-        if steps >= self.host.next_checkpoint or steps >= cfg.num_frames:
+        if frames >= self.host.next_checkpoint or frames >= cfg.num_frames:
           self._checkpoint()
     finally:
       for r in self.run_dirs:
         r.release()
     elapsed = time.time() - start
     return {
-      "frames": self.agent_steps,
+      "frames": self.frames,
       "agent_steps": self.agent_steps,
       "updates": int(self.carry.counters.updates),
       "seeds": list(cfg.seeds),
@@ -238,8 +288,9 @@ class JittedTrainer:
         opt_state = self._reset_optimizer(seeds.agent.params, seeds.agent.opt_state)
         seeds = seeds.replace(agent=seeds.agent.replace(opt_state=opt_state))
       if cfg.lr_restart_on_switch:
-        counters = counters.replace(lr_origin=jnp.asarray(task.start_frame, jnp.int32))
-      self.carry = anakin.Carry(seeds=seeds, counters=counters)
+        origin = task.start_frame // self.frames_per_step
+        counters = counters.replace(lr_origin=jnp.asarray(origin, jnp.int32))
+      self.carry = anakin.Carry(seeds=seeds, counters=counters, pool=self.carry.pool)
     self.task, self.program, self.host.task_index = task, program, task.index
     if cfg.sequential:
       for run in self.run_dirs:
@@ -261,14 +312,14 @@ class JittedTrainer:
     line per seed at the chunk's end."""
     steps = self.agent_steps
     for t, s, i in zip(*np.nonzero(out.done)):
-      frames = int(out.agent_steps[t])
+      agent_steps = int(out.agent_steps[t])
       self.episodes[s] += 1
       self.recent[s].append(float(out.episode_return[t, s, i]))
       self.run_dirs[s].log(
         "metrics.jsonl",
         {
-          "frames": frames,
-          "agent_steps": frames,
+          "frames": agent_steps * self.frames_per_step,
+          "agent_steps": agent_steps,
           "kind": "episode",
           "game": self.task.game,
           "return": float(out.episode_return[t, s, i]),
@@ -285,7 +336,7 @@ class JittedTrainer:
       run.log(
         "metrics.jsonl",
         {
-          "frames": steps,
+          "frames": self.frames,
           "agent_steps": steps,
           "kind": "train",
           "updates": int(self.carry.counters.updates),
@@ -304,7 +355,7 @@ class JittedTrainer:
       f"{steps:,} steps/seed, {sps * len(self.run_dirs):,.0f} agent steps/s, recent return "
       f"{[_mean_or_none(r) for r in self.recent]}"
     )
-    while self.host.next_log <= steps:
+    while self.host.next_log <= self.frames:
       self.host.next_log += self.config.log_every
 
   def _diagnostics(self) -> None:
@@ -332,7 +383,7 @@ class JittedTrainer:
       params = jax.tree.map(lambda x, k=k: x[k], self.carry.seeds.agent.params)
       key = jax.random.fold_in(jax.random.PRNGKey(self.config.seeds[k]), updates)
       values = diagnostics.to_json(self._diagnostics_fn(params, probe, key, lr))
-      record = {"frames": steps, "agent_steps": steps, "kind": "diagnostics"}
+      record = {"frames": self.frames, "agent_steps": steps, "kind": "diagnostics"}
       run.log("metrics.jsonl", record | values | {"updates": updates, "probe_game": game})
     while self.host.next_diagnostics <= updates:
       self.host.next_diagnostics += self.config.diagnostics_every
@@ -360,12 +411,17 @@ class JittedTrainer:
   # --- checkpoints -----------------------------------------------------------------------------
   def _template(self, game: str) -> anakin.SeedCarry:
     """One seed's carry in `game`'s environments, zeros: what a checkpoint is read into."""
-    init = functools.partial(anakin.init_seed, self._program(game))
-    shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
+    program = self._program(game)
+    obs = None  # pooled envs: the pool's reset observations, here only their shape
+    if program.env.pooled:
+      shape = (program.num_envs,) + program.env.observation_shape
+      obs = jax.ShapeDtypeStruct(shape, program.env.observation_dtype)
+    init = functools.partial(anakin.init_seed, program)
+    shapes = jax.eval_shape(init, jax.random.PRNGKey(0), obs)
     return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
 
   def _checkpoint(self) -> None:
-    steps = self.agent_steps
+    steps = self.frames
     while self.host.next_checkpoint <= steps:
       self.host.next_checkpoint += self.config.checkpoint_every
     seeds = jax.device_get(self.carry.seeds)
@@ -410,11 +466,14 @@ class JittedTrainer:
         self.log(f"checkpoint at {steps:,} steps is unreadable ({error}); trying the previous one")
         continue
       seeds = jax.tree.map(lambda *xs: jnp.stack(xs), *[s for s, _ in loaded])
+      if self.program.env.pooled:
+        seeds = _restart_episodes(seeds, self.carry.seeds)
       # Checkpoints written before sequential runs existed have no lr_origin: 0 for them.
       counters = {"lr_origin": 0} | loaded[0][1]["meta"]["counters"]
       self.carry = anakin.Carry(
         seeds=seeds,
         counters=anakin.Counters(**{k: jnp.asarray(v, jnp.int32) for k, v in counters.items()}),
+        pool=self.carry.pool,
       )
       self.host = HostCounters(**loaded[0][1]["meta"]["host"])
       self.task, self.program = task, self._program(task.game)
@@ -426,7 +485,7 @@ class JittedTrainer:
         self.recent[k].extend(meta["meta"]["recent_returns"])
         self.episodes[k] = meta["meta"]["episodes"]
         run.truncate_logs(meta["log_sizes"])
-      self.log(f"resumed from {available[0][steps]} at {steps:,} agent steps")
+      self.log(f"resumed from {available[0][steps]} at {steps:,} frames")
       return
     if any(available):
       raise CheckpointError(
@@ -441,3 +500,21 @@ class JittedTrainer:
       next_checkpoint=self.config.checkpoint_every,
       next_diagnostics=self.config.diagnostics_every,
     )
+
+
+def _restart_episodes(loaded: anakin.SeedCarry, fresh: anakin.SeedCarry) -> anakin.SeedCarry:
+  """A checkpointed carry on a fresh envpool pool (whose emulator states the checkpoint does
+  not hold): the fresh carry's reset observations and empty running episodes, and n-step
+  windows emptied, since their episodes will not continue."""
+  replay = loaded.replay
+  if isinstance(replay, device_replay.NStepReplay):
+    window = replay.window
+    replay = replay.replace(window=window.replace(length=jnp.zeros_like(window.length)))
+  return loaded.replace(
+    replay=replay,
+    env_state=fresh.env_state,
+    obs=fresh.obs,
+    episode_return=fresh.episode_return,
+    clipped_return=fresh.clipped_return,
+    episode_length=fresh.episode_length,
+  )

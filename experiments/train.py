@@ -24,7 +24,7 @@ import envs
 from agents import presets
 from agents.config import NORMS, AgentConfig, NetworkConfig
 from agents.network import build_network
-from envs import gymnax_envs, minatar_union, sequential
+from envs import envpool_envs, gymnax_envs, minatar_union, sequential
 from experiments import jitted, loop, options, rundir, xla_cpu
 from experiments.loop import RunConfig
 from experiments.options import option
@@ -51,7 +51,8 @@ class TrainOptions:
     "Pong",
     "Environment id: an Atari game ('Pong' or 'ale:Pong'), "
     "'gym:CartPole-v1', 'minatar:breakout', or a gymnax env ('gymnax:Breakout-MinAtar', "
-    "'gymnax:CartPole-v1'), which trains in the fully jitted loop (docs/jitted.md).",
+    "'gymnax:CartPole-v1') or an envpool Atari game ('envpool:Pong'), which train in the fully "
+    "jitted loop (docs/jitted.md).",
   )
   seed: int = option(0, "Random seed; fixes everything on CPU.")
   num_seeds: int = option(
@@ -206,6 +207,8 @@ FROM_RUN = "from_run:"  # --lr_schedule=from_run:DIR
 
 
 def env_family(env_id: str) -> str:
+  if envpool_envs.is_envpool(env_id):
+    return "atari"
   if gymnax_envs.is_gymnax(env_id):
     return gymnax_envs.family(env_id)  # raises for ids gymnax_envs does not support
   if env_id.startswith("gym:"):
@@ -235,6 +238,8 @@ def build_config(o: TrainOptions | None = None) -> tuple[RunConfig, TrainOptions
     if getattr(o, name) < 1:
       raise ValueError(f"--{name} must be >= 1, got {getattr(o, name)}")
   num_envs, eval_every, checkpoint_every, log_every = _FAMILY_DEFAULTS[family]
+  if envpool_envs.is_envpool(o.env):
+    eval_every = 0  # no evaluation on envpool (jitted.validate): off unless asked for
   num_envs = o.num_envs if o.num_envs is not None else num_envs
   if num_envs < 1:
     raise ValueError(f"--num_envs must be >= 1, got {num_envs}")
@@ -298,13 +303,18 @@ def build_config(o: TrainOptions | None = None) -> tuple[RunConfig, TrainOptions
 
 
 def is_jitted(config: RunConfig) -> bool:
-  """Whether the run trains in the fully jitted loop (its games are gymnax ids)."""
-  return gymnax_envs.is_gymnax(config.schedule.games[0])
+  """Whether the run trains in the fully jitted loop (its games are gymnax or envpool ids)."""
+  return jitted.is_jitted(config.schedule.games[0])
 
 
 def _sequential_family(o: TrainOptions) -> str:
   """The env family of --schedule=sequential: 'atari' (host loop) or, when --games names
   gymnax ids, 'minatar' (the jitted loop; MinAtar games only, envs/minatar_union.py)."""
+  if envpool_envs.is_envpool(o.env):
+    raise ValueError(
+      f"--schedule=sequential is not supported with --env={o.env} (envpool runs one game a "
+      "run); sequential Atari runs in the host loop: --games=Pong,Breakout without --env"
+    )
   games = tuple(o.games or ())
   named = [g for g in games if gymnax_envs.is_gymnax(g)]
   if not named:
@@ -581,7 +591,7 @@ def _env_options(o: TrainOptions, agent: str, family: str, sequential_run: bool)
 
 def _check_envs(games, env_options) -> None:
   for game in dict.fromkeys(games):
-    if gymnax_envs.is_gymnax(game):
+    if jitted.is_jitted(game):
       continue  # checked by env_family and jitted.validate
     envs.make(game, num_envs=1, seed=0, **env_options).close()
 

@@ -268,3 +268,70 @@ def test_a_game_switch_drops_the_running_windows_not_the_stored_rows():
   assert int(replay.size) == 3 and float(replay.obs[2, 0]) == 100.0
   plain = device_replay.create(_config(n_step=1), 1, (1,), jnp.float32)
   assert device_replay.end_running_episodes(plain) is plain
+
+
+def _feed(config, late_resets):
+  """STREAM into the device replay, each environment's steps in order; with `late_resets`
+  as envpool delivers it: an environment's step after its episode's end is its reset (from
+  the final observation to the reset one, reward 0, the action ignored), marked invalid, so
+  the environments' streams drift apart by their numbers of resets (the shorter one is
+  padded with invalid steps)."""
+  per_env = []
+  for env in range(2):
+    steps, obs = [], np.array([env, 0], np.float32)
+    for t, row in enumerate(STREAM):
+      reward, end = row[2 * env], row[2 * env + 1]
+      next_obs = obs + np.array([0, 1], np.float32)
+      steps.append((obs, 10 * env + t, reward, end == "term", end != "", next_obs, True))
+      obs = next_obs
+      if end:
+        reset = np.array([env, 100 + t], np.float32)
+        if late_resets:
+          steps.append((obs, 99, 0.0, False, False, reset, False))
+        obs = reset
+    per_env.append(steps)
+  length = max(map(len, per_env))
+  for steps in per_env:
+    steps += [(steps[-1][5], 99, 0.0, False, False, steps[-1][5], False)] * (length - len(steps))
+  replay = device_replay.create(config, 2, (2,), jnp.float32)
+  for step in zip(*per_env):
+    obs, action, reward, terminated, done, next_obs, valid = map(np.stack, zip(*step))
+    replay = replay.add_step(
+      config,
+      obs,
+      action.astype(np.int32),
+      reward.astype(np.float32),
+      terminated,
+      done,
+      next_obs,
+      valid,
+    )
+  return replay
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_invalid_steps_are_not_stored(n_step):
+  """Late resets marked invalid leave the transitions of the stream without them: none from
+  a final observation to a reset one, and no n-step window holding a reset step."""
+  config = _config(n_step=n_step, prioritized=n_step > 1)
+  stored = []
+  for late in (False, True):
+    replay = _feed(config, late)
+    b = replay if n_step == 1 else replay.buffer
+    size = int(b.size)
+    stored.append(
+      _transitions(
+        b.obs[:size], b.action[:size], b.reward[:size], b.discount[:size], b.next_obs[:size]
+      )
+    )
+  plain, late = stored
+  assert len(plain) == (18 if n_step == 1 else 15)  # n = 3: env 0's last two steps wait
+  assert late.keys() == plain.keys()
+  for key, value in late.items():
+    assert value == pytest.approx(plain[key], rel=1e-6), key
+  assert all(action != 99 for _, _, action in late)
+  # Hand values: env 1's 1-step episode, and (n = 3) a window bootstrapping past a reset.
+  assert late[(1, 0, 10)] == pytest.approx((10.0, 0.0, 1, 1))
+  if n_step == 3:
+    g = GAMMA
+    assert late[(0, 105, 6)] == pytest.approx((7 + 8 * g + 9 * g**2, g**3, 0, 108))
