@@ -84,6 +84,32 @@ def host_available_bytes() -> int:
   return 0
 
 
+def seed_devices(num_seeds: int, cpus: int | None = None) -> int:
+  """The CPU devices `experiments.train` splits the host into for a jitted run of
+  `num_seeds` seeds: the most, up to one per core, that divide the seeds evenly."""
+  cpus = cpus or os.cpu_count() or 1
+  return max(d for d in range(1, min(cpus, num_seeds) + 1) if num_seeds % d == 0)
+
+
+def shard_seeds(carry: anakin.Carry) -> anakin.Carry:
+  """`carry` with its seeds split over the CPU devices (`xla_cpu.configure(host_devices=)`)
+  along their leading axis and the rest replicated; unchanged on one device, on an
+  accelerator, with pooled environments (one envpool handle steps every seed), or when the
+  seeds do not divide evenly. The compiled chunk then runs each device's seeds on its own."""
+  devices = jax.devices()
+  num_seeds = carry.seeds.rng.shape[0]
+  if len(devices) == 1 or devices[0].platform != "cpu" or carry.pool is not None:
+    return carry
+  if num_seeds % len(devices):
+    return carry
+  mesh = jax.sharding.Mesh(np.array(devices), ("seeds",))
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
+  whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return carry.replace(
+    seeds=jax.device_put(carry.seeds, split), counters=jax.device_put(carry.counters, whole)
+  )
+
+
 def is_jitted(env_id: str) -> bool:
   """Whether `env_id` trains in the jitted loop (gymnax and envpool ids)."""
   return gymnax_envs.is_gymnax(env_id) or envpool_envs.is_envpool(env_id)
@@ -187,7 +213,7 @@ class JittedTrainer:
     # agent, and so the network and optimizer, is the same in all of them.
     self._programs = {self.task.game: self._make_program(env)}
     self.program = self._programs[self.task.game]
-    self.carry = anakin.init_carry(self.program, config.seeds)
+    self.carry = shard_seeds(anakin.init_carry(self.program, config.seeds))
     self.host = HostCounters()
     self.recent = [collections.deque(maxlen=20) for _ in config.seeds]
     self.episodes = [0] * len(config.seeds)
@@ -470,10 +496,12 @@ class JittedTrainer:
         seeds = _restart_episodes(seeds, self.carry.seeds)
       # Checkpoints written before sequential runs existed have no lr_origin: 0 for them.
       counters = {"lr_origin": 0} | loaded[0][1]["meta"]["counters"]
-      self.carry = anakin.Carry(
-        seeds=seeds,
-        counters=anakin.Counters(**{k: jnp.asarray(v, jnp.int32) for k, v in counters.items()}),
-        pool=self.carry.pool,
+      self.carry = shard_seeds(
+        anakin.Carry(
+          seeds=seeds,
+          counters=anakin.Counters(**{k: jnp.asarray(v, jnp.int32) for k, v in counters.items()}),
+          pool=self.carry.pool,
+        )
       )
       self.host = HostCounters(**loaded[0][1]["meta"]["host"])
       self.task, self.program = task, self._program(task.game)

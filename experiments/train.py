@@ -660,7 +660,11 @@ def run_config_json(config: RunConfig, o: TrainOptions, seed: int) -> dict[str, 
 
 
 def main(argv):
-  xla_cpu.configure()  # before any JAX computation (see experiments/xla_cpu.py)
+  # Before any JAX computation (see experiments/xla_cpu.py); a jitted run's seeds are
+  # sharded over the CPU's cores (`jitted.shard_seeds`).
+  games = [FLAGS.env] if FLAGS.schedule != "sequential" else list(FLAGS.games or [""])
+  jitted_seeds = FLAGS.num_seeds > 1 and all(gymnax_envs.is_gymnax(g) for g in games)
+  xla_cpu.configure(host_devices=jitted.seed_devices(FLAGS.num_seeds) if jitted_seeds else 1)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:

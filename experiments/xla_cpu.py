@@ -24,15 +24,22 @@ from jax._src import xla_bridge
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",)
 
 
-def configure(environ: MutableMapping[str, str] | None = None) -> bool:
-  """Adds `CPU_FLAGS` to XLA_FLAGS in `environ` (default `os.environ`).
+HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def configure(environ: MutableMapping[str, str] | None = None, host_devices: int = 1) -> bool:
+  """Adds `CPU_FLAGS` to XLA_FLAGS in `environ` (default `os.environ`), and with
+  `host_devices` > 1 splits the CPU into that many JAX devices: the fully jitted loop shards
+  its seeds over them (`experiments.jitted`), so each core runs whole updates of its own
+  seeds instead of both cores sharing every small matmul of all seeds.
 
   Returns False when JAX's backend is already running (the flags would have no effect in
   this process; child processes given `environ` still get them), else True.
   """
   environ = os.environ if environ is None else environ
   current = environ.get("XLA_FLAGS", "")
-  added = [f for f in CPU_FLAGS if f.split("=", 1)[0] not in current]
+  wanted = CPU_FLAGS + ((f"{HOST_DEVICES_FLAG}={host_devices}",) if host_devices > 1 else ())
+  added = [f for f in wanted if f.split("=", 1)[0] not in current]
   if added:
     environ["XLA_FLAGS"] = " ".join([current] + added).strip()
   return not _backend_started()

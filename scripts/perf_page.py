@@ -91,7 +91,12 @@ MEANINGS = [
   ("env.wrapper_vs_raw", "wrapper speed / raw speed"),
   ("*.num_envs", "environments stepped"),
   ("jitted.seeds1_sps", "agent steps/s of the jitted loop, one seed"),
-  ("jitted.seeds8_sps", "agent steps/s of the jitted loop, 8 seeds in one process, summed"),
+  (
+    "jitted.seeds8_sps",
+    "agent steps/s of the jitted loop, 8 seeds in one process (sharded over the cores), summed",
+  ),
+  ("jitted.seeds8_one_device_sps", "the same 8 seeds vmapped on one CPU device, summed"),
+  ("jitted.seeds8_sharded_vs_one_device", "8 seeds sharded over the cores / on one device"),
   ("jitted.host_loop_sps", "agent steps/s of the host loop on `minatar:breakout`"),
   ("jitted.seeds8_vs_host_loop", "8 seeds jitted / host loop, aggregate agent steps/s"),
   (

@@ -5,6 +5,8 @@ learning on CartPole and MinAtar Breakout."""
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -120,6 +122,43 @@ def test_two_seeds_in_one_process_equal_each_seed_alone(agent):
     )
   # And the two seeds are not the same run.
   assert not np.array_equal(out2.episode_return[:, 0], out2.episode_return[:, 1])
+
+
+SHARDED_CHILD = """
+import sys
+import numpy as np
+from experiments import jitted, xla_cpu
+xla_cpu.configure(host_devices=2)
+import jax
+from agents import anakin
+from tests.test_jitted import _program
+program = _program(min_replay=64, replay_capacity=512)
+carry = jitted.shard_seeds(anakin.init_carry(program, (3, 4)))
+carry, out = anakin.train_chunk(program, carry, 60)
+devices = len(carry.seeds.rng.sharding.device_set)
+kernel = carry.seeds.agent.params["output"]["kernel"]
+np.savez(sys.argv[1], devices=devices, done=out.done, ret=out.episode_return, loss=out.loss,
+         kernel=kernel)
+"""
+
+
+def test_seeds_sharded_over_cpu_devices_run_as_on_one_device(tmp_path):
+  """`experiments.train` splits the CPU into a device per core for several jitted seeds and
+  shards them (`jitted.shard_seeds`): each seed runs as it does vmapped on one device."""
+  path = str(tmp_path / "sharded.npz")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  subprocess.run([sys.executable, "-c", SHARDED_CHILD, path], cwd=root, check=True)
+  sharded = np.load(path)
+  assert int(sharded["devices"]) == 2
+  program = _program(min_replay=64, replay_capacity=512)
+  carry, out = anakin.train_chunk(program, anakin.init_carry(program, (3, 4)), 60)
+  np.testing.assert_array_equal(sharded["done"], out.done)
+  np.testing.assert_array_equal(sharded["ret"], out.episode_return)
+  np.testing.assert_allclose(sharded["loss"], out.loss, rtol=1e-4)
+  kernel = carry.seeds.agent.params["output"]["kernel"]
+  np.testing.assert_allclose(sharded["kernel"], kernel, rtol=1e-4, atol=1e-6)
+  assert jitted.seed_devices(8, cpus=2) == 2 and jitted.seed_devices(3, cpus=2) == 1
+  assert jitted.seed_devices(6, cpus=4) == 3 and jitted.seed_devices(1, cpus=16) == 1
 
 
 @pytest.mark.parametrize("agent", ["dqn", "rainbow"])

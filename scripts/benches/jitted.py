@@ -7,9 +7,16 @@ the jitted loop, the `minatar` package's emulator in the host loop (experiments/
 loop's from a second chunk, the host loop's from its last training line (an interval after
 the first updates).
 
+Several seeds run as `experiments.train` runs them: in a process whose CPU is split into one
+JAX device per core (`xla_cpu.configure(host_devices=)`), the seeds sharded over them
+(`experiments.jitted.shard_seeds`); each such measurement runs in its own process, since the
+split must be made before JAX starts.
+
 Keys:
 - ``jitted.seeds1_sps`` / ``jitted.seeds8_sps``: aggregate agent steps/s (all seeds) of
   one process running 1 / 8 seeds;
+- ``jitted.seeds8_one_device_sps``: 8 seeds vmapped on one CPU device (no split), and
+  ``jitted.seeds8_sharded_vs_one_device``: what the split gains;
 - ``jitted.host_loop_sps``: the host loop, one seed;
 - ``jitted.seeds8_vs_host_loop``: seeds8_sps / host_loop_sps (target >= 3);
 - ``jitted.seeds8_prioritized_sps``: 8 seeds of the same agent with 3-step returns and
@@ -28,6 +35,8 @@ Keys:
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,11 +49,20 @@ from agents import anakin, presets
 from agents.replay import Batch
 from envs import gymnax_envs
 from envs.sequential import GameSchedule
-from experiments import loop, rundir
+from experiments import jitted, loop, rundir, xla_cpu
 from scripts.benches import learner
 
 NUM_ENVS = 4
 OVERRIDES = dict(min_replay=500, replay_capacity=20_000)
+
+
+def _sharded_sps(num_seeds: int, iterations: int, preset: str = "dqn", **overrides) -> float:
+  """`_jitted_sps` in a child process whose CPU is split into devices for the seeds."""
+  job = dict(num_seeds=num_seeds, iterations=iterations, preset=preset, overrides=overrides)
+  command = [sys.executable, "-m", "scripts.benches.jitted", "--sps", json.dumps(job)]
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True)
+  return float(done.stdout.strip().splitlines()[-1])
 
 
 def _jitted_sps(num_seeds: int, iterations: int, preset: str = "dqn", **overrides) -> float:
@@ -55,7 +73,7 @@ def _jitted_sps(num_seeds: int, iterations: int, preset: str = "dqn", **override
   program = anakin.Program(
     agent=agent, env=env, num_envs=NUM_ENVS, num_frames=2 * iterations * NUM_ENVS
   )
-  carry = anakin.init_carry(program, tuple(range(num_seeds)))
+  carry = jitted.shard_seeds(anakin.init_carry(program, tuple(range(num_seeds))))
   # The first chunk compiles and fills the replay past min_replay.
   carry, _ = anakin.train_chunk(program, carry, iterations)
   jax.block_until_ready(carry)
@@ -108,16 +126,20 @@ def run(quick: bool) -> dict:
   iterations = 500 if quick else 2_500
   results = {
     "jitted.seeds1_sps": round(_jitted_sps(1, iterations), 1),
-    "jitted.seeds8_sps": round(_jitted_sps(8, iterations), 1),
+    "jitted.seeds8_sps": round(_sharded_sps(8, iterations), 1),
+    "jitted.seeds8_one_device_sps": round(_jitted_sps(8, iterations), 1),
     "jitted.host_loop_sps": round(_host_loop_sps(4_000 if quick else 20_000), 1),
   }
   results["jitted.seeds8_vs_host_loop"] = round(
     results["jitted.seeds8_sps"] / results["jitted.host_loop_sps"], 2
   )
-  prioritized = _jitted_sps(8, iterations, n_step=3, prioritized=True)
+  results["jitted.seeds8_sharded_vs_one_device"] = round(
+    results["jitted.seeds8_sps"] / results["jitted.seeds8_one_device_sps"], 3
+  )
+  prioritized = _sharded_sps(8, iterations, n_step=3, prioritized=True)
   results["jitted.seeds8_prioritized_sps"] = round(prioritized, 1)
   results["jitted.prioritized_vs_uniform"] = round(prioritized / results["jitted.seeds8_sps"], 3)
-  results["jitted.seeds8_rainbow_sps"] = round(_jitted_sps(8, iterations, "rainbow"), 1)
+  results["jitted.seeds8_rainbow_sps"] = round(_sharded_sps(8, iterations, "rainbow"), 1)
   update_every = presets.make_config("dqn", "minatar").update_every
   gflops = results["jitted.seeds8_sps"] / update_every * _update_gflop()
   results["jitted.seeds8_learner_gflops"] = round(gflops, 1)
@@ -128,4 +150,9 @@ def run(quick: bool) -> dict:
 
 
 if __name__ == "__main__":
-  print(json.dumps(run("--quick" in sys.argv[1:]), indent=1))
+  if sys.argv[1:2] == ["--sps"]:  # one `_sharded_sps` measurement
+    job = json.loads(sys.argv[2])
+    xla_cpu.configure(host_devices=jitted.seed_devices(job["num_seeds"]))
+    print(_jitted_sps(job["num_seeds"], job["iterations"], job["preset"], **job["overrides"]))
+  else:
+    print(json.dumps(run("--quick" in sys.argv[1:]), indent=1))
