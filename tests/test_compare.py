@@ -2,7 +2,6 @@
 values."""
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -717,16 +716,3 @@ def test_curves_keep_one_seed_set():
   a, b = stats.common_points([np.array([[1.0, 2.0, 3.0]]), np.array([[4.0, nan, 6.0]])])
   np.testing.assert_array_equal(a, [[1.0, nan, 3.0]])
   np.testing.assert_array_equal(b, [[4.0, nan, 6.0]])
-
-
-def test_train_and_layer_metrics_keep_the_order_the_lines_log_them(tmp_path):
-  """Panels follow the log's field and layer order, not a set's (which varies with
-  PYTHONHASHSEED and would reorder the figures from one report to the next)."""
-  path = tmp_path / "run"
-  path.mkdir()
-  (path / runlog.CONFIG).write_text('{"env": "Pong"}')
-  layers = {f"layer_{i}": float(i) for i in (3, 0, 2, 1)}
-  line = {"kind": "train", "frames": 10, "zeta": 1.0, "alpha": 2.0, "param_norms": layers}
-  (path / runlog.METRICS).write_text(json.dumps(line) + "\n")
-  metrics = list(read(str(path)).logs["train"])
-  assert metrics == ["zeta", "alpha"] + [f"param_norms/{layer}" for layer in layers]

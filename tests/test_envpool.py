@@ -3,7 +3,6 @@ pooled iteration, experiments/jitted.py): a short Pong run on a tiny network and
 directories, the late resets kept out of the replay and the episode statistics, resume on a
 fresh pool, and bad input."""
 
-import json
 import os
 import sys
 
@@ -11,11 +10,10 @@ import jax
 import numpy as np
 import pytest
 from absl import flags
-from absl.testing import flagsaver
 
 from agents import device_replay
 from envs import envpool_envs
-from experiments import jitted, rundir, train
+from tests import test_jitted
 
 envpool = pytest.importorskip("envpool")  # the `test` extra installs it
 
@@ -43,18 +41,10 @@ TINY = dict(
 
 
 def _trainer(run_dir, **flag_values):
-  with flagsaver.flagsaver(run_dir=str(run_dir), **{**TINY, **flag_values}):
-    config, values = train.build_config()
-    runs = [
-      rundir.open_run_dir(path, train.run_config_json(config, values, seed), overwrite=False)[0]
-      for path, seed in zip(train.seed_run_dirs(str(run_dir), config.seeds), config.seeds)
-    ]
-  return jitted.JittedTrainer(config, runs, log=lambda m: None)
+  return test_jitted._trainer(run_dir, defaults=TINY, **flag_values)
 
 
-def _lines(path, kind):
-  with open(path) as f:
-    return [r for r in map(json.loads, f) if r.get("kind") == kind]
+_lines = test_jitted._lines
 
 
 @pytest.fixture(scope="module")

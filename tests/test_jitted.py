@@ -42,8 +42,9 @@ TINY = dict(
 )
 
 
-def _trainer(run_dir, **flag_values):
-  with flagsaver.flagsaver(run_dir=str(run_dir), **{**TINY, **flag_values}):
+def _trainer(run_dir, defaults=TINY, **flag_values):
+  """A `JittedTrainer` of the flags `defaults` | `flag_values`, its run dirs opened."""
+  with flagsaver.flagsaver(run_dir=str(run_dir), **{**defaults, **flag_values}):
     config, values = train.build_config()
     runs = [
       rundir.open_run_dir(path, train.run_config_json(config, values, seed), overwrite=False)[0]
@@ -258,13 +259,19 @@ def test_dqn_solves_gymnax_cartpole_on_5_seeds_in_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_dqn_learns_gymnax_breakout_minatar(tmp_path):
-  """DQN (MinAtar preset, an update every 4 agent steps, epsilon decaying over 50k steps)
-  on gymnax Breakout-MinAtar, 2 seeds x 150k agent steps: each seed's last 20 episodes
-  average well above random play (0.40 +- 0.67 per episode over 1,000 random episodes)."""
+@pytest.mark.parametrize(
+  "agent, threshold", [("dqn", BREAKOUT_THRESHOLD), ("rainbow", RAINBOW_BREAKOUT_THRESHOLD)]
+)
+def test_learns_gymnax_breakout_minatar(tmp_path, agent, threshold):
+  """DQN and Rainbow (MinAtar presets; Rainbow: C51, 3-step returns, prioritized replay),
+  an update every 4 agent steps, epsilon decaying over 50k steps, on gymnax
+  Breakout-MinAtar, 2 seeds x 150k agent steps: each seed's last 20 episodes average well
+  above random play (0.40 +- 0.67 per episode over 1,000 random episodes; Rainbow reached 6.5
+  and 6.05, docs/jitted/breakout_rainbow_2seeds.json)."""
   seeds = (0, 1)
   trainer = _trainer(
     tmp_path,
+    agent=agent,
     env="gymnax:Breakout-MinAtar",
     overrides=["update_every=4", "epsilon_decay_steps=50000", "replay_capacity=50000"],
     num_seeds=len(seeds),
@@ -273,28 +280,7 @@ def test_dqn_learns_gymnax_breakout_minatar(tmp_path):
   )
   trainer.run()
   last20 = _last20(tmp_path, seeds)
-  assert min(last20) >= BREAKOUT_THRESHOLD, last20
-
-
-@pytest.mark.slow
-def test_rainbow_learns_gymnax_breakout_minatar(tmp_path):
-  """Rainbow (MinAtar preset: C51, 3-step returns, prioritized replay; an update every 4
-  agent steps, epsilon decaying over 50k steps) on gymnax Breakout-MinAtar, 2 seeds x 150k
-  agent steps as the DQN check: each seed's last 20 episodes average well above random play
-  (docs/jitted/breakout_rainbow_2seeds.json: 6.5 and 6.05)."""
-  seeds = (0, 1)
-  trainer = _trainer(
-    tmp_path,
-    agent="rainbow",
-    env="gymnax:Breakout-MinAtar",
-    overrides=["update_every=4", "epsilon_decay_steps=50000", "replay_capacity=50000"],
-    num_seeds=len(seeds),
-    num_frames=150_000,
-    log_every=15_000,
-  )
-  trainer.run()
-  last20 = _last20(tmp_path, seeds)
-  assert min(last20) >= RAINBOW_BREAKOUT_THRESHOLD, last20
+  assert min(last20) >= threshold, last20
 
 
 def test_time_limit_ends_episodes_as_truncations():
