@@ -534,12 +534,8 @@ def _restart_episodes(loaded: anakin.SeedCarry, fresh: anakin.SeedCarry) -> anak
   """A checkpointed carry on a fresh envpool pool (whose emulator states the checkpoint does
   not hold): the fresh carry's reset observations and empty running episodes, and n-step
   windows emptied, since their episodes will not continue."""
-  replay = loaded.replay
-  if isinstance(replay, device_replay.NStepReplay):
-    window = replay.window
-    replay = replay.replace(window=window.replace(length=jnp.zeros_like(window.length)))
   return loaded.replace(
-    replay=replay,
+    replay=device_replay.end_running_episodes(loaded.replay),
     env_state=fresh.env_state,
     obs=fresh.obs,
     episode_return=fresh.episode_return,
