@@ -27,6 +27,7 @@ import numpy as np
 from absl import app, flags
 from matplotlib.figure import Figure
 
+from envs import minatar_union
 from experiments import options
 from experiments.options import option
 
@@ -69,7 +70,12 @@ class Options:
 
 
 def commands(o: Options) -> dict[tuple[str, str], list[str]]:
-  """(arm, 'sequential' or a game's fresh run) -> the experiments.train command."""
+  """(arm, 'sequential' or a game's fresh run) -> the experiments.train command; ValueError
+  naming --games for a game list that is not gymnax MinAtar ids (before any run starts)."""
+  if not o.games:
+    raise ValueError(f"--games: give at least one of {', '.join(minatar_union.minatar_ids())}")
+  for game in o.games:
+    minatar_union.check_minatar(game)
   common = [
     "--schedule=sequential",
     f"--frames_per_game={o.steps_per_visit}",
@@ -249,7 +255,10 @@ def table(summary: dict) -> str:
 def main(argv):
   del argv
   o = options.from_flags(Options, FLAGS)
-  runs = commands(o)
+  try:
+    runs = commands(o)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   if o.dry_run:
     print("\n".join(" ".join(c) for c in runs.values()))
     return

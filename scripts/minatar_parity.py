@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--lockstep_episodes", type=int, default=300)
   parser.add_argument("--out", required=True, help="the JSON file to write")
   args = parser.parse_args(argv)
+  for name in ("episodes", "lockstep_episodes"):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name}={getattr(args, name)}: must be >= 1")
   runs = {"host": summarize_loop(args.host), "jitted": summarize_loop(args.jitted)}
   runs["host_vs_jitted"] = compare(runs["host"], runs["jitted"])
   if args.host_as_gymnax:

@@ -255,3 +255,13 @@ def test_rainbow_runs_across_a_switch_with_fresh_n_step_windows(tmp_path):
       if line.get("loss") is not None
     ]
   ).all()
+
+
+@pytest.mark.parametrize(
+  "games, message",
+  [((), "--games: give at least one"), ((B, "gymnax:CartPole-v1"), "not a MinAtar game")],
+)
+def test_the_grid_launcher_refuses_games_that_are_not_minatar(games, message):
+  with pytest.raises(ValueError, match=message):
+    minatar_continual.commands(minatar_continual.Options(games=games))
+  assert len(minatar_continual.commands(minatar_continual.Options())) > 0

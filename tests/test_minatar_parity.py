@@ -110,3 +110,11 @@ def test_minatar_as_gymnax_plays_the_minimal_actions_without_sticky_actions(tmp_
     with pytest.raises(ValueError, match="--env=gym:CartPole-v1: this launcher plays"):
       minatar_as_gymnax.build_trainer()
   assert not os.path.exists(tmp_path / "no")
+
+
+@pytest.mark.parametrize("flag", ["--episodes=0", "--lockstep_episodes=-1"])
+def test_episode_counts_below_one_are_refused(tmp_path, flag, capsys):
+  with pytest.raises(SystemExit):
+    minatar_parity.main(["--host", "h", "--jitted", "j", "--out", str(tmp_path / "o.json"), flag])
+  assert flag.split("=")[0] in capsys.readouterr().err
+  assert not (tmp_path / "o.json").exists()
