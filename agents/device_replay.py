@@ -284,6 +284,10 @@ class NStepReplay:
   def size(self) -> jax.Array:
     return self.buffer.size
 
+  @property
+  def cursor(self) -> jax.Array:
+    return self.buffer.cursor
+
   def add_step(
     self, config: AgentConfig, obs, action, reward, terminated, done, next_obs, valid=None
   ) -> NStepReplay:

@@ -386,20 +386,23 @@ class JittedTrainer:
 
   def _diagnostics(self) -> None:
     """Plasticity diagnostics (experiments/diagnostics.py) of each seed on the probe batch of
-    the current game: drawn at the game's first diagnostics from the transitions written since
-    the task began (the replay's rows advance one per agent step and environment, so they
-    start at the task's first step modulo the capacity), and reused on its later visits."""
+    the current game: drawn at the game's first diagnostics from the rows written since the
+    task began, and reused on its later visits. Those rows are the last ones before the
+    replay's cursor: at most one per agent step and environment since the task's start, less
+    the steps an n-step window still holds back, and no more than the replay holds."""
     updates, steps, game = int(self.carry.counters.updates), self.agent_steps, self.task.game
     if game not in self.probes:
       replay, capacity = self.carry.seeds.replay, self.config.agent.replay_capacity
-      written = min(steps - self.task.start_frame, capacity)
+      since = steps - self.task.start_frame // self.frames_per_step
+      held_back = (self.config.agent.n_step - 1) * self.config.num_envs
       dtype = self.program.env.observation_dtype
       probes = []
       for k, seed in enumerate(self.config.seeds):
+        written = max(1, min(since - held_back, int(replay.size[k])))
         offsets = np.random.default_rng([seed, updates]).integers(
           0, written, self.config.agent.batch_size
         )
-        rows = (self.task.start_frame + offsets) % capacity
+        rows = (int(replay.cursor[k]) - 1 - offsets) % capacity
         probes.append(np.asarray(replay.obs[k][rows]).astype(dtype))
       self.probes[game] = np.stack(probes)
     if self._diagnostics_fn is None:
