@@ -24,9 +24,12 @@ import os
 import sys
 from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
 from plasticity import interventions
+from scripts import figures
 
 PER_TASK_METRICS = (
   "online_accuracy",
@@ -146,6 +149,11 @@ def _series(recs, key, **match):
   return np.asarray(tasks), arr
 
 
+FIG1_PANELS = (
+  ("final_loss", "final loss on the task"),
+  ("jacobian_norm", "Jacobian norm"),
+  ("param_norm", "parameter norm"),
+)
 FIG1_LINES = (
   (dict(method="none", nap=False), "no normalization", "tab:red"),
   (dict(method="layernorm", nap=False), "LayerNorm", "tab:blue"),
@@ -160,11 +168,6 @@ FIG1_LINES = (
 
 def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
   """Writes the figures (and `dead_units.csv`) from a run directory; returns their paths."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   recs = _load_tasks(out)
   dest = figures_dir or out
   os.makedirs(dest, exist_ok=True)
@@ -172,130 +175,98 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
   cells = list(dict.fromkeys((r["net"], r["optimizer"]) for r in recs))
   base = dict(norm="none")
 
-  # Figure 1 analogue: one row per (net, optimizer) holding the trio.
-  rows = [
-    c
-    for c in cells
-    if all(
-      _series(recs, "final_loss", net=c[0], optimizer=c[1], **base, **m) is not None
-      for m, _, _ in FIG1_LINES[:3]
-    )
-  ]
-  if rows:
-    fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.1 * len(rows)), squeeze=False, dpi=80)
-    for r, (net, opt) in enumerate(rows):
-      for c, (key, title) in enumerate(
-        (
-          ("final_loss", "final loss on the task"),
-          ("jacobian_norm", "Jacobian norm"),
-          ("param_norm", "parameter norm"),
-        )
-      ):
-        ax = axes[r, c]
-        for match, lab, color in FIG1_LINES:
-          s = _series(recs, key, net=net, optimizer=opt, **base, **match)
-          if s is None:
-            continue
-          tasks, arr = s
-          ax.plot(tasks + 1, np.nanmean(arr, 0), color=color, label=lab)
-          ax.fill_between(
-            tasks + 1, np.nanmin(arr, 0), np.nanmax(arr, 0), color=color, alpha=0.2, lw=0
-          )
-        ax.set_title(f"{net.upper()} ({opt}): {title}", fontsize=10)
-        ax.set_xlabel("label resets (tasks)")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(_save(fig, dest, "fig1_norm_growth.png", plt))
+  # Figure 1 analogue: one row per (net, optimizer) holding the trio; bands: min to max.
+  trio = lambda c: all(
+    _series(recs, "final_loss", net=c[0], optimizer=c[1], **base, **m) is not None
+    for m, _, _ in FIG1_LINES[:3]
+  )
+  panels = []
+  for net, opt in filter(trio, cells):
+    for key, title in FIG1_PANELS:
+      lines, x = [], []
+      for match, label, colour in FIG1_LINES:
+        if (found := _series(recs, key, net=net, optimizer=opt, **base, **match)) is not None:
+          x, arr = found[0] + 1, found[1]
+          band = (np.nanmean(arr, 0), np.nanmin(arr, 0), np.nanmax(arr, 0))
+          lines.append((colour, band, label, "-"))
+      row = dict(title=f"{net.upper()} ({opt}): {title}", x=x, lines=lines, yscale="log")
+      panels.append(row | dict(xlabel="label resets (tasks)"))
+  if panels:
+    paths.append(figures.draw(os.path.join(dest, "fig1_norm_growth.png"), panels))
 
   # Figure 5 analogue: the interventions of the first optimizer, norm none, output free.
   methods = [m for m in interventions.METHODS if any(r["method"] == m for r in recs)]
   nets = list(dict.fromkeys(r["net"] for r in recs))
-  opt = recs[0]["optimizer"] if recs else "adam"
-  sel = dict(optimizer=opt, **base)
+  sel = dict(optimizer=recs[0]["optimizer"] if recs else "adam", **base)
+
+  def online(net: str, method: str, nap: bool):  # (tasks, [seeds, tasks] online accuracy)
+    output = dict(nap_output="free") if nap else {}
+    return _series(recs, "online_accuracy", net=net, method=method, nap=nap, **sel, **output)
+
   if len(methods) > 1 and nets:
-    fig, axes = plt.subplots(1, len(nets), figsize=(6.2 * len(nets), 3.6), squeeze=False, dpi=80)
+    fig = Figure(figsize=(6.2 * len(nets), 3.6), layout="constrained")
     for c, net in enumerate(nets):
-      ax = axes[0, c]
+      ax = fig.add_subplot(1, len(nets), c + 1)
       xs = np.arange(len(methods))
-      for off, use_nap, color, lab in (
+      for off, nap, colour, label in (
         (-0.2, False, "tab:gray", "without NaP"),
         (0.2, True, "tab:green", "with NaP"),
       ):
-        means, stds = [], []
-        for m in methods:
-          extra = dict(nap_output="free") if use_nap else {}
-          s = _series(recs, "online_accuracy", net=net, method=m, nap=use_nap, **sel, **extra)
-          per_seed = np.nanmean(s[1], 1) if s is not None else np.asarray([np.nan])
-          means.append(per_seed.mean())
-          stds.append(per_seed.std() if s is not None else 0.0)
-        ax.bar(xs + off, means, 0.4, yerr=stds, color=color, label=lab, capsize=2)
-      ax.set_xticks(xs)
-      ax.set_xticklabels(methods, rotation=35, ha="right", fontsize=8)
-      ax.set_ylabel("average online accuracy")
-      ax.set_title(f"{net.upper()}: all tasks, mean over seeds (bars: std)", fontsize=10)
+        per_seed = [
+          np.nanmean(s[1], 1) if (s := online(net, m, nap)) is not None else np.full(1, np.nan)
+          for m in methods
+        ]
+        ax.bar(
+          xs + off,
+          [p.mean() for p in per_seed],
+          0.4,
+          yerr=[np.nan_to_num(p.std()) for p in per_seed],
+          color=colour,
+          label=label,
+          capsize=2,
+        )
+      ax.set_xticks(xs, methods, rotation=35, ha="right", fontsize=8)
+      ax.set(
+        ylabel="average online accuracy",
+        title=f"{net.upper()}: all tasks, mean over seeds (bars: std)",
+      )
       ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(_save(fig, dest, "fig5_interventions.png", plt))
+    fig.axes[0].legend(fontsize=8)
+    paths.append(os.path.join(dest, "fig5_interventions.png"))
+    fig.savefig(paths[-1], dpi=80)
 
     # Per-task online accuracy curves.
-    fig, axes = plt.subplots(len(nets), 2, figsize=(11, 3.2 * len(nets)), squeeze=False, dpi=80)
-    cmap = plt.get_cmap("tab10")
-    for r, net in enumerate(nets):
-      for c, use_nap in enumerate((False, True)):
-        ax = axes[r, c]
+    colours = matplotlib.colormaps["tab10"].colors
+    panels = []
+    for net in nets:
+      for nap in (False, True):
+        lines, x = [], []
         for i, m in enumerate(methods):
-          extra = dict(nap_output="free") if use_nap else {}
-          s = _series(recs, "online_accuracy", net=net, method=m, nap=use_nap, **sel, **extra)
-          if s is not None:
-            ax.plot(s[0] + 1, np.nanmean(s[1], 0), color=cmap(i % 10), label=m, lw=1.2)
-        ax.set_title(f"{net.upper()} {'with' if use_nap else 'without'} NaP", fontsize=10)
-        ax.set_xlabel("task")
-        ax.set_ylabel("online accuracy")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    paths.append(_save(fig, dest, "online_accuracy.png", plt))
+          if (s := online(net, m, nap)) is not None:
+            x = s[0] + 1
+            lines.append((colours[i % 10], (np.nanmean(s[1], 0), None, None), m, "-"))
+        title = f"{net.upper()} {'with' if nap else 'without'} NaP"
+        panels.append(dict(title=title, x=x, lines=lines, xlabel="task", ylabel="online accuracy"))
+    paths.append(figures.draw(os.path.join(dest, "online_accuracy.png"), panels, ncols=2))
 
-  path = _plot_dead_units(out, dest, plt)
-  if path:
-    paths.append(path)
+  if write_dead_units(out) is not None:
+    paths.append(_plot_dead_units(dead_unit_curves(out), os.path.join(dest, "dead_units.png")))
   return paths
 
 
-def _plot_dead_units(out: str, dest: str, plt) -> str | None:
-  """`dead_units.png`: dead-unit fraction over steps, one panel per (net, optimizer)."""
-  if write_dead_units(out) is None:
-    return None
-  curves = dead_unit_curves(out)
-  panels = list(dict.fromkeys(k[:2] for k in curves))
-  colors = {"no normalization": "tab:red", "RMSNorm": "tab:orange", "LayerNorm": "tab:blue"}
-  fig, axes = plt.subplots(
-    1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False, sharey=True, dpi=80
-  )
-  for ax, panel in zip(axes[0], panels):
-    for key, (steps, arr) in curves.items():
-      if key[:2] != panel:
-        continue
-      name = key[2]
-      style = dict(color=colors.get(name), ls="--" if "NaP" in name else "-")
-      ax.plot(steps, np.nanmean(arr, 1), lw=1.0, label=name, **style)
-    ax.set_title(f"{panel[0].upper()}, {panel[1]}", fontsize=10)
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
-  axes[0, 0].set_ylabel("dead units (fraction)")
-  axes[0, 0].legend(fontsize=8)
-  fig.tight_layout()
-  return _save(fig, dest, "dead_units.png", plt)
-
-
-def _save(fig, dest: str, name: str, plt) -> str:
-  path = os.path.join(dest, name)
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+def _plot_dead_units(curves: dict, path: str) -> str:
+  """Dead-unit fraction over steps, one panel per (net, optimizer); NaP dashed."""
+  colours = {"no normalization": "tab:red", "RMSNorm": "tab:orange", "LayerNorm": "tab:blue"}
+  panels = []
+  for net, opt in dict.fromkeys(k[:2] for k in curves):
+    lines, x = [], []
+    for (*cell, name), (steps, arr) in curves.items():
+      if tuple(cell) == (net, opt):
+        x, style = steps, "--" if "NaP" in name else "-"
+        lines.append((colours[name.split(" + ")[0]], (np.nanmean(arr, 1), None, None), name, style))
+    panels.append(dict(title=f"{net.upper()}, {opt}", x=x, lines=lines, xlabel="step"))
+  panels[0]["ylabel"] = "dead units (fraction)"
+  return figures.draw(path, panels, ncols=len(panels), sharey_rows=True)
 
 
 # ---------------------------------------------------------------------------------------------

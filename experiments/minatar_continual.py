@@ -25,11 +25,11 @@ from concurrent import futures
 
 import numpy as np
 from absl import app, flags
-from matplotlib.figure import Figure
 
 from envs import minatar_union
 from experiments import options
 from experiments.options import option
+from scripts import figures
 
 FLAGS = flags.FLAGS
 # The arms: name -> what selects it. The launcher's sequential defaults follow the paper's
@@ -201,30 +201,24 @@ def summarize(o: Options, runs: dict[tuple[str, str], list[str]]) -> dict:
 
 
 def plot(summary: dict, path: str) -> None:
+  """Per-visit return curves (mean, band one std over seeds): a panel per (game, arm)."""
   games, results = summary["protocol"]["games"], summary["results"]
-  fig = Figure(figsize=(3.2 * len(results), 2.6 * len(games)), layout="constrained")
   styles = {"visit_1": ("#1f77b4", "-"), "visit_2": ("#d62728", "-"), "fresh": ("0.3", ":")}
+  panels = []
   for i, game in enumerate(games):
-    row = None  # one y-scale per game
-    for j, arm in enumerate(results):
-      ax = fig.add_subplot(len(games), len(results), i * len(results) + j + 1, sharey=row)
-      row = row or ax
+    for arm in results:
+      lines, x = [], []
       for name, (colour, style) in styles.items():
         stats = results[arm][game].get(name)
         if stats is None or (name == "fresh" and i == 0):
           continue  # the first game's fresh run is its first visit
-        x = np.array(stats["curve_steps"]) / 1e3
+        x = np.array(stats["curve_steps"])
         mean, std = (np.array(stats[k], float) for k in ("curve_mean", "curve_std"))
-        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
-        ax.plot(x, mean, color=colour, ls=style, lw=1.3, label=name.replace("_", " "))
-      ax.set_title(f"{arm}: {game.split(':')[-1]}", fontsize=8)
-      ax.set_xlabel("steps within the visit (k)", fontsize=7)
-      ax.set_ylabel("episode return", fontsize=7)
-      ax.tick_params(labelsize=6)
-      ax.grid(alpha=0.3)
-      if j == 0:
-        ax.legend(fontsize=6)
-  fig.savefig(path, dpi=90)
+        lines.append((colour, (mean, mean - std, mean + std), name.replace("_", " "), style))
+      title = f"{arm}: {game.split(':')[-1]}"
+      xlabel = "steps within the visit"
+      panels.append(dict(title=title, x=x, lines=lines, xlabel=xlabel, ylabel="episode return"))
+  figures.draw(path, panels, ncols=len(results), sharey_rows=True)
 
 
 def table(summary: dict) -> str:

@@ -190,10 +190,9 @@ def frames_of(run_dir: str) -> int:
 def is_finished(trial: Trial, record: dict[str, Any] | None) -> bool:
   """An earlier sweep recorded the trial done with the same train flags (--num_frames aside)
   and its run reached the frames asked now. Train resumes the other trials."""
-  if record is None or record["status"] not in ("done", "skipped"):
-    return False
   other_flags = lambda args: [a for a in args if not a.startswith("--num_frames=")]
-  same_flags = other_flags(record["args"]) == other_flags(trial.args)
+  done = record is not None and record["status"] in ("done", "skipped")
+  same_flags = done and other_flags(record["args"]) == other_flags(trial.args)
   return same_flags and frames_of(trial.run_dir) >= trial.num_frames
 
 
@@ -226,8 +225,8 @@ def run_trial(args: tuple[str, ...], log_path: str, env: dict, stop: Any = None)
   env = {"PYTHONUNBUFFERED": "1", **env, **os.environ}
   node, started = socket.gethostname(), time.time()
   with open(log_path, "a") as log:
-    print(f"\n=== sweep {time.strftime('%F %T')} on {node}: {shlex.join(command)}", file=log)
-    log.flush()  # before train's output
+    header = f"\n=== sweep {time.strftime('%F %T')} on {node}: {shlex.join(command)}"
+    print(header, file=log, flush=True)  # before train's output
     # Own process group: a Ctrl-C of the sweep reaches train only as the sweep's SIGTERM.
     proc = subprocess.Popen(
       command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

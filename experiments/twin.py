@@ -54,6 +54,7 @@ from envs import continual as streams
 from networks import SmallCNN, projection_mask
 from networks.structure import declared_structure
 from plasticity import nap, twin
+from scripts import figures
 
 OPTIMIZERS = ("sgd", "adam")
 TWINS = ("layerwise", "global", "none")
@@ -305,35 +306,20 @@ def write_curves(path: str, results: dict[str, dict[str, np.ndarray]], log_every
 
 def plot(path: str, results: dict[str, dict[str, np.ndarray]], log_every: int) -> None:
   """The four loss curves per optimizer (means over ``log_every`` windows)."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(
-    1, len(results), figsize=(5.5 * len(results), 3.6), squeeze=False, dpi=80
-  )
-  styles = {
-    "unprojected": ("black", "-", 2.5),
-    "layerwise": ("tab:green", "--", 1.5),
-    "global": ("tab:blue", ":", 1.5),
-    "none": ("tab:red", "-", 1.0),
-  }
-  for ax, (optimizer, curves) in zip(axes[0], results.items()):
+  styles = {"unprojected": ("black", "-"), "layerwise": ("tab:green", "--")}
+  styles |= {"global": ("tab:blue", ":"), "none": ("tab:red", "-")}
+  panels = []
+  for optimizer, curves in results.items():
     windows = len(curves["unprojected"]) // log_every
+    mean = lambda c: c[: windows * log_every].reshape(windows, log_every).mean(1)
+    label = lambda name: name if name == "unprojected" else f"NaP twin: {name}"
+    lines = [
+      (styles[n][0], (mean(curves[n]), None, None), label(n), styles[n][1]) for n in NETWORKS
+    ]
     steps = (np.arange(windows) + 1) * log_every
-    for name in NETWORKS:
-      color, style, width = styles[name]
-      mean = curves[name][: windows * log_every].reshape(windows, log_every).mean(1)
-      label = name if name == "unprojected" else f"NaP twin: {name}"
-      ax.plot(steps, mean, color=color, ls=style, lw=width, label=label)
-    ax.set_title(f"{optimizer.upper()}: training loss", fontsize=10)
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
-  axes[0, 0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+    title = f"{optimizer.upper()}: training loss"
+    panels.append(dict(title=title, x=steps, lines=lines, xlabel="step"))
+  figures.draw(path, panels, ncols=len(panels))
 
 
 def run(cfg, verbose: bool = True) -> dict[str, dict[str, float]]:

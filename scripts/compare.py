@@ -11,22 +11,19 @@ import os
 import re
 import sys
 
-import matplotlib
 import numpy as np
 from absl import app, flags
-from matplotlib.figure import Figure
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import scores
-from scripts import runlog, stats
+from scripts import figures, runlog, stats
 
 PALETTE = "#1f77b4 #d62728 #2ca02c #ff7f0e #9467bd #8c564b #e377c2 #bcbd22 #17becf".split()
 CSV_FIELDS = "kind variant game visit sequence seeds frames_min frames_max score ci_low".split()
 CSV_FIELDS += ["ci_high", "hns", "metric"]
-NUM_POINTS, DPI = 100, 90  # frame bins of a curve, resolution of a figure
-STYLE = {"font.size": 7, "axes.titlesize": 9, "axes.grid": True, "grid.alpha": 0.3}
+NUM_POINTS = 100  # frame bins of a curve
 _hns = lambda game, x: scores.human_normalized_score(game, x) if game in scores.ATARI_57 else np.nan
 
 
@@ -46,38 +43,10 @@ class Report:
   def section(self, title: str, text: str) -> None:
     self.text += [f"## {title}", "", text, ""]
 
-  @matplotlib.rc_context(STYLE)
   def figure(self, name: str, panels: list[dict], ncols: int = 3) -> None:
-    """Draws `panels` into figures/<name>.png, with one legend, and shows it. A panel: 'title',
-    'x' (frames), 'lines' of (colour, band: (3, T) mean, low, high, label, style); optional
-    'ylabel', 'xlabel', 'switches' ((frames, game): dotted lines, named if 'name_switches')."""
+    """Draws `panels` (`scripts.figures`; x in frames) into figures/<name>.png and shows it."""
     path = os.path.join(self.out_dir, "figures", re.sub(r"[^\w.-]+", "_", name) + ".png")
-    ncols = min(ncols, len(panels))
-    nrows = -(-len(panels) // ncols)
-    fig = Figure(figsize=(max(4.0 * ncols, 6.0), 2.9 * nrows), layout="constrained")  # inches
-    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(len(panels))]
-    for ax, panel in zip(axes, panels):
-      switches = panel.get("switches", ())
-      top = max([np.max(panel["x"], initial=0)] + [f for f, _ in switches])
-      scale, unit = (1e6, " (M)") if top >= 1e6 else (1e3, " (k)") if top >= 1e3 else (1, "")
-      x = panel["x"] / scale
-      for colour, (mean, low, high), label, style in panel["lines"]:
-        ax.fill_between(x, low, high, color=colour, alpha=0.18, lw=0)
-        marker = "o" if np.isfinite(mean).sum() == 1 else None  # a lone point shows as a dot
-        ax.plot(x, mean, color=colour, lw=1.4, ls=style, label=label, marker=marker)
-      if not any(np.isfinite(line[1][0]).any() for line in panel["lines"]):
-        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-      for frames, game in switches:
-        ax.axvline(frames / scale, color="0.55", lw=0.6, ls=":")
-        if panel.get("name_switches"):
-          ax.text(frames / scale, 1, f" {game}", transform=ax.get_xaxis_transform(), rotation=90)
-      ax.ticklabel_format(axis="y", useOffset=False)  # small changes read as values
-      ax.set(title=panel["title"], xlabel=panel.get("xlabel", "frames") + unit)
-      ax.set_ylabel(panel.get("ylabel", ""))
-    if labelled := [ax for ax in axes if ax.get_legend_handles_labels()[0]]:
-      labelled[0].legend()
-    fig.savefig(path, dpi=DPI)
-    self.figures.append(path)
+    self.figures.append(figures.draw(path, panels, ncols))
     self.text += [f"![{name}](figures/{os.path.basename(path)})", ""]
 
   def lines(self, bands: dict, style: str = "-", runs: dict | None = None) -> list:

@@ -282,20 +282,20 @@ def test_command_line_rejects_bad_flags_before_work(tmp_path, capsys):
 def test_tiny_grid_runs_logs_and_plots(tmp_path):
   cfg = _cfg(
     tmp_path,
-    net=("mlp", "cnn"),
+    net=("cnn",),
     methods=("none", "layernorm", "redo"),
     nap="both",
     overrides=("redo.every=5",),
   )
   summary = exp.run(cfg, verbose=False)
-  assert summary["num_configs"] == 12
-  assert summary["num_trained"] == 10  # layernorm + NaP == none + NaP, per network
-  assert summary["configs"]["mlp/layernorm+nap"]["alias_of"] == "none"
-  assert summary["configs"]["mlp/layernorm+nap"]["alias_of_label"] == "mlp/none+nap"
+  assert summary["num_configs"] == 6
+  assert summary["num_trained"] == 5  # layernorm + NaP == none + NaP, per network
+  assert summary["configs"]["cnn/layernorm+nap"]["alias_of"] == "none"
+  assert summary["configs"]["cnn/layernorm+nap"]["alias_of_label"] == "cnn/none+nap"
   for c in summary["configs"].values():
     assert 0.0 <= c["final_accuracy_first"] <= 1.0 and 0.0 <= c["final_accuracy_last"] <= 1.0
   recs = [json.loads(l) for l in open(tmp_path / "run" / "tasks.jsonl")]
-  assert len(recs) == 12 * 2 * 2  # configs x seeds x tasks
+  assert len(recs) == 6 * 2 * 2  # configs x seeds x tasks
   r = recs[0]
   for key in (
     "online_accuracy",
@@ -315,14 +315,14 @@ def test_tiny_grid_runs_logs_and_plots(tmp_path):
   assert (
     lines[0] == "net,method,nap,norm,optimizer,nap_output,seed,task,step,loss,accuracy,dead,dormant"
   )
-  assert len(lines) - 1 == 12 * 2 * 2 * 2  # ... x (20 steps / log_every 10)
-  nap_rec = [x for x in recs if x["nap"] and x["net"] == "mlp" and x["method"] == "none"]
+  assert len(lines) - 1 == 6 * 2 * 2 * 2  # ... x (20 steps / log_every 10)
+  nap_rec = [x for x in recs if x["nap"] and x["net"] == "cnn" and x["method"] == "none"]
   first = [x for x in nap_rec if x["task"] == 0][0]["param_norms"]
   last = [x for x in nap_rec if x["task"] == 1][0]["param_norms"]
   assert first["Dense_0/kernel"] == pytest.approx(last["Dense_0/kernel"], rel=1e-4)
   first_task = [x for x in recs if x["task"] == 0 and x["method"] == "redo" and not x["nap"]]
-  assert summary["configs"]["mlp/redo"]["final_accuracy_first"] == pytest.approx(
-    np.mean([x["final_accuracy"] for x in first_task if x["net"] == "mlp"])
+  assert summary["configs"]["cnn/redo"]["final_accuracy_first"] == pytest.approx(
+    np.mean([x["final_accuracy"] for x in first_task if x["net"] == "cnn"])
   )
   for name in (
     "fig1_norm_growth.png",
@@ -333,12 +333,12 @@ def test_tiny_grid_runs_logs_and_plots(tmp_path):
     assert os.path.getsize(tmp_path / "run" / name) > 1000
   with open(tmp_path / "run" / "per_task.csv") as f:
     table = list(csv.DictReader(f))
-  assert len(table) == 12 * 2  # configs x tasks, seeds averaged
+  assert len(table) == 6 * 2  # configs x tasks, seeds averaged
   row = [
     t
     for t in table
     if (t["net"], t["method"], t["nap"], t["task"], t["nap_output"])
-    == ("mlp", "none", "1", "1", "free")
+    == ("cnn", "none", "1", "1", "free")
   ][0]
   nap_last = [x["final_loss"] for x in nap_rec if x["task"] == 1]
   assert row["seeds"] == "2"

@@ -198,7 +198,7 @@ def test_visit_stats_bins_a_visit_and_takes_the_last_quarter():
   assert stats["curve_mean"][3] is None  # no episode ended in (15, 20]
 
 
-def test_the_docs_table_is_the_committed_summarys():
+def test_the_docs_table_and_figure_come_from_the_committed_summary(tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   with open(os.path.join(root, "docs", "continual_minatar", "summary.json")) as f:
     summary = json.load(f)
@@ -206,6 +206,8 @@ def test_the_docs_table_is_the_committed_summarys():
     page = f.read()
   assert set(summary["results"]) == set(minatar_continual.ARMS)
   assert minatar_continual.table(summary) in page
+  minatar_continual.plot(summary, str(tmp_path / "curves.png"))
+  assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
 def test_visit_diagnostics_reads_the_visits_last_line():

@@ -68,18 +68,19 @@ SMOKE = dict(
 )
 
 
-# The noisy-stream presets (full_rainbow, der) take the longest; they run with the slow checks,
-# and their update paths are also covered by tests/test_agents.py and tests/test_rl_interventions.py.
+# The fast suite runs DQN without NaP and Rainbow with it (every code path of the two agents
+# and of NaP); the other pairs, and the noisy-stream presets (full_rainbow, der), which take the
+# longest, run with the slow checks; their update paths are also covered by
+# tests/test_agents.py and tests/test_rl_interventions.py.
+SLOW_SMOKE = [("dqn", True), ("rainbow", False)]
+SLOW_SMOKE += [(agent, nap) for agent in ("full_rainbow", "der") for nap in (False, True)]
+
+
 @pytest.mark.parametrize(
-  "agent",
-  [
-    "dqn",
-    "rainbow",
-    pytest.param("full_rainbow", marks=pytest.mark.slow),
-    pytest.param("der", marks=pytest.mark.slow),
-  ],
+  "agent,use_nap",
+  [("dqn", False), ("rainbow", True)]
+  + [pytest.param(*p, marks=pytest.mark.slow) for p in SLOW_SMOKE],
 )
-@pytest.mark.parametrize("use_nap", [False, True])
 def test_atari_smoke_every_preset(tmp_path, agent, use_nap):
   smoke = dict(SMOKE)
   if agent == "der":
