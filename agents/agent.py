@@ -289,12 +289,14 @@ def update_step(
   batch: Batch,
   learning_rate: chex.Numeric,
   schedule_step: chex.Numeric = 0,
+  sync_target: bool = True,
 ) -> tuple[AgentState, UpdateInfo]:
   """One learner update (unjitted; `update` is its jitted form).
 
   Loss and gradients, the optimizer chain (NaP projection included when configured) and the
-  hard target sync every `target_update_period_updates` updates. `schedule_step` (frames
-  since the schedule's origin, as for `learning_rate`) sets per-layer schedules, if any.
+  hard target sync every `target_update_period_updates` updates (`sync_target=False`: left
+  to the caller, `sync_target_due`). `schedule_step` (frames since the schedule's origin, as
+  for `learning_rate`) sets per-layer schedules, if any.
   """
   rng, loss_rng = jax.random.split(state.rng)
   (loss, (priorities, activations)), grads = jax.value_and_grad(
@@ -307,14 +309,23 @@ def update_step(
     grads, state.opt_state, state.params, learning_rate=learning_rate, **extra
   )
   params = optax.apply_updates(state.params, updates)
-  count = state.updates + 1
-  target_params = optax.periodic_update(
-    params, state.target_params, count, agent.config.target_update_period_updates
-  )
-  new_state = AgentState(
-    params=params, target_params=target_params, opt_state=opt_state, rng=rng, updates=count
-  )
+  new_state = state.replace(params=params, opt_state=opt_state, rng=rng, updates=state.updates + 1)
+  if sync_target:
+    new_state = sync_target_due(agent, new_state, new_state.updates)
   return new_state, UpdateInfo(loss=loss, priorities=priorities, grad_norm=optax.global_norm(grads))
+
+
+def sync_target_due(agent: Agent, state: AgentState, updates: jax.Array) -> AgentState:
+  """`state` with its target network set to its online one if `updates` (the count after an
+  update) is a multiple of `target_update_period_updates`.
+
+  A `lax.cond`: a real branch when `updates` is a scalar, so the copy is made only when due.
+  Under `vmap` over seeds with a batched count, XLA would turn it into a select over every
+  parameter at every update; seeds that update in lock step (`agents.anakin`) therefore pass
+  one seed's count and call this outside their vmap.
+  """
+  due = updates % agent.config.target_update_period_updates == 0
+  return jax.lax.cond(due, lambda s: s.replace(target_params=s.params), lambda s: s, state)
 
 
 # Not donating: callers (tests, notebooks) may keep using the state they passed. The training

@@ -71,7 +71,8 @@ class Counters:
   """Shared by all seeds (unbatched)."""
 
   agent_steps: jax.Array  # int32 [] per seed (frames / env.frames_per_step)
-  updates: jax.Array  # int32 [] learner updates per seed
+  # Learner updates per seed: every seed's `agent.updates`, which times the target syncs.
+  updates: jax.Array  # int32 []
   # Agent step the learning-rate schedule counts from: a game's first step when the schedule
   # restarts at every game switch (a sequential run), else 0.
   lr_origin: jax.Array  # int32 []
@@ -309,11 +310,11 @@ def _update_seed(
   program: Program, seed: SeedCarry, lr: jax.Array, step: jax.Array, beta: jax.Array
 ) -> tuple[SeedCarry, agent_lib.UpdateInfo]:
   """One learner update of one seed on a batch of its replay, whose priorities (if
-  prioritized) the update's then replace."""
+  prioritized) the update's then replace; the target sync is `_learn`'s (all seeds at once)."""
   config = program.agent.config
   rng, sample_key = jax.random.split(seed.rng)
   batch = seed.replay.sample(sample_key, config.batch_size, program.env.observation_dtype, beta)
-  state, info = agent_lib.update_step(program.agent, seed.agent, batch, lr, step)
+  state, info = agent_lib.update_step(program.agent, seed.agent, batch, lr, step, sync_target=False)
   replay = seed.replay.update_priorities(config, batch.index, info.priorities)
   return seed.replace(agent=state, replay=replay, rng=rng), info
 
@@ -329,11 +330,13 @@ def _learn(program: Program, seeds: SeedCarry, counters: Counters):
   k = max(1, program.updates_per_iteration)
 
   def run(seeds):
-    def one(seeds, _):
+    def one(seeds, i):
       seeds, info = update(seeds, lr, since, beta)
-      return seeds, (info.loss, info.grad_norm)
+      # Every seed's count of updates is the shared one (they update in lock step).
+      agents = agent_lib.sync_target_due(program.agent, seeds.agent, counters.updates + i + 1)
+      return seeds.replace(agent=agents), (info.loss, info.grad_norm)
 
-    seeds, (loss, grad_norm) = jax.lax.scan(one, seeds, None, length=k)
+    seeds, (loss, grad_norm) = jax.lax.scan(one, seeds, jnp.arange(k, dtype=jnp.int32))
     return seeds, loss.mean(0), grad_norm.mean(0)
 
   def skip(seeds):

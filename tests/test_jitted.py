@@ -83,6 +83,27 @@ def test_chunk_counts_steps_updates_and_episodes():
   assert int((carry.seeds.replay.discount[0, :200] == 0).sum()) == int(out.done.sum())
 
 
+def test_target_network_syncs_every_period_of_updates():
+  """The jitted loop syncs every seed's target network outside its vmap (a real branch): at
+  every `target_update_period_updates`-th update, and only then."""
+  program = _program(min_replay=64, replay_capacity=256, update_every=2, target_update_every=20)
+  assert program.agent.config.target_update_period_updates == 10
+  carry = anakin.init_carry(program, (0, 1))
+  host = lambda tree: jax.tree.map(np.array, tree)  # the chunk donates the carry's buffers
+  same = lambda a, b: all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
+  initial_target = host(carry.seeds.agent.target_params)
+  carry, _ = anakin.train_chunk(program, carry, 20)  # 10 updates: the first sync
+  assert int(carry.counters.updates) == 10 == int(carry.seeds.agent.updates[0])
+  assert same(carry.seeds.agent.target_params, carry.seeds.agent.params)
+  assert not same(carry.seeds.agent.target_params, initial_target)
+  synced = host(carry.seeds.agent.target_params)
+  carry, _ = anakin.train_chunk(program, carry, 4)  # 18 updates: none due
+  assert same(carry.seeds.agent.target_params, synced)
+  assert not same(carry.seeds.agent.target_params, carry.seeds.agent.params)
+  carry, _ = anakin.train_chunk(program, carry, 1)  # 20: the second
+  assert same(carry.seeds.agent.target_params, carry.seeds.agent.params)
+
+
 def test_n_step_chunk_stores_each_episode_step_once():
   """dqn with n_step=3 (uniform): every step of a finished episode is stored once, as its
   3-step return (CartPole: +1 a step), not bootstrapping where the window saw the episode end;
