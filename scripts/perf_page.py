@@ -2,11 +2,13 @@ r"""Writes the performance page (docs/performance.md) from a `scripts/bench.py` 
 
   python scripts/bench.py --json=docs/bench.json        # measure (every area)
   python scripts/perf_page.py                           # docs/bench.json -> docs/performance.md
-  python scripts/perf_page.py --bench=b.json --out=p.md
+  python scripts/perf_page.py --bench=b.json --out=p.md --readme=''
 
 The page lists what each area measures and the command that measures it, then every key of
 the JSON with its value, its target where `scripts/bench.py` sets one (met or missed) and
-what it means. The page is generated: edit this script or rerun the bench, not the page.
+what it means. The README's table of the targeted keys, between `README_BEGIN` and
+`README_END`, is rewritten from the same JSON. Both are generated: edit this script or rerun
+the bench, not them.
 """
 
 from __future__ import annotations
@@ -227,6 +229,29 @@ def area_of(key: str) -> str | None:
   return None
 
 
+README_BEGIN = "<!-- bench targets from docs/bench.json: python scripts/perf_page.py -->"
+README_END = "<!-- bench targets end -->"
+
+
+def readme_section(results: dict[str, Any]) -> str:
+  """The README's table: each targeted key of `results`, its value, target and meaning."""
+  lines = ["| key | value | target | meaning |", "|---|---:|---|---|"]
+  for key in [k for k in TARGETS if k in results]:
+    lines.append(
+      f"| `{key}` | {fmt(results[key])} | {target(key, results[key])} | {meaning(key)} |"
+    )
+  return "\n".join(lines)
+
+
+def render_readme(text: str, results: dict[str, Any]) -> str:
+  """`text` (the README) with the part between its markers replaced by `readme_section`."""
+  begin, end = text.find(README_BEGIN), text.find(README_END)
+  if begin < 0 or end < begin:
+    raise ValueError(f"no {README_BEGIN!r} ... {README_END!r} section")
+  head = text[: begin + len(README_BEGIN)]
+  return f"{head}\n{readme_section(results)}\n{text[end:]}"
+
+
 def render(results: dict[str, Any], bench_path: str = "docs/bench.json") -> str:
   """The page's Markdown for `results` (the JSON object `scripts/bench.py` writes)."""
   machine = ", ".join(
@@ -280,6 +305,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--bench", default="docs/bench.json", help="JSON from scripts/bench.py")
   parser.add_argument("--out", default="docs/performance.md", help="page to write")
+  parser.add_argument("--readme", default="README.md", help="README whose table to rewrite")
   args = parser.parse_args(argv)
   try:
     with open(args.bench) as f:
@@ -288,10 +314,20 @@ def main(argv=None) -> int:
     parser.error(f"--bench={args.bench}: cannot read a bench JSON object ({e})")
   if not isinstance(results, dict):
     parser.error(f"--bench={args.bench}: expected a JSON object of bench keys")
+  if args.readme:
+    try:
+      with open(args.readme) as f:
+        readme = render_readme(f.read(), results)
+    except (OSError, ValueError) as e:
+      parser.error(f"--readme={args.readme}: {e}")
   text = render(results, args.bench)
   with open(args.out, "w") as f:
     f.write(text)
   print(f"wrote {args.out} ({len(text.splitlines())} lines)", file=sys.stderr)
+  if args.readme:
+    with open(args.readme, "w") as f:
+      f.write(readme)
+    print(f"rewrote the bench table of {args.readme}", file=sys.stderr)
   return 0
 
 

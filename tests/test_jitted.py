@@ -86,22 +86,24 @@ def test_chunk_counts_steps_updates_and_episodes():
 def test_target_network_syncs_every_period_of_updates():
   """The jitted loop syncs every seed's target network outside its vmap (a real branch): at
   every `target_update_period_updates`-th update, and only then."""
-  program = _program(min_replay=64, replay_capacity=256, update_every=2, target_update_every=20)
+  program = _program(min_replay=32, replay_capacity=256, update_every=2, target_update_every=20)
   assert program.agent.config.target_update_period_updates == 10
   carry = anakin.init_carry(program, (0, 1))
   host = lambda tree: jax.tree.map(np.array, tree)  # the chunk donates the carry's buffers
   same = lambda a, b: all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
-  initial_target = host(carry.seeds.agent.target_params)
-  carry, _ = anakin.train_chunk(program, carry, 20)  # 10 updates: the first sync
-  assert int(carry.counters.updates) == 10 == int(carry.seeds.agent.updates[0])
-  assert same(carry.seeds.agent.target_params, carry.seeds.agent.params)
-  assert not same(carry.seeds.agent.target_params, initial_target)
-  synced = host(carry.seeds.agent.target_params)
-  carry, _ = anakin.train_chunk(program, carry, 4)  # 18 updates: none due
-  assert same(carry.seeds.agent.target_params, synced)
-  assert not same(carry.seeds.agent.target_params, carry.seeds.agent.params)
-  carry, _ = anakin.train_chunk(program, carry, 1)  # 20: the second
-  assert same(carry.seeds.agent.target_params, carry.seeds.agent.params)
+  synced, syncs = host(carry.seeds.agent.target_params), 0
+  for _ in range(20):  # 2 updates an iteration from the eighth on: 26 updates
+    carry, _ = anakin.train_chunk(program, carry, 1)
+    agent, updates = carry.seeds.agent, int(carry.counters.updates)
+    assert updates == int(agent.updates[0]) == int(agent.updates[1])
+    if updates == 0:  # the replay is filling: nothing learned, the target is the initial one
+      assert same(agent.target_params, synced) and same(agent.params, synced)
+    elif updates % 10 == 0:  # a sync: the target is the online network, a new one
+      assert same(agent.target_params, agent.params) and not same(agent.target_params, synced)
+      synced, syncs = host(agent.target_params), syncs + 1
+    else:
+      assert same(agent.target_params, synced) and not same(agent.target_params, agent.params)
+  assert syncs == 2
 
 
 def test_n_step_chunk_stores_each_episode_step_once():

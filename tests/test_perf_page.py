@@ -29,8 +29,12 @@ def test_page_from_a_small_bench_json(tmp_path):
       }
     )
   )
-  out = tmp_path / "performance.md"
-  assert perf_page.main([f"--bench={bench}", f"--out={out}"]) == 0
+  out, readme = tmp_path / "performance.md", tmp_path / "README.md"
+  readme.write_text(f"# A README\n{perf_page.README_BEGIN}\nold\n{perf_page.README_END}\nafter\n")
+  assert perf_page.main([f"--bench={bench}", f"--out={out}", f"--readme={readme}"]) == 0
+  rewritten = readme.read_text()
+  assert "| `nap.overhead` | 0.99 | <= 1.03: met |" in rewritten and "\nold\n" not in rewritten
+  assert rewritten.startswith("# A README\n") and rewritten.endswith("-->\nafter\n")
   lines = out.read_text().splitlines()
   assert lines[0] == "# Performance"
   assert (
@@ -98,5 +102,16 @@ def test_unreadable_bench_json_is_refused(tmp_path, capsys):
   bad = tmp_path / "bench.json"
   bad.write_text("[1, 2]")
   with pytest.raises(SystemExit):
-    perf_page.main([f"--bench={bad}", f"--out={tmp_path / 'p.md'}"])
+    perf_page.main([f"--bench={bad}", f"--out={tmp_path / 'p.md'}", "--readme="])
   assert "--bench" in capsys.readouterr().err
+
+
+def test_committed_readme_table_is_generated_from_the_committed_json():
+  with open(os.path.join(DOCS, "bench.json")) as f:
+    results = json.load(f)
+  with open(os.path.join(os.path.dirname(DOCS), "README.md")) as f:
+    readme = f.read()
+  assert perf_page.render_readme(readme, results) == readme
+  assert "| `jitted.seeds8_vs_host_loop` |" in perf_page.readme_section(results)
+  with pytest.raises(ValueError, match="bench targets from"):
+    perf_page.render_readme("# a README without the markers\n", results)
