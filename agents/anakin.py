@@ -229,7 +229,18 @@ class _Step(NamedTuple):
   episode_length: jax.Array
 
 
-def _env_step(env, key, state, action):
+class EnvStep(NamedTuple):
+  """One step of N environments ([N, ...] each), as the replay and the episodes take it."""
+
+  obs: jax.Array  # the next step's observation (after an episode's end: the reset one)
+  env_state: Any  # gymnax state; pooled envs: [N] bool, the next step is a reset
+  next_obs: jax.Array  # the true next observation (after an episode's end: its final one)
+  reward: jax.Array  # float32
+  done: jax.Array  # the episode ended: a termination or a time-limit truncation
+  terminated: jax.Array  # it ended by a termination (no bootstrap)
+
+
+def _env_step(env, key, state, action) -> EnvStep:
   """One gymnax step with auto-reset, returning the true next observation as well.
 
   gymnax's `step` swaps the final observation for the reset one; the replay needs the
@@ -246,7 +257,7 @@ def _env_step(env, key, state, action):
   reset_obs, reset_state = env.env.reset_env(reset_key, env.params)
   state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, next_state)
   obs = jnp.where(done, reset_obs, next_obs)
-  return obs, state, next_obs, reward.astype(jnp.float32), done, terminated
+  return EnvStep(obs, state, next_obs, reward.astype(jnp.float32), done, terminated)
 
 
 def _act(program: Program, seed: SeedCarry, eps: jax.Array):
@@ -256,13 +267,17 @@ def _act(program: Program, seed: SeedCarry, eps: jax.Array):
   return seed.replace(rng=rng), action, env_key
 
 
-def _store(program, seed, action, obs, env_state, next_obs, reward, done, terminal, valid=None):
+def _store(
+  program: Program, seed: SeedCarry, action: jax.Array, step: EnvStep, valid=None
+) -> tuple[SeedCarry, _Step]:
   """Adds one seed's step of N environments to its replay and running episodes (only the
   `valid` steps, [N] bool, if given); returns (seed, _Step)."""
-  config = program.agent.config
+  config, reward, done = program.agent.config, step.reward, step.done
   clipped = jnp.clip(reward, -config.reward_clip, config.reward_clip)
   stored = clipped if config.reward_clip > 0 else reward
-  replay = seed.replay.add_step(config, seed.obs, action, stored, terminal, done, next_obs, valid)
+  replay = seed.replay.add_step(
+    config, seed.obs, action, stored, step.terminated, done, step.next_obs, valid
+  )
   counted = jnp.ones_like(done) if valid is None else valid
   episode_return = seed.episode_return + jnp.where(counted, reward, 0.0)
   clipped_return = seed.clipped_return + jnp.where(counted, stored, 0.0)
@@ -271,8 +286,8 @@ def _store(program, seed, action, obs, env_state, next_obs, reward, done, termin
   keep = lambda x: jnp.where(done, jnp.zeros_like(x), x)
   seed = seed.replace(
     replay=replay,
-    env_state=env_state,
-    obs=obs.astype(program.env.observation_dtype),
+    env_state=step.env_state,
+    obs=step.obs.astype(program.env.observation_dtype),
     episode_return=keep(episode_return),
     clipped_return=keep(clipped_return),
     episode_length=keep(episode_length),
@@ -283,10 +298,10 @@ def _store(program, seed, action, obs, env_state, next_obs, reward, done, termin
 def _act_and_store(program: Program, seed: SeedCarry, eps: jax.Array) -> tuple[SeedCarry, _Step]:
   """One iteration's acting for one seed: act, step N environments, add to the replay."""
   seed, action, env_key = _act(program, seed, eps)
-  obs, env_state, next_obs, reward, done, terminal = jax.vmap(
-    functools.partial(_env_step, program.env)
-  )(jax.random.split(env_key, program.num_envs), seed.env_state, action)
-  return _store(program, seed, action, obs, env_state, next_obs, reward, done, terminal)
+  step = jax.vmap(functools.partial(_env_step, program.env))(
+    jax.random.split(env_key, program.num_envs), seed.env_state, action
+  )
+  return _store(program, seed, action, step)
 
 
 def _act_and_store_pooled(program: Program, carry: Carry, eps: jax.Array):
@@ -300,9 +315,10 @@ def _act_and_store_pooled(program: Program, carry: Carry, eps: jax.Array):
   obs, reward = per_seed(obs), per_seed(reward).astype(jnp.float32)
   terminated, done = per_seed(terminated), per_seed(terminated | truncated)
   valid = ~seeds.env_state  # a resetting environment's step is its reset
-  seeds, out = jax.vmap(functools.partial(_store, program))(
-    seeds, action, obs, done, obs, reward, done, terminated, valid
-  )
+  # The pool resets late (the step after an episode's end), so `obs` is the true next
+  # observation, and the next step of an environment that is done is a reset.
+  step = EnvStep(obs, done, obs, reward, done, terminated)
+  seeds, out = jax.vmap(functools.partial(_store, program))(seeds, action, step, valid)
   return seeds, pool, out
 
 
@@ -396,11 +412,11 @@ def _evaluate_seed(program: Program, params: Any, key: jax.Array, num_episodes: 
     action = agent_lib.act_step(
       program.agent, params, act_key, obs.astype(env.observation_dtype), config.eval_epsilon, True
     )
-    obs, state, _, reward, done, _ = jax.vmap(functools.partial(_env_step, env))(
+    stepped = jax.vmap(functools.partial(_env_step, env))(
       jax.random.split(env_key, num_episodes), state, action
     )
-    returns = returns + jnp.where(running, reward, 0.0)
-    return (obs, state, returns, running & ~done), None
+    returns = returns + jnp.where(running, stepped.reward, 0.0)
+    return (stepped.obs, stepped.env_state, returns, running & ~stepped.done), None
 
   zeros = jnp.zeros((num_episodes,), jnp.float32)
   running = jnp.ones((num_episodes,), bool)
