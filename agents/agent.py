@@ -319,13 +319,16 @@ def sync_target_due(agent: Agent, state: AgentState, updates: jax.Array) -> Agen
   """`state` with its target network set to its online one if `updates` (the count after an
   update) is a multiple of `target_update_period_updates`.
 
-  A `lax.cond`: a real branch when `updates` is a scalar, so the copy is made only when due.
+  `optax.periodic_update`, a `lax.cond`: a real branch when `updates` is a scalar, so the copy
+  is made only when due.
   Under `vmap` over seeds with a batched count, XLA would turn it into a select over every
   parameter at every update; seeds that update in lock step (`agents.anakin`) therefore pass
   one seed's count and call this outside their vmap.
   """
-  due = updates % agent.config.target_update_period_updates == 0
-  return jax.lax.cond(due, lambda s: s.replace(target_params=s.params), lambda s: s, state)
+  period = agent.config.target_update_period_updates
+  return state.replace(
+    target_params=optax.periodic_update(state.params, state.target_params, updates, period)
+  )
 
 
 # Not donating: callers (tests, notebooks) may keep using the state they passed. The training

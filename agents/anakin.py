@@ -176,27 +176,32 @@ def init_seed(program: Program, key: jax.Array, obs: jax.Array | None = None) ->
   )
 
 
-@functools.partial(jax.jit, static_argnums=0)
+def restart_episodes(seed: SeedCarry, obs: jax.Array, env_state: Any) -> SeedCarry:
+  """`seed` (any leading axes) in new environments: their observations and state, no running
+  episode, and the replay's n-step windows emptied, since their episodes will not continue
+  (`device_replay.end_running_episodes`). Agent and stored transitions are kept."""
+  return seed.replace(
+    replay=device_replay.end_running_episodes(seed.replay),
+    env_state=env_state,
+    obs=obs,
+    episode_return=jnp.zeros_like(seed.episode_return),
+    clipped_return=jnp.zeros_like(seed.clipped_return),
+    episode_length=jnp.zeros_like(seed.episode_length),
+  )
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
 def start_game(program: Program, seeds: SeedCarry) -> SeedCarry:
   """Every seed ([S, ...] leaves) with fresh environments of `program`'s game, drawn from
-  its own stream (a game switch of a sequential run). Agent and replay are kept; the
-  episodes running in the previous game's environments end unlogged, their transitions
-  already in the replay with their true next observations (n-step windows still waiting
-  for later steps are dropped: `device_replay.end_running_episodes`)."""
+  its own stream (a game switch of a sequential run): `restart_episodes`. The episodes
+  running in the previous game's environments end unlogged, their transitions already in
+  the replay with their true next observations. The seeds are donated (the replay's buffers
+  are reused, not copied)."""
 
   def one(seed: SeedCarry) -> SeedCarry:
     rng, env_key = jax.random.split(seed.rng)
     obs, env_state = _reset_envs(program, env_key)
-    zeros = jnp.zeros_like(seed.episode_return)
-    return seed.replace(
-      replay=device_replay.end_running_episodes(seed.replay),
-      env_state=env_state,
-      obs=obs,
-      rng=rng,
-      episode_return=zeros,
-      clipped_return=zeros,
-      episode_length=jnp.zeros_like(seed.episode_length),
-    )
+    return restart_episodes(seed.replace(rng=rng), obs, env_state)
 
   return jax.vmap(one)(seeds)
 

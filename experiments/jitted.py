@@ -141,7 +141,7 @@ def validate(config: RunConfig, env_id: str) -> None:
   if config.seed_mode == "loop":
     raise ValueError("--seed_mode=loop: the jitted loop always vmaps its seeds (use auto or vmap)")
   if config.tensorboard:
-    raise ValueError("--tensorboard is not supported by the jitted loop (gymnax envs)")
+    raise ValueError("--tensorboard is not supported by the jitted loop (gymnax, envpool envs)")
   anakin.check_update_cadence(config.num_envs, a.update_every)
   pending = (a.n_step - 1) * config.num_envs  # steps an n-step memory holds back at most
   if a.min_replay < a.batch_size + pending:
@@ -154,7 +154,8 @@ def validate(config: RunConfig, env_id: str) -> None:
   if config.sequential and config.replay_on_switch != "keep":
     raise ValueError(
       f"--replay_on_switch={config.replay_on_switch} is not supported by the jitted loop "
-      "(gymnax envs), which keeps the replay at game switches; use --replay_on_switch=keep"
+      "(gymnax, envpool envs), which keeps the replay at game switches; use "
+      "--replay_on_switch=keep"
     )
   if envpool_envs.is_envpool(env_id):
     _validate_envpool(config, env_id)
@@ -418,7 +419,7 @@ class JittedTrainer:
       self.host.next_diagnostics += self.config.diagnostics_every
 
   def _evaluate(self) -> None:
-    steps = self.agent_steps
+    steps, frames = self.agent_steps, self.frames
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self._eval_keys, steps)
     returns = np.asarray(
       anakin.evaluate(self.program, self.carry.seeds.agent.params, keys, self.config.eval_episodes)
@@ -427,14 +428,14 @@ class JittedTrainer:
       run.log(
         "eval.jsonl",
         {
-          "frames": steps,
+          "frames": frames,
           "agent_steps": steps,
           "game": self.task.game,
           "returns": [float(r) for r in returns[k]],
           "mean": float(returns[k].mean()),
         },
       )
-    while self.host.next_eval <= steps:
+    while self.host.next_eval <= frames:  # --eval_every counts frames
       self.host.next_eval += self.config.eval_every
 
   # --- checkpoints -----------------------------------------------------------------------------
@@ -495,8 +496,8 @@ class JittedTrainer:
         self.log(f"checkpoint at {steps:,} steps is unreadable ({error}); trying the previous one")
         continue
       seeds = jax.tree.map(lambda *xs: jnp.stack(xs), *[s for s, _ in loaded])
-      if self.program.env.pooled:
-        seeds = _restart_episodes(seeds, self.carry.seeds)
+      if self.program.env.pooled:  # a fresh pool: the checkpoint holds no emulator state
+        seeds = anakin.restart_episodes(seeds, self.carry.seeds.obs, self.carry.seeds.env_state)
       # Checkpoints written before sequential runs existed have no lr_origin: 0 for them.
       counters = {"lr_origin": 0} | loaded[0][1]["meta"]["counters"]
       self.carry = shard_seeds(
@@ -531,17 +532,3 @@ class JittedTrainer:
       next_checkpoint=self.config.checkpoint_every,
       next_diagnostics=self.config.diagnostics_every,
     )
-
-
-def _restart_episodes(loaded: anakin.SeedCarry, fresh: anakin.SeedCarry) -> anakin.SeedCarry:
-  """A checkpointed carry on a fresh envpool pool (whose emulator states the checkpoint does
-  not hold): the fresh carry's reset observations and empty running episodes, and n-step
-  windows emptied, since their episodes will not continue."""
-  return loaded.replace(
-    replay=device_replay.end_running_episodes(loaded.replay),
-    env_state=fresh.env_state,
-    obs=fresh.obs,
-    episode_return=fresh.episode_return,
-    clipped_return=fresh.clipped_return,
-    episode_length=fresh.episode_length,
-  )
