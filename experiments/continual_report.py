@@ -117,10 +117,11 @@ def dead_unit_curves(out: str) -> dict[tuple[str, str, str], tuple[np.ndarray, n
   return curves
 
 
-def write_dead_units(out: str) -> str | None:
+def write_dead_units(out: str, curves: dict | None = None) -> str | None:
   """Writes `out/dead_units.csv` (per net, optimizer, network and logged step: mean and std
-  over seeds of the dead-unit fraction); returns its path (None without `steps.csv`)."""
-  curves = dead_unit_curves(out)
+  over seeds of the dead-unit fraction) from `curves` (default: `dead_unit_curves(out)`);
+  returns its path (None without `steps.csv`)."""
+  curves = dead_unit_curves(out) if curves is None else curves
   if not curves:
     return None
   path = os.path.join(out, "dead_units.csv")
@@ -176,21 +177,24 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
   base = dict(norm="none")
 
   # Figure 1 analogue: one row per (net, optimizer) holding the trio; bands: min to max.
-  trio = lambda c: all(
-    _series(recs, "final_loss", net=c[0], optimizer=c[1], **base, **m) is not None
-    for m, _, _ in FIG1_LINES[:3]
-  )
   panels = []
-  for net, opt in filter(trio, cells):
+  for net, opt in cells:
+    if any(
+      _series(recs, "final_loss", net=net, optimizer=opt, **base, **m) is None
+      for m, _, _ in FIG1_LINES[:3]
+    ):
+      continue  # a row needs the trio: no normalization, LayerNorm, LayerNorm + NaP
     for key, title in FIG1_PANELS:
-      lines, x = [], []
+      lines = []
       for match, label, colour in FIG1_LINES:
         if (found := _series(recs, key, net=net, optimizer=opt, **base, **match)) is not None:
-          x, arr = found[0] + 1, found[1]
+          tasks, arr = found
           band = (np.nanmean(arr, 0), np.nanmin(arr, 0), np.nanmax(arr, 0))
-          lines.append((colour, band, label, "-"))
-      row = dict(title=f"{net.upper()} ({opt}): {title}", x=x, lines=lines, yscale="log")
-      panels.append(row | dict(xlabel="label resets (tasks)"))
+          lines.append((colour, band, label, "-", tasks + 1))
+      title = f"{net.upper()} ({opt}): {title}"
+      panels.append(
+        dict(title=title, x=[], lines=lines, yscale="log", xlabel="label resets (tasks)")
+      )
   if panels:
     paths.append(figures.draw(os.path.join(dest, "fig1_norm_growth.png"), panels))
 
@@ -204,54 +208,50 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
     return _series(recs, "online_accuracy", net=net, method=method, nap=nap, **sel, **output)
 
   if len(methods) > 1 and nets:
-    fig = Figure(figsize=(6.2 * len(nets), 3.6), layout="constrained")
-    for c, net in enumerate(nets):
-      ax = fig.add_subplot(1, len(nets), c + 1)
-      xs = np.arange(len(methods))
-      for off, nap, colour, label in (
-        (-0.2, False, "tab:gray", "without NaP"),
-        (0.2, True, "tab:green", "with NaP"),
-      ):
-        per_seed = [
-          np.nanmean(s[1], 1) if (s := online(net, m, nap)) is not None else np.full(1, np.nan)
-          for m in methods
-        ]
-        ax.bar(
-          xs + off,
-          [p.mean() for p in per_seed],
-          0.4,
-          yerr=[np.nan_to_num(p.std()) for p in per_seed],
-          color=colour,
-          label=label,
-          capsize=2,
-        )
-      ax.set_xticks(xs, methods, rotation=35, ha="right", fontsize=8)
-      ax.set(
-        ylabel="average online accuracy",
-        title=f"{net.upper()}: all tasks, mean over seeds (bars: std)",
-      )
-      ax.grid(axis="y", alpha=0.3)
-    fig.axes[0].legend(fontsize=8)
-    paths.append(os.path.join(dest, "fig5_interventions.png"))
-    fig.savefig(paths[-1], dpi=80)
+    path = os.path.join(dest, "fig5_interventions.png")
+    paths.append(_plot_interventions(nets, methods, online, path))
 
     # Per-task online accuracy curves.
     colours = matplotlib.colormaps["tab10"].colors
     panels = []
     for net in nets:
       for nap in (False, True):
-        lines, x = [], []
+        lines = []
         for i, m in enumerate(methods):
           if (s := online(net, m, nap)) is not None:
-            x = s[0] + 1
-            lines.append((colours[i % 10], (np.nanmean(s[1], 0), None, None), m, "-"))
+            lines.append((colours[i % 10], (np.nanmean(s[1], 0), None, None), m, "-", s[0] + 1))
         title = f"{net.upper()} {'with' if nap else 'without'} NaP"
-        panels.append(dict(title=title, x=x, lines=lines, xlabel="task", ylabel="online accuracy"))
+        panels.append(dict(title=title, x=[], lines=lines, xlabel="task", ylabel="online accuracy"))
     paths.append(figures.draw(os.path.join(dest, "online_accuracy.png"), panels, ncols=2))
 
-  if write_dead_units(out) is not None:
-    paths.append(_plot_dead_units(dead_unit_curves(out), os.path.join(dest, "dead_units.png")))
+  if (curves := dead_unit_curves(out)) and write_dead_units(out, curves):
+    paths.append(_plot_dead_units(curves, os.path.join(dest, "dead_units.png")))
   return paths
+
+
+@matplotlib.rc_context(figures.STYLE)  # as the band figures look
+def _plot_interventions(nets: list[str], methods: list[str], online, path: str) -> str:
+  """Figure 5 analogue: per network, each method's online accuracy over all tasks (mean
+  over seeds, bars: std), without and with NaP; `online(net, method, nap)` as `plot_all`'s."""
+  fig = Figure(figsize=(6.2 * len(nets), 3.6), layout="constrained")
+  xs = np.arange(len(methods))
+  for c, net in enumerate(nets):
+    ax = fig.add_subplot(1, len(nets), c + 1)
+    for off, nap, colour, label in (
+      (-0.2, False, "tab:gray", "without NaP"),
+      (0.2, True, "tab:green", "with NaP"),
+    ):
+      per_seed = [
+        np.nanmean(s[1], 1) if (s := online(net, m, nap)) is not None else np.full(1, np.nan)
+        for m in methods
+      ]
+      means, stds = [p.mean() for p in per_seed], [np.nan_to_num(p.std()) for p in per_seed]
+      ax.bar(xs + off, means, 0.4, yerr=stds, color=colour, label=label, capsize=2)
+    ax.set_xticks(xs, methods, rotation=35, ha="right")
+    ax.set(ylabel="average online accuracy", title=f"{net.upper()}: all tasks (bars: std)")
+  fig.axes[0].legend()
+  fig.savefig(path, dpi=figures.DPI)
+  return path
 
 
 def _plot_dead_units(curves: dict, path: str) -> str:
@@ -259,12 +259,12 @@ def _plot_dead_units(curves: dict, path: str) -> str:
   colours = {"no normalization": "tab:red", "RMSNorm": "tab:orange", "LayerNorm": "tab:blue"}
   panels = []
   for net, opt in dict.fromkeys(k[:2] for k in curves):
-    lines, x = [], []
+    lines = []
     for (*cell, name), (steps, arr) in curves.items():
       if tuple(cell) == (net, opt):
-        x, style = steps, "--" if "NaP" in name else "-"
-        lines.append((colours[name.split(" + ")[0]], (np.nanmean(arr, 1), None, None), name, style))
-    panels.append(dict(title=f"{net.upper()}, {opt}", x=x, lines=lines, xlabel="step"))
+        band, style = (np.nanmean(arr, 1), None, None), "--" if "NaP" in name else "-"
+        lines.append((colours[name.split(" + ")[0]], band, name, style, steps))
+    panels.append(dict(title=f"{net.upper()}, {opt}", x=[], lines=lines, xlabel="step"))
   panels[0]["ylabel"] = "dead units (fraction)"
   return figures.draw(path, panels, ncols=len(panels), sharey_rows=True)
 

@@ -190,9 +190,10 @@ def frames_of(run_dir: str) -> int:
 def is_finished(trial: Trial, record: dict[str, Any] | None) -> bool:
   """An earlier sweep recorded the trial done with the same train flags (--num_frames aside)
   and its run reached the frames asked now. Train resumes the other trials."""
+  if record is None or record["status"] not in ("done", "skipped"):
+    return False
   other_flags = lambda args: [a for a in args if not a.startswith("--num_frames=")]
-  done = record is not None and record["status"] in ("done", "skipped")
-  same_flags = done and other_flags(record["args"]) == other_flags(trial.args)
+  same_flags = other_flags(record["args"]) == other_flags(trial.args)
   return same_flags and frames_of(trial.run_dir) >= trial.num_frames
 
 

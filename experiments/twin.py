@@ -323,7 +323,7 @@ def plot(path: str, results: dict[str, dict[str, np.ndarray]], log_every: int) -
 
 
 def run(cfg, verbose: bool = True) -> dict[str, dict[str, float]]:
-  """Trains the twins under both optimizers; writes twin.json, twin_details.json,
+  """Trains the twins under each of `cfg.twin_optimizers`; writes twin.json, twin_details.json,
   twin_curves.csv and twin.png."""
   stream = streams.make_stream(
     cfg.benchmark, cfg.dataset, cfg.data_dir, num_examples=cfg.num_examples or None

@@ -2,8 +2,9 @@
 continual MinAtar, the twin), so they read alike and the drawing code exists once.
 
 A figure is a grid of panels, each a dict with
-- 'title', 'x' (1-D), 'lines': (colour, (mean, low, high), label, style) tuples; the band
-  between low and high is shaded (None: no band); a line with one finite point shows as a dot;
+- 'title', 'x' (1-D), 'lines': (colour, (mean, low, high), label, style[, x]) tuples; the
+  band between low and high is shaded (None: no band); a line's own x, if given, replaces the
+  panel's (runs of different lengths in one panel); a line with one finite point is a dot;
 - optional 'xlabel' (a unit is appended when x reaches 1e3 or 1e6: '(k)', '(M)'), 'ylabel',
   'yscale' ('log'), 'switches' ((x, name) of dotted vertical lines, named if 'name_switches').
 The first panel with labelled lines holds the figure's one legend, of every panel's labels.
@@ -29,10 +30,11 @@ def draw(path: str, panels: list[dict], ncols: int = 3, sharey_rows: bool = Fals
     axes.append(fig.add_subplot(nrows, ncols, i + 1, sharey=row_start))
   for ax, panel in zip(axes, panels):
     switches = panel.get("switches", ())
-    top = max([np.max(panel["x"], initial=0)] + [x for x, _ in switches])
+    xs = [panel["x"]] + [line[4] for line in panel["lines"] if len(line) > 4]
+    top = max([np.max(x, initial=0) for x in xs] + [x for x, _ in switches])
     scale, unit = (1e6, " (M)") if top >= 1e6 else (1e3, " (k)") if top >= 1e3 else (1, "")
-    x = np.asarray(panel["x"]) / scale
-    for colour, (mean, low, high), label, style in panel["lines"]:
+    for colour, (mean, low, high), label, style, *own_x in panel["lines"]:
+      x = np.asarray(own_x[0] if own_x else panel["x"]) / scale
       if low is not None:
         ax.fill_between(x, low, high, color=colour, alpha=0.18, lw=0)
       marker = "o" if np.isfinite(mean).sum() == 1 else None

@@ -2,7 +2,7 @@ r"""Writes the performance page (docs/performance.md) from a `scripts/bench.py` 
 
   python scripts/bench.py --json=docs/bench.json        # measure (every area)
   python scripts/perf_page.py                           # docs/bench.json -> docs/performance.md
-  python scripts/perf_page.py --bench=b.json --out=p.md --readme=''
+  python scripts/perf_page.py --bench=b.json --out=p.md   # leaves the README alone
 
 The page lists what each area measures and the command that measures it, then every key of
 the JSON with its value, its target where `scripts/bench.py` sets one (met or missed) and
@@ -305,7 +305,12 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--bench", default="docs/bench.json", help="JSON from scripts/bench.py")
   parser.add_argument("--out", default="docs/performance.md", help="page to write")
-  parser.add_argument("--readme", default="README.md", help="README whose table to rewrite")
+  parser.add_argument(
+    "--readme",
+    default=None,
+    help="README whose table to rewrite ('': none); default README.md when --bench is the "
+    "committed docs/bench.json, none otherwise (another JSON must not rewrite the README)",
+  )
   args = parser.parse_args(argv)
   try:
     with open(args.bench) as f:
@@ -314,6 +319,8 @@ def main(argv=None) -> int:
     parser.error(f"--bench={args.bench}: cannot read a bench JSON object ({e})")
   if not isinstance(results, dict):
     parser.error(f"--bench={args.bench}: expected a JSON object of bench keys")
+  if args.readme is None:
+    args.readme = "README.md" if args.bench == "docs/bench.json" else ""
   if args.readme:
     try:
       with open(args.readme) as f:

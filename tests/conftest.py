@@ -34,3 +34,4 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 def pytest_sessionfinish(session, exitstatus):
   if _OWNS_CACHE:  # the workers are done by the time their controller's session finishes
     shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+    os.environ.pop(_SESSION_CACHE, None)  # a later session in this process makes its own

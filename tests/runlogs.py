@@ -29,6 +29,13 @@ DEFAULT_LAYERS = (
 OUTPUT_LAYERS = ("value_output/kernel", "advantage_output/kernel", "output/kernel")
 
 ReturnFn = Callable[[str, np.ndarray, int], np.ndarray]
+# A small layer set (one convolution, one dense, the output) for tests that name layers.
+SMALL_LAYERS = ("Conv_0/kernel", "Dense_0/kernel", "output/kernel")
+
+
+def constant(value: float) -> ReturnFn:
+  """A return function: `value` at every episode."""
+  return lambda game, frames, seed: np.full(frames.shape, float(value))
 
 
 def write_synthetic_run(

@@ -115,3 +115,18 @@ def test_committed_readme_table_is_generated_from_the_committed_json():
   assert "| `jitted.seeds8_vs_host_loop` |" in perf_page.readme_section(results)
   with pytest.raises(ValueError, match="bench targets from"):
     perf_page.render_readme("# a README without the markers\n", results)
+
+
+def test_another_bench_json_leaves_the_readme_alone(tmp_path, monkeypatch):
+  """Only the committed docs/bench.json rewrites the README by default."""
+  monkeypatch.chdir(tmp_path)
+  readme = tmp_path / "README.md"
+  text = f"# A README\n{perf_page.README_BEGIN}\nold\n{perf_page.README_END}\n"
+  readme.write_text(text)
+  (tmp_path / "b.json").write_text(json.dumps({"nap.overhead": 0.99}))
+  assert perf_page.main(["--bench=b.json", "--out=p.md"]) == 0
+  assert readme.read_text() == text and (tmp_path / "p.md").exists()
+  (tmp_path / "docs").mkdir()
+  (tmp_path / "docs" / "bench.json").write_text(json.dumps({"nap.overhead": 0.99}))
+  assert perf_page.main(["--out=p.md"]) == 0  # the committed JSON: the README follows it
+  assert "| `nap.overhead` | 0.99 |" in readme.read_text()

@@ -8,12 +8,7 @@ import numpy as np
 from scripts import runlog
 from tests import runlogs
 
-LAYERS = ("Conv_0/kernel", "Dense_0/kernel", "output/kernel")
-
-
-def constant(value):
-  """A synthetic run's return function: `value` at every episode."""
-  return lambda game, frames, seed: np.full(frames.shape, float(value))
+LAYERS, constant = runlogs.SMALL_LAYERS, runlogs.constant
 
 
 def test_train_and_layer_metrics_keep_the_order_the_lines_log_them(tmp_path):

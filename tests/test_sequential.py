@@ -82,10 +82,6 @@ def test_switches_action_space_and_lr_restarts(tmp_path):
   assert config["schedule"] == "sequential" and config["games"] == ["Pong", "Breakout"]
 
 
-# Two 8k-frame Atari runs and a resumption: with the slow checks. The fast suite resumes a
-# single-task Atari run (tests/test_train.py) and a sequential jitted run across a switch
-# (tests/test_jitted_sequential.py).
-@pytest.mark.slow
 def test_resume_mid_schedule_continues_on_the_right_game(tmp_path):
   seq = dict(SEQ, diagnostics_every=40)
   straight, _ = _run(tmp_path / "a", **seq)

@@ -143,9 +143,6 @@ def test_failing_trial_is_reported_and_the_others_run(tmp_path):
   assert "2 trials: 1 failed, 1 done" in proc.stdout
 
 
-# Ray is an optional backend and starting a local instance is the slow part: with the slow
-# checks (the local backend's tests above run in the fast suite).
-@pytest.mark.slow
 def test_ray_local_instance_runs_the_grid(tmp_path):
   pytest.importorskip("ray")
   out = str(tmp_path / "ray")
