@@ -24,14 +24,16 @@ import sys
 from concurrent import futures
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from envs import minatar_union
-from experiments import options
+from experiments import options, rundir, sweep
 from experiments.options import option
 from scripts import figures
 
-FLAGS = flags.FLAGS
+# Apart from flags.FLAGS, where experiments.train (whose checks `commands` runs) defines its
+# own --games; the options are defined below the dataclass.
+FLAGS = flags.FlagValues()
 # The arms: name -> what selects it. The launcher's sequential defaults follow the paper's
 # protocol with NaP only (optimizer reset and the per-game warm-up + cosine schedule); the
 # `+nap` arm keeps the reset but trains at the preset's constant rate, isolating the schedule.
@@ -69,9 +71,13 @@ class Options:
   report_only: bool = option(False, "Report on existing runs.")
 
 
+options.define_flags(Options, FLAGS)
+
+
 def commands(o: Options) -> dict[tuple[str, str], list[str]]:
   """(arm, 'sequential' or a game's fresh run) -> the experiments.train command; ValueError
-  naming --games for a game list that is not gymnax MinAtar ids (before any run starts)."""
+  naming the flag, before any run starts, for a game list that is not gymnax MinAtar ids or
+  any run's flags that train would refuse (its own checks, run here)."""
   if not o.games:
     raise ValueError(f"--games: give at least one of {', '.join(minatar_union.minatar_ids())}")
   for game in o.games:
@@ -81,7 +87,7 @@ def commands(o: Options) -> dict[tuple[str, str], list[str]]:
     f"--frames_per_game={o.steps_per_visit}",
     f"--num_seeds={o.num_seeds}",
     f"--overrides={','.join(o.overrides)}",
-    f"--log_every={o.steps_per_visit // 10}",
+    f"--log_every={max(1, o.steps_per_visit // 10)}",
     "--eval_every=0",
     "--noprogress",
   ]
@@ -99,17 +105,23 @@ def commands(o: Options) -> dict[tuple[str, str], list[str]]:
         "--cycles=1",
         f"--run_dir={os.path.join(o.out, arm, 'fresh_' + game.split(':')[-1])}",
       ]
+  for (arm, what), command in runs.items():
+    sweep.checked_frames(
+      tuple(command[3:]), f"the {arm} {what} run (--steps_per_visit, --overrides)"
+    )
   return runs
 
 
-def _records(run_dir: str) -> list[list[dict]]:
-  """The metrics.jsonl records of every seed directory of `run_dir`."""
-  seeds = sorted(d for d in os.listdir(run_dir) if d.startswith("seed_"))
+def _records(run_dir: str) -> tuple[list[list[dict]], list[str]]:
+  """The metrics.jsonl records of every seed directory of `run_dir` (a last line still being
+  written is left out), and the output layers its config.json names."""
+  seeds = sorted(d for d in os.listdir(run_dir) if d.startswith("seed_")) or ["."]
   out = []
-  for seed in seeds or ["."]:
+  for seed in seeds:
     with open(os.path.join(run_dir, seed, "metrics.jsonl")) as f:
-      out.append([json.loads(line) for line in f])
-  return out
+      out.append([json.loads(line) for line in f if line.endswith("\n")])
+  with open(os.path.join(run_dir, seeds[0], "config.json")) as f:
+    return out, json.load(f).get("output_layers") or []
 
 
 def _episodes(records: list[list[dict]]) -> list[list[tuple[int, str, float]]]:
@@ -120,17 +132,25 @@ def _episodes(records: list[list[dict]]) -> list[list[tuple[int, str, float]]]:
   ]
 
 
-def visit_diagnostics(records: list[list[dict]], start: int, length: int) -> dict:
+def visit_diagnostics(
+  records: list[list[dict]], start: int, length: int, output_layers: list[str]
+) -> dict:
   """The visit's last diagnostics line (on the game's probe batch), mean and std over seeds:
-  the dormant fraction (mean over hidden layers) and the mean hidden-kernel norm."""
+  the dormant fraction (mean over hidden layers) and the mean norm of the kernels that are not
+  in `output_layers` (config.json's, as the network declares them)."""
   dormant, norms = [], []
   for seed in records:
     lines = [
       r for r in seed if r["kind"] == "diagnostics" and start < r["agent_steps"] <= start + length
     ]
+    if not lines:
+      raise ValueError(
+        f"no diagnostics line in agent steps ({start}, {start + length}]: give a larger "
+        "--steps_per_visit (diagnostics start once min_replay transitions are stored)"
+      )
     last = lines[-1]
     dormant.append(np.mean(list(last["dormant"].values())))
-    norms.append(np.mean([v for k, v in last["param_norms"].items() if "output" not in k]))
+    norms.append(np.mean([v for k, v in last["param_norms"].items() if k not in output_layers]))
   return {
     "dormant_mean": round(float(np.mean(dormant)), 4),
     "dormant_std": round(float(np.std(dormant)), 4),
@@ -182,8 +202,8 @@ def summarize(o: Options, runs: dict[tuple[str, str], list[str]]) -> dict:
       sources["fresh"] = sources["visit_1"] if g == 0 else (_records(fresh_dir), 0)
       results[arm][game] = {
         visit: visit_stats(_episodes(records), start, length)
-        | {"diagnostics_end": visit_diagnostics(records, start, length)}
-        for visit, (records, start) in sources.items()
+        | {"diagnostics_end": visit_diagnostics(records, start, length, output_layers)}
+        for visit, ((records, output_layers), start) in sources.items()
       }
   return {
     "protocol": {
@@ -203,7 +223,11 @@ def summarize(o: Options, runs: dict[tuple[str, str], list[str]]) -> dict:
 def plot(summary: dict, path: str) -> None:
   """Per-visit return curves (mean, band one std over seeds): a panel per (game, arm)."""
   games, results = summary["protocol"]["games"], summary["results"]
-  styles = {"visit_1": ("#1f77b4", "-"), "visit_2": ("#d62728", "-"), "fresh": ("0.3", ":")}
+  cycles = summary["protocol"]["cycles"]
+  styles = {
+    f"visit_{c + 1}": (figures.PALETTE[c % len(figures.PALETTE)], "-") for c in range(cycles)
+  }
+  styles["fresh"] = ("0.3", ":")
   panels = []
   for i, game in enumerate(games):
     for arm in results:
@@ -246,16 +270,23 @@ def table(summary: dict) -> str:
   return "\n".join(returns) + "\n\n" + "\n".join(diagnostics)
 
 
-def main(argv):
-  del argv
-  o = options.from_flags(Options, FLAGS)
+def main(argv: list[str]) -> int:
+  """Runs the grid (unless --report_only), then writes the summary, figure and tables; 2 for
+  bad flags, named, before any run starts."""
+  if {"-h", "--help"} & set(argv[1:]):
+    print(__doc__, FLAGS.get_help(), sep="\n")
+    return 0
   try:
+    FLAGS.unparse_flags()  # a second call in one process starts from the defaults
+    FLAGS(argv)
+    o = options.from_flags(Options, FLAGS)
     runs = commands(o)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
+  except (flags.Error, ValueError) as e:
+    print(f"minatar_continual: error: {e}", file=sys.stderr)
+    return 2
   if o.dry_run:
     print("\n".join(" ".join(c) for c in runs.values()))
-    return
+    return 0
   if not o.report_only:
     os.makedirs(o.out, exist_ok=True)
 
@@ -271,12 +302,11 @@ def main(argv):
       raise SystemExit(f"runs failed (return codes {codes}); see the logs in {o.out}")
   summary = summarize(o, runs)
   os.makedirs(o.docs_out, exist_ok=True)
-  with open(os.path.join(o.docs_out, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
+  rundir.write_json_atomic(os.path.join(o.docs_out, "summary.json"), summary)
   plot(summary, os.path.join(o.docs_out, "curves.png"))
   print(table(summary))
+  return 0
 
 
 if __name__ == "__main__":
-  options.define_flags(Options, FLAGS)
-  app.run(main)
+  sys.exit(main(sys.argv))

@@ -20,7 +20,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from envs import scores
 from scripts import figures, runlog, stats
 
-PALETTE = "#1f77b4 #d62728 #2ca02c #ff7f0e #9467bd #8c564b #e377c2 #bcbd22 #17becf".split()
 CSV_FIELDS = "kind variant game visit sequence seeds frames_min frames_max score ci_low".split()
 CSV_FIELDS += ["ci_high", "hns", "metric"]
 NUM_POINTS = 100  # frame bins of a curve
@@ -103,7 +102,7 @@ def variant_labels(configs: dict[str, dict], group_by: list[str] | None) -> dict
 
 def variant_colors(variants) -> dict[str, str]:
   """One fixed colour per variant (sorted order through the palette)."""
-  return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(sorted(set(variants)))}
+  return {v: figures.PALETTE[i % len(figures.PALETTE)] for i, v in enumerate(sorted(set(variants)))}
 
 
 def _returns_by_game(runs: list[runlog.Run], metric: str, report: Report) -> dict:

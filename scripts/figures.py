@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 DPI = 90
+PALETTE = "#1f77b4 #d62728 #2ca02c #ff7f0e #9467bd #8c564b #e377c2 #bcbd22 #17becf".split()
 STYLE = {"font.size": 7, "axes.titlesize": 9, "axes.grid": True, "grid.alpha": 0.3}
 
 

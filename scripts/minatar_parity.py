@@ -232,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     "random_play": random_play(args.episodes, seed=0),
     "runs": runs,
   }
-  with open(args.out, "w") as f:
-    json.dump(summary, f, indent=1)
+  rundir.write_json_atomic(args.out, summary)
   print(json.dumps(summary, indent=1))
   return 0
 

@@ -223,7 +223,7 @@ def test_visit_diagnostics_reads_the_visits_last_line():
     [line(150, 0.9, 9.0), line(250, 0.5, 2.0), line(300, 0.1, 4.0), line(350, 0.9, 9.0)],
     [line(280, 0.3, 6.0), {"kind": "episode", "agent_steps": 290}],
   ]
-  stats = minatar_continual.visit_diagnostics(seeds, 200, 100)
+  stats = minatar_continual.visit_diagnostics(seeds, 200, 100, ["output/kernel"])
   # seed 0: the line at 300 (dormant (0.1 + 0.3) / 2, norm 4); seed 1: the line at 280.
   assert stats == {
     "dormant_mean": 0.3,
@@ -231,6 +231,8 @@ def test_visit_diagnostics_reads_the_visits_last_line():
     "hidden_norm_mean": 5.0,
     "hidden_norm_std": 1.0,
   }
+  with pytest.raises(ValueError, match="--steps_per_visit"):
+    minatar_continual.visit_diagnostics(seeds, 400, 100, ["output/kernel"])
 
 
 def test_rainbow_runs_across_a_switch_with_fresh_n_step_windows(tmp_path):
@@ -265,4 +267,20 @@ def test_rainbow_runs_across_a_switch_with_fresh_n_step_windows(tmp_path):
 def test_the_grid_launcher_refuses_games_that_are_not_minatar(games, message):
   with pytest.raises(ValueError, match=message):
     minatar_continual.commands(minatar_continual.Options(games=games))
-  assert len(minatar_continual.commands(minatar_continual.Options())) > 0
+  runs = minatar_continual.commands(minatar_continual.Options())
+  assert len(runs) == 2 * len(minatar_continual.ARMS)  # each arm: sequential, fresh second game
+
+
+@pytest.mark.parametrize(
+  "flag, message",
+  [
+    ("--steps_per_visit=1001", "--frames_per_game=1001 must be a multiple"),
+    ("--overrides=bogus=1", "unknown key 'bogus'"),
+    ("--cycles=0", "cycles"),
+  ],
+)
+def test_the_grid_launcher_checks_every_runs_flags_before_any_run(tmp_path, capsys, flag, message):
+  out = tmp_path / "runs"
+  assert minatar_continual.main(["prog", f"--out={out}", "--dry_run", flag]) == 2
+  assert message in capsys.readouterr().err and not out.exists()
+  assert minatar_continual.main(["prog", f"--out={out}", "--dry_run"]) == 0
