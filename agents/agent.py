@@ -41,7 +41,7 @@ class AgentState:
 class UpdateInfo(NamedTuple):
   loss: jax.Array  # [] mean weighted loss
   priorities: jax.Array  # [B] new replay priorities
-  grad_norm: jax.Array  # [] global gradient norm before clipping
+  grad_norm: jax.Array  # [] global gradient norm before clipping (NaN: not measured)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -290,6 +290,7 @@ def update_step(
   learning_rate: chex.Numeric,
   schedule_step: chex.Numeric = 0,
   sync_target: bool = True,
+  measure_grad_norm: bool | jax.Array = True,
 ) -> tuple[AgentState, UpdateInfo]:
   """One learner update (unjitted; `update` is its jitted form).
 
@@ -297,6 +298,11 @@ def update_step(
   hard target sync every `target_update_period_updates` updates (`sync_target=False`: left
   to the caller, `sync_target_due`). `schedule_step` (frames since the schedule's origin, as
   for `learning_rate`) sets per-layer schedules, if any.
+
+  `measure_grad_norm` (a traced bool: a `lax.cond`) computes the gradient norm for the
+  logs, else reports NaN. It is a reduction over every gradient that nothing else in the
+  update needs (XLA:CPU runs it as passes of its own), so a loop running several updates
+  per logged step may measure only some of them.
   """
   rng, loss_rng = jax.random.split(state.rng)
   (loss, (priorities, activations)), grads = jax.value_and_grad(
@@ -312,7 +318,13 @@ def update_step(
   new_state = state.replace(params=params, opt_state=opt_state, rng=rng, updates=state.updates + 1)
   if sync_target:
     new_state = sync_target_due(agent, new_state, new_state.updates)
-  return new_state, UpdateInfo(loss=loss, priorities=priorities, grad_norm=optax.global_norm(grads))
+  if isinstance(measure_grad_norm, bool):
+    grad_norm = optax.global_norm(grads) if measure_grad_norm else jnp.float32(jnp.nan)
+  else:
+    grad_norm = jax.lax.cond(
+      measure_grad_norm, optax.global_norm, lambda _: jnp.float32(jnp.nan), grads
+    )
+  return new_state, UpdateInfo(loss=loss, priorities=priorities, grad_norm=grad_norm)
 
 
 def sync_target_due(agent: Agent, state: AgentState, updates: jax.Array) -> AgentState:

@@ -35,7 +35,8 @@ Departures from the host loop (`experiments.loop`): the replay stores both obser
 transition (no frame stacks to share) and forms n-step returns as it stores them; a
 prioritized batch's priorities are written before the next update samples (the host loop's
 can be an update late); episodes run on across chunk ends (there is no segment truncation,
-since a chunk end does not reset anything).
+since a chunk end does not reset anything); the logged gradient norm is the last update's of
+each iteration (`_learn`), the host loop's every update's.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class ChunkOutput(NamedTuple):
   clipped_return: jax.Array  # [T, S, N]
   episode_length: jax.Array  # [T, S, N] int32
   loss: jax.Array  # [T, S] mean loss of the iteration's updates (NaN: none)
-  grad_norm: jax.Array  # [T, S]
+  grad_norm: jax.Array  # [T, S] gradient norm of the iteration's last update (NaN: none)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -328,37 +329,52 @@ def _act_and_store_pooled(program: Program, carry: Carry, eps: jax.Array):
 
 
 def _update_seed(
-  program: Program, seed: SeedCarry, lr: jax.Array, step: jax.Array, beta: jax.Array
+  program: Program,
+  seed: SeedCarry,
+  lr: jax.Array,
+  step: jax.Array,
+  beta: jax.Array,
+  measure_grad_norm: jax.Array,
 ) -> tuple[SeedCarry, agent_lib.UpdateInfo]:
   """One learner update of one seed on a batch of its replay, whose priorities (if
   prioritized) the update's then replace; the target sync is `_learn`'s (all seeds at once)."""
   config = program.agent.config
   rng, sample_key = jax.random.split(seed.rng)
   batch = seed.replay.sample(sample_key, config.batch_size, program.env.observation_dtype, beta)
-  state, info = agent_lib.update_step(program.agent, seed.agent, batch, lr, step, sync_target=False)
+  state, info = agent_lib.update_step(
+    program.agent,
+    seed.agent,
+    batch,
+    lr,
+    step,
+    sync_target=False,
+    measure_grad_norm=measure_grad_norm,
+  )
   replay = seed.replay.update_priorities(config, batch.index, info.priorities)
   return seed.replace(agent=state, replay=replay, rng=rng), info
 
 
 def _learn(program: Program, seeds: SeedCarry, counters: Counters):
-  """The updates due after this iteration's steps (all seeds), mean loss and grad norm."""
+  """The updates due after this iteration's steps (all seeds): their mean loss and the last
+  one's gradient norm (the only one measured: the log's mean over an interval samples one
+  update per iteration, see `agents.agent.update_step`)."""
   config = program.agent.config
   steps = counters.agent_steps
   since = steps - counters.lr_origin  # the schedule's step, as the host loop's
   lr = program.agent.learning_rate(since)
   beta = importance_beta(config, steps, program.num_frames)
-  update = jax.vmap(functools.partial(_update_seed, program), in_axes=(0, None, None, None))
+  update = jax.vmap(functools.partial(_update_seed, program), in_axes=(0, None, None, None, None))
   k = max(1, program.updates_per_iteration)
 
   def run(seeds):
     def one(seeds, i):
-      seeds, info = update(seeds, lr, since, beta)
+      seeds, info = update(seeds, lr, since, beta, i == k - 1)
       # Every seed's count of updates is the shared one (they update in lock step).
       agents = agent_lib.sync_target_due(program.agent, seeds.agent, counters.updates + i + 1)
       return seeds.replace(agent=agents), (info.loss, info.grad_norm)
 
     seeds, (loss, grad_norm) = jax.lax.scan(one, seeds, jnp.arange(k, dtype=jnp.int32))
-    return seeds, loss.mean(0), grad_norm.mean(0)
+    return seeds, loss.mean(0), grad_norm[-1]
 
   def skip(seeds):
     nan = jnp.full((seeds.rng.shape[0],), jnp.nan, jnp.float32)

@@ -141,6 +141,28 @@ def test_update_consumes_the_replays_batch():
   assert jax.tree.all(jax.tree.map(jnp.array_equal, with_ids.params, without.params))
 
 
+def test_gradient_norm_is_measured_only_when_asked_and_changes_nothing_else():
+  agent = _tiny_agent()
+  state = agent_lib.init(agent, jax.random.PRNGKey(0), jnp.zeros((1, 4)))
+  batch = _batch(np.random.default_rng(0))
+  step = jax.jit(
+    lambda s, measure: agent_lib.update_step(agent, s, batch, 1e-3, measure_grad_norm=measure)
+  )
+  measured, info = step(state, jnp.array(True))  # a traced flag: a lax.cond
+  skipped, skipped_info = step(state, jnp.array(False))
+  _, loss_rng = jax.random.split(state.rng)  # the update's loss stream
+  loss = lambda p: agent_lib._loss(agent, p, state.target_params, batch, loss_rng)[0]
+  grads = jax.tree.leaves(jax.grad(loss)(state.params))
+  expected = float(jnp.sqrt(sum(jnp.sum(g**2) for g in grads)))
+  assert expected > 0
+  np.testing.assert_allclose(float(info.grad_norm), expected, rtol=1e-5)
+  assert np.isnan(float(skipped_info.grad_norm))
+  assert float(info.loss) == float(skipped_info.loss)
+  assert jax.tree.all(jax.tree.map(jnp.array_equal, measured, skipped))
+  _, always = agent_lib.update(agent, state, batch, 1e-3)  # the default: measured
+  np.testing.assert_allclose(float(always.grad_norm), expected, rtol=1e-5)
+
+
 def test_nap_agent_keeps_projected_norms():
   agent = _tiny_agent(network=dict(norm="layer", hidden_sizes=(32, 32)), nap=True)
   state = agent_lib.init(agent, jax.random.PRNGKey(0), jnp.zeros((1, 4)))

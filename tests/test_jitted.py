@@ -75,6 +75,8 @@ def test_chunk_counts_steps_updates_and_episodes():
   # Updates start at the iteration whose steps reach min_replay (64 = iteration 16).
   assert int(carry.counters.updates) == 2 * (50 - 15)
   assert np.isnan(out.loss[:15]).all() and np.isfinite(out.loss[15:]).all()
+  # The last update of each iteration measures the gradient norm.
+  assert np.isnan(out.grad_norm[:15]).all() and (out.grad_norm[15:] > 0).all()
   assert int(carry.seeds.replay.size[0]) == 200
   lengths = out.episode_length[out.done]
   np.testing.assert_array_equal(out.episode_return[out.done], lengths)  # CartPole: +1 a step
