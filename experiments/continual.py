@@ -249,6 +249,11 @@ def _positive(flag: str, value, allow_zero: bool = False) -> None:
     )
 
 
+def _positive_number(flag: str, value) -> None:
+  if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+    raise ValueError(f"--{flag}={value!r} must be a positive number")
+
+
 def _int_list(flag: str, values) -> tuple[int, ...]:
   try:
     out = tuple(int(v) for v in values)
@@ -328,16 +333,9 @@ def validate(cfg: Config) -> Config:
     raise ValueError(
       f"--log_every={cfg.log_every} must divide --steps_per_task={cfg.steps_per_task}"
     )
-  if cfg.lr is not None and not (
-    isinstance(cfg.lr, (int, float)) and np.isfinite(cfg.lr) and cfg.lr > 0
-  ):
-    raise ValueError(f"--lr={cfg.lr!r} must be a positive number")
-  if not (
-    isinstance(cfg.twin_sgd_lr, (int, float))
-    and np.isfinite(cfg.twin_sgd_lr)
-    and cfg.twin_sgd_lr > 0
-  ):
-    raise ValueError(f"--twin_sgd_lr={cfg.twin_sgd_lr!r} must be a positive number")
+  if cfg.lr is not None:
+    _positive_number("lr", cfg.lr)
+  _positive_number("twin_sgd_lr", cfg.twin_sgd_lr)
   if "momentum" in cfg.optimizer and "upgd" in cfg.methods:
     raise ValueError("--methods includes upgd, which supports --optimizer=adam or sgd only")
   for flag in ("hidden_sizes", "cnn_channels", "cnn_strides", "cnn_hidden"):

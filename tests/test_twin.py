@@ -191,6 +191,8 @@ def test_twin_flag_is_routed_and_bad_precision_is_refused(tmp_path):
     assert continual.main(["continual", "--twin", flag, f"--out={tmp_path}"]) == 2
   with pytest.raises(ValueError, match="--twin_sgd_lr=-0.1 must be a positive number"):
     continual.validate(continual.Config(out="x", twin_sgd_lr=-0.1))
+  with pytest.raises(ValueError, match="--lr=nan must be a positive number"):
+    continual.validate(continual.Config(out="x", lr=float("nan")))
   with pytest.raises(ValueError, match="twin_optimizers.*'lion'"):
     continual.validate(continual.Config(out="x", twin_optimizers=("lion",)))
 

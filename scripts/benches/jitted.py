@@ -96,11 +96,9 @@ def _update_gflop(preset: str = "dqn") -> float:
   config = presets.make_config(preset, "minatar", **OVERRIDES)
   obs = np.zeros((config.batch_size,) + env.observation_shape, np.float32)
   agent = agent_lib.make_agent(config, env.num_actions, obs_example=obs[:1])
-  state = jax.eval_shape(lambda: agent_lib.init(agent, jax.random.PRNGKey(0), obs[:1]))
   column = np.zeros(config.batch_size, np.float32)
   batch = Batch(obs, column.astype(np.int32), column, column + 0.99, obs, column + 1.0)
-  lowered = jax.jit(agent_lib.update_step, static_argnums=0).lower(agent, state, batch, 1e-4)
-  return learner.xla_flops(lowered.compile()) / 1e9
+  return learner.agent_update_flops(agent, obs[:1], batch) / 1e9
 
 
 def _matmul_peak_gflops(reps: int) -> float:

@@ -198,13 +198,18 @@ def update_flops(preset: str, conv: str, compile_it: bool = True) -> float:
   """
   with conv_impl(conv):
     agent = agent_lib.make_agent(preset_config(preset), num_actions=NUM_ACTIONS)
-    state = jax.eval_shape(
-      lambda: agent_lib.init(agent, jax.random.PRNGKey(0), jnp.zeros((1, 4, 84, 84), jnp.uint8))
+    obs_example = jnp.zeros((1, 4, 84, 84), jnp.uint8)
+    return agent_update_flops(
+      agent, obs_example, random_batch(np.random.default_rng(0)), compile_it
     )
-    lowered = jax.jit(agent_lib.update_step, static_argnums=0).lower(
-      agent, state, random_batch(np.random.default_rng(0)), LR
-    )
-    return xla_flops(lowered.compile() if compile_it else lowered)
+
+
+def agent_update_flops(agent, obs_example, batch, compile_it: bool = True) -> float:
+  """XLA's FLOP count of one `agents.agent.update_step` of `agent` on `batch` (the state's
+  shapes from an observation like `obs_example`, nothing initialized)."""
+  state = jax.eval_shape(lambda: agent_lib.init(agent, jax.random.PRNGKey(0), obs_example))
+  lowered = jax.jit(agent_lib.update_step, static_argnums=0).lower(agent, state, batch, LR)
+  return xla_flops(lowered.compile() if compile_it else lowered)
 
 
 def xla_flops(compiled) -> float:
