@@ -327,6 +327,13 @@ def update_step(
   return new_state, UpdateInfo(loss=loss, priorities=priorities, grad_norm=grad_norm)
 
 
+def restarted_opt_state(agent: Agent, params: Any, opt_state: Any) -> Any:
+  """The optimizer state a task switch restarts from (`reset_optimizer_on_switch`): a fresh
+  `init` at the current parameters that keeps NaP's target norms, the initial ones
+  (`plasticity.nap.keep_target_norms`)."""
+  return nap.keep_target_norms(agent.optimizer.init(params), opt_state)
+
+
 def sync_target_due(agent: Agent, state: AgentState, updates: jax.Array) -> AgentState:
   """`state` with its target network set to its online one if `updates` (the count after an
   update) is a multiple of `target_update_period_updates`.

@@ -52,7 +52,7 @@ from agents import anakin, device_replay
 from envs import envpool_envs, gymnax_envs, minatar_union
 from envs.sequential import Task
 from experiments import diagnostics
-from experiments.loop import RunConfig, _mean_or_none, _write_bytes
+from experiments.loop import RunConfig, _mean_or_none, _write_bytes, switch_record
 from experiments.rundir import CheckpointError, RunDir
 from plasticity import nap
 
@@ -221,7 +221,7 @@ class JittedTrainer:
     self.probes: dict[str, np.ndarray] = {}  # game -> [seeds, batch, *obs_shape]
     self._diagnostics_fn = None
     self._reset_optimizer = jax.jit(
-      jax.vmap(lambda p, old: nap.keep_target_norms(self.agent.optimizer.init(p), old))
+      jax.vmap(functools.partial(agent_lib.restarted_opt_state, self.agent))
     )
     self._eval_keys = jnp.stack(
       [jax.random.fold_in(jax.random.PRNGKey(s), 7) for s in config.seeds]
@@ -321,17 +321,7 @@ class JittedTrainer:
     self.task, self.program, self.host.task_index = task, program, task.index
     if cfg.sequential:
       for run in self.run_dirs:
-        run.log(
-          "metrics.jsonl",
-          {
-            "kind": "switch",
-            "frames": task.start_frame,
-            "agent_steps": self.agent_steps,
-            "game": task.game,
-            "cycle": task.cycle,
-            "task_index": task.index,
-          },
-        )
+        run.log("metrics.jsonl", switch_record(task, self.agent_steps))
 
   # --- logs ----------------------------------------------------------------------------------
   def _log_chunk(self, out: anakin.ChunkOutput, chunk_start: tuple[float, int]) -> None:

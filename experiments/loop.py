@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -288,26 +289,15 @@ class Trainer:
       for s in self.seeds:
         s.task_cursors = s.replay.cursors()
       if self.config.reset_optimizer_on_switch:
-        opt_init = self.group.map(self.agent.optimizer.init, (0,))
-        self.state = self.state.replace(
-          opt_state=nap.keep_target_norms(opt_init(self.state.params), self.state.opt_state)
-        )
+        restart = functools.partial(agent_lib.restarted_opt_state, self.agent)
+        opt_state = self.group.map(restart, (0, 0))(self.state.params, self.state.opt_state)
+        self.state = self.state.replace(opt_state=opt_state)
       if self.config.lr_restart_on_switch:
         c.lr_origin = task.start_frame
     c.task_index = task.index
     if self.config.sequential:
       for s in self.seeds:
-        s.run_dir.log(
-          "metrics.jsonl",
-          {
-            "kind": "switch",
-            "frames": task.start_frame,
-            "agent_steps": c.agent_steps,
-            "game": task.game,
-            "cycle": task.cycle,
-            "task_index": task.index,
-          },
-        )
+        s.run_dir.log("metrics.jsonl", switch_record(task, c.agent_steps))
 
   # --- one segment ---------------------------------------------------------------------------
   def _run_segment(self, task: Task, end_frame: int, progress) -> None:
@@ -659,6 +649,18 @@ def _write_bytes(path: str, data: bytes) -> None:
 def _clip(reward: np.ndarray, bound: float) -> np.ndarray:
   reward = reward.astype(np.float32)
   return np.clip(reward, -bound, bound) if bound > 0 else reward
+
+
+def switch_record(task: Task, agent_steps: int) -> dict[str, Any]:
+  """The metrics.jsonl 'switch' line a sequential run writes as `task` starts."""
+  return {
+    "kind": "switch",
+    "frames": task.start_frame,
+    "agent_steps": agent_steps,
+    "game": task.game,
+    "cycle": task.cycle,
+    "task_index": task.index,
+  }
 
 
 def _mean_or_none(values) -> float | None:
