@@ -299,8 +299,8 @@ def update_step(
   to the caller, `sync_target_due`). `schedule_step` (frames since the schedule's origin, as
   for `learning_rate`) sets per-layer schedules, if any.
 
-  `measure_grad_norm` (a traced bool: a `lax.cond`) computes the gradient norm for the
-  logs, else reports NaN. It is a reduction over every gradient that nothing else in the
+  `measure_grad_norm` (a bool, or a traced one: a `lax.cond`) computes the gradient norm
+  for the logs, else reports NaN. It is a reduction over every gradient that nothing else in the
   update needs (XLA:CPU runs it as passes of its own), so a loop running several updates
   per logged step may measure only some of them.
   """
@@ -318,12 +318,8 @@ def update_step(
   new_state = state.replace(params=params, opt_state=opt_state, rng=rng, updates=state.updates + 1)
   if sync_target:
     new_state = sync_target_due(agent, new_state, new_state.updates)
-  if isinstance(measure_grad_norm, bool):
-    grad_norm = optax.global_norm(grads) if measure_grad_norm else jnp.float32(jnp.nan)
-  else:
-    grad_norm = jax.lax.cond(
-      measure_grad_norm, optax.global_norm, lambda _: jnp.float32(jnp.nan), grads
-    )
+  not_measured = lambda _: jnp.float32(jnp.nan)
+  grad_norm = jax.lax.cond(measure_grad_norm, optax.global_norm, not_measured, grads)
   return new_state, UpdateInfo(loss=loss, priorities=priorities, grad_norm=grad_norm)
 
 

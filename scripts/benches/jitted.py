@@ -23,8 +23,8 @@ Keys:
 - ``jitted.seeds8_vs_host_loop``: seeds8_sps / host_loop_sps (target >= 3), the median of
   `PAIRS` ratios, each of an 8-seed and a host-loop measurement taken one after the other
   (the two figures above are those measurements' medians), and
-  ``jitted.seeds8_vs_host_loop_min`` the lowest of them: on a shared machine a single pair
-  can be off by a tenth either way;
+  ``jitted.seeds8_vs_host_loop_min`` the lowest of them: a shared machine's load moves a
+  single pair;
 - ``jitted.seeds8_prioritized_sps``: 8 seeds of the same agent with 3-step returns and
   prioritized replay (`agents.device_replay.NStepReplay`), and
   ``jitted.prioritized_vs_uniform``: its ratio to seeds8_sps, the cost of the replay alone;
