@@ -289,20 +289,23 @@ def update_step(
   batch: Batch,
   learning_rate: chex.Numeric,
   schedule_step: chex.Numeric = 0,
-  sync_target: bool = True,
+  shared_updates: chex.Numeric | None = None,
   measure_grad_norm: bool | jax.Array = True,
 ) -> tuple[AgentState, UpdateInfo]:
   """One learner update (unjitted; `update` is its jitted form).
 
   Loss and gradients, the optimizer chain (NaP projection included when configured) and the
-  hard target sync every `target_update_period_updates` updates (`sync_target=False`: left
-  to the caller, `sync_target_due`). `schedule_step` (frames since the schedule's origin, as
-  for `learning_rate`) sets per-layer schedules, if any.
+  hard target sync every `target_update_period_updates` updates. `schedule_step` (frames
+  since the schedule's origin, as for `learning_rate`) sets per-layer schedules, if any.
+
+  `shared_updates`: the count of updates before this one, when seeds update in lock step and share
+  it (default: the state's own). Passed unbatched under `vmap` over seeds, it keeps the sync
+  a real branch (`lax.cond`, the copy made only when due); the seeds' own counts are
+  batched, and XLA would turn the cond into a select over every parameter at every update.
 
   `measure_grad_norm` (a bool, or a traced one: a `lax.cond`) computes the gradient norm
-  for the logs, else reports NaN. It is a reduction over every gradient that nothing else in the
-  update needs (XLA:CPU runs it as passes of its own), so a loop running several updates
-  per logged step may measure only some of them.
+  for the logs, else reports NaN: nothing else in the update needs that reduction over
+  every gradient, so a loop running several updates per logged step may measure only some.
   """
   rng, loss_rng = jax.random.split(state.rng)
   (loss, (priorities, activations)), grads = jax.value_and_grad(
@@ -315,9 +318,15 @@ def update_step(
     grads, state.opt_state, state.params, learning_rate=learning_rate, **extra
   )
   params = optax.apply_updates(state.params, updates)
-  new_state = state.replace(params=params, opt_state=opt_state, rng=rng, updates=state.updates + 1)
-  if sync_target:
-    new_state = sync_target_due(agent, new_state, new_state.updates)
+  count = (state.updates if shared_updates is None else shared_updates) + 1
+  period = agent.config.target_update_period_updates
+  new_state = AgentState(
+    params=params,
+    target_params=optax.periodic_update(params, state.target_params, count, period),
+    opt_state=opt_state,
+    rng=rng,
+    updates=state.updates + 1,
+  )
   not_measured = lambda _: jnp.float32(jnp.nan)
   grad_norm = jax.lax.cond(measure_grad_norm, optax.global_norm, not_measured, grads)
   return new_state, UpdateInfo(loss=loss, priorities=priorities, grad_norm=grad_norm)
@@ -328,22 +337,6 @@ def restarted_opt_state(agent: Agent, params: Any, opt_state: Any) -> Any:
   `init` at the current parameters that keeps NaP's target norms, the initial ones
   (`plasticity.nap.keep_target_norms`)."""
   return nap.keep_target_norms(agent.optimizer.init(params), opt_state)
-
-
-def sync_target_due(agent: Agent, state: AgentState, updates: jax.Array) -> AgentState:
-  """`state` with its target network set to its online one if `updates` (the count after an
-  update) is a multiple of `target_update_period_updates`.
-
-  `optax.periodic_update`, a `lax.cond`: a real branch when `updates` is a scalar, so the copy
-  is made only when due.
-  Under `vmap` over seeds with a batched count, XLA would turn it into a select over every
-  parameter at every update; seeds that update in lock step (`agents.anakin`) therefore pass
-  one seed's count and call this outside their vmap.
-  """
-  period = agent.config.target_update_period_updates
-  return state.replace(
-    target_params=optax.periodic_update(state.params, state.target_params, updates, period)
-  )
 
 
 # Not donating: callers (tests, notebooks) may keep using the state they passed. The training

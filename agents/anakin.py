@@ -334,10 +334,11 @@ def _update_seed(
   lr: jax.Array,
   step: jax.Array,
   beta: jax.Array,
+  updates: jax.Array,
   measure_grad_norm: jax.Array,
 ) -> tuple[SeedCarry, agent_lib.UpdateInfo]:
   """One learner update of one seed on a batch of its replay, whose priorities (if
-  prioritized) the update's then replace; the target sync is `_learn`'s (all seeds at once)."""
+  prioritized) the update's then replace. `updates`: the seeds' shared count before it."""
   config = program.agent.config
   rng, sample_key = jax.random.split(seed.rng)
   batch = seed.replay.sample(sample_key, config.batch_size, program.env.observation_dtype, beta)
@@ -347,7 +348,7 @@ def _update_seed(
     batch,
     lr,
     step,
-    sync_target=False,
+    shared_updates=updates,
     measure_grad_norm=measure_grad_norm,
   )
   replay = seed.replay.update_priorities(config, batch.index, info.priorities)
@@ -363,15 +364,16 @@ def _learn(program: Program, seeds: SeedCarry, counters: Counters):
   since = steps - counters.lr_origin  # the schedule's step, as the host loop's
   lr = program.agent.learning_rate(since)
   beta = importance_beta(config, steps, program.num_frames)
-  update = jax.vmap(functools.partial(_update_seed, program), in_axes=(0, None, None, None, None))
+  shared = (0,) + (None,) * 5  # per seed: the carry; shared: the rest
+  update = jax.vmap(functools.partial(_update_seed, program), in_axes=shared)
   k = max(1, program.updates_per_iteration)
 
   def run(seeds):
     def one(seeds, i):
-      seeds, info = update(seeds, lr, since, beta, i == k - 1)
-      # Every seed's count of updates is the shared one (they update in lock step).
-      agents = agent_lib.sync_target_due(program.agent, seeds.agent, counters.updates + i + 1)
-      return seeds.replace(agent=agents), (info.loss, info.grad_norm)
+      # The seeds update in lock step: every seed's count of updates is the shared one.
+      measure = True if k == 1 else i == k - 1
+      seeds, info = update(seeds, lr, since, beta, counters.updates + i, measure)
+      return seeds, (info.loss, info.grad_norm)
 
     seeds, (loss, grad_norm) = jax.lax.scan(one, seeds, jnp.arange(k, dtype=jnp.int32))
     return seeds, loss.mean(0), grad_norm[-1]

@@ -185,9 +185,10 @@ class Trainer:
     # old buffers instead of fresh ones, which saves allocations and memory traffic
     # (learner.rainbow_donated_vs_not in scripts/benches/learner.py). Nothing reads the old
     # state after an update.
+    # Every seed's count of updates is the shared one (`updates`, unbatched under vmap).
     self._update = self.group.map(
-      lambda state, batch, lr, step: agent_lib.update_step(self.agent, state, batch, lr, step),
-      (0, 0, None, None),
+      functools.partial(agent_lib.update_step, self.agent),
+      (0, 0, None, None, None),
       donate_argnums=(0,),
     )
     self._fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
@@ -377,7 +378,7 @@ class Trainer:
       samples = [s.replay.sample(cfg.batch_size, s.np_rng, beta=beta) for s in self.seeds]
       # The row ids stay on the host: the priorities are written back from `samples`.
       batch = self.group.collect([x._replace(index=None) for x in samples])
-      self.state, info = self._update(self.state, batch, lr, frames - c.lr_origin)
+      self.state, info = self._update(self.state, batch, lr, frames - c.lr_origin, c.updates)
       c.updates += 1
       self._losses.append(info.loss)
       self._grad_norms.append(info.grad_norm)

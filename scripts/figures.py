@@ -52,11 +52,12 @@ def draw(path: str, panels: list[dict], ncols: int = 3, sharey_rows: bool = Fals
       ax.ticklabel_format(axis="y", useOffset=False)  # small changes read as values
     ax.set(title=panel["title"], xlabel=panel.get("xlabel", "frames") + unit)
     ax.set_ylabel(panel.get("ylabel", ""))
-  legend = {}  # label -> its first line
+  legend, first = {}, None  # label -> its first line; the first axes with a label
   for ax in axes:
     for line, label in zip(*ax.get_legend_handles_labels()):
       legend.setdefault(label, line)
-  if labelled := [ax for ax in axes if ax.get_legend_handles_labels()[0]]:
-    labelled[0].legend(legend.values(), legend.keys())
+      first = first or ax
+  if first:
+    first.legend(legend.values(), legend.keys())
   fig.savefig(path, dpi=DPI)
   return path

@@ -102,9 +102,9 @@ MEANINGS = [
   ("jitted.host_loop_sps", "agent steps/s of the host loop on `minatar:breakout`"),
   (
     "jitted.seeds8_vs_host_loop",
-    "8 seeds jitted / host loop, aggregate agent steps/s: the median of 3 pairs",
+    "8 seeds jitted / host loop, aggregate agent steps/s: the median of the pairs",
   ),
-  ("jitted.seeds8_vs_host_loop_min", "the lowest of those 3 ratios"),
+  ("jitted.seeds8_vs_host_loop_min", "the lowest pair's ratio"),
   (
     "jitted.seeds8_prioritized_sps",
     "the same 8 seeds with 3-step returns and prioritized replay, summed",
@@ -237,14 +237,18 @@ README_BEGIN = "<!-- bench targets from docs/bench.json: python scripts/perf_pag
 README_END = "<!-- bench targets end -->"
 
 
+def key_table(results: dict[str, Any], keys: list[str]) -> list[str]:
+  """Markdown table lines: each of `keys`, its value in `results`, target and meaning."""
+  lines = ["| key | value | target | meaning |", "|---|---:|---|---|"]
+  for key in keys:
+    value = results[key]
+    lines.append(f"| `{key}` | {fmt(value)} | {target(key, value)} | {meaning(key)} |")
+  return lines
+
+
 def readme_section(results: dict[str, Any]) -> str:
   """The README's table: each targeted key of `results`, its value, target and meaning."""
-  lines = ["| key | value | target | meaning |", "|---|---:|---|---|"]
-  for key in [k for k in TARGETS if k in results]:
-    lines.append(
-      f"| `{key}` | {fmt(results[key])} | {target(key, results[key])} | {meaning(key)} |"
-    )
-  return "\n".join(lines)
+  return "\n".join(key_table(results, [k for k in TARGETS if k in results]))
 
 
 def render_readme(text: str, results: dict[str, Any]) -> str:
@@ -293,16 +297,11 @@ def render(results: dict[str, Any], bench_path: str = "docs/bench.json") -> str:
     "",
     "Each area's keys are defined in the docstring of `scripts/benches/<area>.py`.",
     "",
-    "| key | value | target | meaning |",
-    "|---|---:|---|---|",
   ]
   order = {area: i for i, area in enumerate(AREAS)}
   keys = [k for k in results if not k.startswith("machine.") and not k.endswith(".bench_seconds")]
   keys.sort(key=lambda k: (order.get(area_of(k), len(order)), k))
-  for key in keys:
-    value = results[key]
-    lines.append(f"| `{key}` | {fmt(value)} | {target(key, value)} | {meaning(key)} |")
-  return "\n".join(line for line in lines) + "\n"
+  return "\n".join(lines + key_table(results, keys)) + "\n"
 
 
 def main(argv=None) -> int:

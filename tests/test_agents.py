@@ -141,6 +141,16 @@ def test_update_consumes_the_replays_batch():
   assert jax.tree.all(jax.tree.map(jnp.array_equal, with_ids.params, without.params))
 
 
+def test_shared_update_count_times_the_target_sync():
+  agent = _tiny_agent()  # a sync every 3 updates
+  state = agent_lib.init(agent, jax.random.PRNGKey(0), jnp.zeros((1, 4)))
+  batch = _batch(np.random.default_rng(0))
+  synced = lambda s: jax.tree.all(jax.tree.map(jnp.array_equal, s.target_params, s.params))
+  for shared, due in ((0, False), (1, False), (2, True), (5, True)):
+    new, _ = agent_lib.update(agent, state, batch, 1e-3, shared_updates=shared)
+    assert synced(new) == due and int(new.updates) == 1  # the state's own count still counts
+
+
 def test_gradient_norm_is_measured_only_when_asked_and_changes_nothing_else():
   agent = _tiny_agent()
   state = agent_lib.init(agent, jax.random.PRNGKey(0), jnp.zeros((1, 4)))

@@ -102,7 +102,7 @@ def test_unreadable_bench_json_is_refused(tmp_path, capsys):
   bad = tmp_path / "bench.json"
   bad.write_text("[1, 2]")
   with pytest.raises(SystemExit):
-    perf_page.main([f"--bench={bad}", f"--out={tmp_path / 'p.md'}", "--readme="])
+    perf_page.main([f"--bench={bad}", f"--out={tmp_path / 'p.md'}"])
   assert "--bench" in capsys.readouterr().err
 
 
