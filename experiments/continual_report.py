@@ -224,7 +224,8 @@ def plot_all(out: str, figures_dir: str | None = None) -> list[str]:
         panels.append(dict(title=title, x=[], lines=lines, xlabel="task", ylabel="online accuracy"))
     paths.append(figures.draw(os.path.join(dest, "online_accuracy.png"), panels, ncols=2))
 
-  if (curves := dead_unit_curves(out)) and write_dead_units(out, curves):
+  if curves := dead_unit_curves(out):
+    write_dead_units(out, curves)
     paths.append(_plot_dead_units(curves, os.path.join(dest, "dead_units.png")))
   return paths
 

@@ -191,6 +191,9 @@ class Trainer:
       (0, 0, None, None, None),
       donate_argnums=(0,),
     )
+    self._restart_optimizer = self.group.map(
+      functools.partial(agent_lib.restarted_opt_state, self.agent), (0, 0), donate_argnums=(1,)
+    )
     self._fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     self._norms = self.group.map(
       lambda p, lr: (
@@ -290,8 +293,7 @@ class Trainer:
       for s in self.seeds:
         s.task_cursors = s.replay.cursors()
       if self.config.reset_optimizer_on_switch:
-        restart = functools.partial(agent_lib.restarted_opt_state, self.agent)
-        opt_state = self.group.map(restart, (0, 0))(self.state.params, self.state.opt_state)
+        opt_state = self._restart_optimizer(self.state.params, self.state.opt_state)
         self.state = self.state.replace(opt_state=opt_state)
       if self.config.lr_restart_on_switch:
         c.lr_origin = task.start_frame

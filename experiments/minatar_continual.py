@@ -31,8 +31,8 @@ from experiments import options, rundir, sweep
 from experiments.options import option
 from scripts import figures
 
-# Apart from flags.FLAGS, where experiments.train (whose checks `commands` runs) defines its
-# own --games; the options are defined below the dataclass.
+# A flag set of its own: experiments.train, whose checks `commands` runs, defines its own
+# --games in flags.FLAGS. The options are defined below the dataclass.
 FLAGS = flags.FlagValues()
 # The arms: name -> what selects it. The launcher's sequential defaults follow the paper's
 # protocol with NaP only (optimizer reset and the per-game warm-up + cosine schedule); the
@@ -231,17 +231,18 @@ def plot(summary: dict, path: str) -> None:
   panels = []
   for i, game in enumerate(games):
     for arm in results:
-      lines, x = [], []
+      lines = []
       for name, (colour, style) in styles.items():
         stats = results[arm][game].get(name)
         if stats is None or (name == "fresh" and i == 0):
           continue  # the first game's fresh run is its first visit
         x = np.array(stats["curve_steps"])
         mean, std = (np.array(stats[k], float) for k in ("curve_mean", "curve_std"))
-        lines.append((colour, (mean, mean - std, mean + std), name.replace("_", " "), style))
+        band = (mean, mean - std, mean + std)
+        lines.append((colour, band, name.replace("_", " "), style, x))
       title = f"{arm}: {game.split(':')[-1]}"
       xlabel = "steps within the visit"
-      panels.append(dict(title=title, x=x, lines=lines, xlabel=xlabel, ylabel="episode return"))
+      panels.append(dict(title=title, x=[], lines=lines, xlabel=xlabel, ylabel="episode return"))
   figures.draw(path, panels, ncols=len(results), sharey_rows=True)
 
 
@@ -278,7 +279,8 @@ def main(argv: list[str]) -> int:
     return 0
   try:
     FLAGS.unparse_flags()  # a second call in one process starts from the defaults
-    FLAGS(argv)
+    if len(rest := FLAGS(argv)) > 1:
+      raise ValueError(f"unexpected arguments {rest[1:]}; flags take the form --name=value")
     o = options.from_flags(Options, FLAGS)
     runs = commands(o)
   except (flags.Error, ValueError) as e:

@@ -277,6 +277,7 @@ def test_the_grid_launcher_refuses_games_that_are_not_minatar(games, message):
     ("--steps_per_visit=1001", "--frames_per_game=1001 must be a multiple"),
     ("--overrides=bogus=1", "unknown key 'bogus'"),
     ("--cycles=0", "cycles"),
+    ("cycles=2", "unexpected arguments ['cycles=2']"),
   ],
 )
 def test_the_grid_launcher_checks_every_runs_flags_before_any_run(tmp_path, capsys, flag, message):
